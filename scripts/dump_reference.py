@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""Dump reference GPT-2 logits from Hugging Face transformers, for gpt2-parity.
+
+Why it exists: gpt2-parity computes GPT-2 logits in Rust (libtorch) and needs
+numbers it can trust to compare them with. This script produces them with the
+implementation everyone else uses, HF's GPT2LMHeadModel (eager attention,
+float32, eval mode, no gradients), and writes them, with the token ids, the
+residual stream and a digest of the weights, into one safetensors file of the
+format `gpt2-parity-reference/1` (see docs/reference-format.md). Optionally it
+adds TransformerLens logits, processed and unprocessed.
+
+The gpt2-parity binary embeds this file and runs it as
+`python dump_reference.py ...`, so it must stay self-contained: it imports
+torch, transformers and safetensors only (transformer_lens only when asked).
+
+Usage:
+  dump_reference.py --model ID|DIR --output FILE [--model-name NAME]
+                    [--prepend-bos] [--prompts-file F] [--transformer-lens
+                    [--no-fold-ln] [--no-center-writing-weights]
+                    [--no-center-unembed] [--no-fold-value-biases]] [PROMPT]...
+
+Prompts from --prompts-file (JSON Lines: each non-blank line a JSON string or
+an object with a "prompt" string) come first, then those on the command line.
+--output - writes the file to stdout. Every error is one line on stderr and
+exit status 2.
+"""
+
+import argparse
+import copy
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+from importlib import metadata as package_metadata
+
+import safetensors.torch
+import torch
+import transformers
+from transformers import AutoTokenizer, GPT2LMHeadModel
+
+FORMAT = "gpt2-parity-reference/1"
+WEIGHTS_FILE = "model.safetensors"
+DEFAULT_MODEL = "openai-community/gpt2"
+PROG = "dump_reference.py"
+
+
+class UsageError(Exception):
+    """A problem with the request or its inputs; reported as one line, exit 2."""
+
+
+# ---------------------------------------------------------------- arguments
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def parse_args(argv):
+    parser = OneLineParser(prog=PROG, description="Dump reference GPT-2 logits (format %s)." % FORMAT)
+    parser.add_argument("prompts", nargs="*", metavar="PROMPT")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub id or local directory")
+    parser.add_argument("--model-name", help="model string to record instead of --model")
+    parser.add_argument("--output", required=True, help="output file, or - for stdout")
+    parser.add_argument("--prepend-bos", action="store_true", help="prepend <|endoftext|> to every prompt")
+    parser.add_argument("--prompts-file", help="JSON Lines file of prompts (read before PROMPT...)")
+    parser.add_argument("--transformer-lens", action="store_true",
+                        help="also record TransformerLens logits, processed and unprocessed")
+    for step in ("fold-ln", "center-writing-weights", "center-unembed", "fold-value-biases"):
+        parser.add_argument(f"--no-{step}", action="store_true",
+                            help=f"TransformerLens processed run: turn off {step.replace('-', '_')}")
+    return parser.parse_args(argv)
+
+
+def read_prompts_file(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read prompts file {path}: {err}")
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            prompts.append(parse_prompt_line(path, number, line))
+    return prompts
+
+
+def parse_prompt_line(path, number, line):
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{path}:{number}: not valid JSON ({err.msg})")
+    if isinstance(value, dict):
+        value = value.get("prompt")
+    if not isinstance(value, str):
+        raise UsageError(f"{path}:{number}: expected a JSON string or an object with a \"prompt\" string")
+    return value
+
+
+def collect_prompts(args):
+    prompts = read_prompts_file(args.prompts_file) if args.prompts_file else []
+    prompts += args.prompts
+    if not prompts:
+        raise UsageError("no prompts given (pass PROMPT... or --prompts-file)")
+    if not args.prepend_bos:
+        for index, prompt in enumerate(prompts):
+            if prompt == "":
+                raise UsageError(f"prompt {index} is empty; an empty prompt needs --prepend-bos")
+    return prompts
+
+
+# ---------------------------------------------------------------- model
+
+def load_model(model_id):
+    looks_like_path = os.path.isabs(model_id) or model_id.startswith(".") or os.path.exists(model_id)
+    if looks_like_path and not os.path.isdir(model_id):
+        raise UsageError(f"model directory {model_id} not found")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_id)
+        model = GPT2LMHeadModel.from_pretrained(model_id, attn_implementation="eager", dtype=torch.float32)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot load model {model_id}: {first_line(err)}")
+    return model.eval(), tokenizer
+
+
+def weights_digest(model_id):
+    """sha256 of the model.safetensors that from_pretrained read (directory or Hub cache)."""
+    try:
+        path = transformers.utils.cached_file(model_id, WEIGHTS_FILE)
+    except OSError as err:
+        raise UsageError(f"cannot find {WEIGHTS_FILE} for {model_id}: {first_line(err)}")
+    if path is None:
+        raise UsageError(f"{model_id} has no {WEIGHTS_FILE}")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def tokenize(tokenizer, prompt, prepend_bos, limit, index):
+    ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        plain = backend.encode(prompt, add_special_tokens=False).ids
+        if ids != plain:
+            raise UsageError(f"prompt {index}: tokenizer added tokens ({ids} vs plain BPE {plain})")
+    if prepend_bos:
+        ids = [tokenizer.bos_token_id] + ids
+    if not ids:
+        raise UsageError(f"prompt {index} has no tokens")
+    if len(ids) > limit:
+        raise UsageError(f"prompt {index} has {len(ids)} tokens, more than the model's limit of {limit}")
+    return ids
+
+
+# ---------------------------------------------------------------- forward passes
+
+@torch.no_grad()
+def hf_forward(model, ids):
+    """Return (logits [T, V], resid [L+1, T, D]); resid[l] is block l-1's output, before ln_f."""
+    blocks = model.transformer.h
+    outputs = [None] * len(blocks)
+
+    def capture(index):
+        def hook(_module, _inputs, output):
+            outputs[index] = (output[0] if isinstance(output, tuple) else output).detach()
+        return hook
+
+    handles = [block.register_forward_hook(capture(i)) for i, block in enumerate(blocks)]
+    try:
+        result = model(torch.tensor([ids]), output_hidden_states=True, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    resid = torch.stack([result.hidden_states[0][0]] + [out[0] for out in outputs])
+    # Self-check: the last block output, through ln_f, is HF's final hidden state.
+    if not torch.allclose(model.transformer.ln_f(resid[-1]), result.hidden_states[-1][0], atol=1e-5, rtol=1e-5):
+        raise RuntimeError("block outputs captured by hooks do not match HF's hidden states")
+    return result.logits[0].float(), resid.float()
+
+
+def tl_version():
+    try:
+        return package_metadata.version("transformer-lens")
+    except package_metadata.PackageNotFoundError:
+        return package_metadata.version("transformer_lens")
+
+
+def tl_processing(args):
+    return {
+        "fold_ln": not args.no_fold_ln,
+        "center_writing_weights": not args.no_center_writing_weights,
+        "center_unembed": not args.no_center_unembed,
+        "fold_value_biases": not args.no_fold_value_biases,
+    }
+
+
+def load_tl_models(model_id, hf_model, tokenizer, processing):
+    """Return {suffix: callable(tokens [1, T]) -> logits [1, T, V]} for both TL variants."""
+    try:
+        import transformer_lens
+    except ImportError:
+        raise UsageError("--transformer-lens: transformer_lens is not installed "
+                         "(pip install -r scripts/requirements-tl.txt)")
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+    except ImportError:
+        TransformerBridge = None
+    models = {}
+    for suffix, kwargs in (("tl_processed_logits", processing), ("tl_unprocessed_logits", None)):
+        # Each variant gets its own copy: processing rewrites weights in place.
+        own_copy = copy.deepcopy(hf_model)
+        if TransformerBridge is not None:  # TransformerLens 4.x
+            bridge = TransformerBridge.boot_transformers(model_id, hf_model=own_copy, tokenizer=tokenizer,
+                                                         device="cpu", dtype=torch.float32)
+            if kwargs is None:
+                bridge.enable_compatibility_mode(no_processing=True)
+            else:
+                bridge.enable_compatibility_mode(**kwargs)
+            models[suffix] = bridge.eval()
+        else:  # TransformerLens <= 3
+            hooked = transformer_lens.HookedTransformer
+            common = dict(hf_model=own_copy, tokenizer=tokenizer, device="cpu", dtype=torch.float32)
+            if kwargs is None:
+                models[suffix] = hooked.from_pretrained_no_processing(model_id, **common).eval()
+            else:
+                models[suffix] = hooked.from_pretrained(model_id, **common, **kwargs).eval()
+    return models
+
+
+@torch.no_grad()
+def tl_forward(tl_model, ids):
+    # Token tensors, not strings: TransformerLens would otherwise prepend BOS on its own.
+    return tl_model(torch.tensor([ids]))[0].float()
+
+
+# ---------------------------------------------------------------- output
+
+def producer(with_tl):
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    if with_tl:
+        versions["transformer_lens"] = tl_version()
+    return json.dumps(versions)
+
+
+def write_reference(path, tensors, meta):
+    tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in tensors.items()}
+    if path == "-":
+        sys.stdout.buffer.write(safetensors.torch.save(tensors, metadata=meta))
+        sys.stdout.buffer.flush()
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"output directory {directory} does not exist")
+    handle, temp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    os.close(handle)
+    try:
+        safetensors.torch.save_file(tensors, temp, metadata=meta)
+        os.chmod(temp, 0o666 & ~current_umask())  # mkstemp creates the file owner-only
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def first_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# ---------------------------------------------------------------- main
+
+def run(args):
+    prompts = collect_prompts(args)
+    transformers.utils.logging.disable_progress_bar()
+    model, tokenizer = load_model(args.model)
+    digest = weights_digest(args.model)
+    limit = model.config.n_positions
+    token_lists = [tokenize(tokenizer, p, args.prepend_bos, limit, i) for i, p in enumerate(prompts)]
+
+    tensors = {}
+    for i, ids in enumerate(token_lists):
+        logits, resid = hf_forward(model, ids)
+        tensors[f"prompt.{i}.tokens"] = torch.tensor(ids, dtype=torch.int64)
+        tensors[f"prompt.{i}.logits"] = logits
+        tensors[f"prompt.{i}.resid"] = resid
+    if args.transformer_lens:
+        tl_models = load_tl_models(args.model, model, tokenizer, tl_processing(args))
+        for suffix, tl_model in tl_models.items():
+            for i, ids in enumerate(token_lists):
+                tensors[f"prompt.{i}.{suffix}"] = tl_forward(tl_model, ids)
+
+    meta = {
+        "format": FORMAT,
+        "prompts": json.dumps(prompts, ensure_ascii=False),
+        "model": args.model_name or args.model,
+        "weights": digest,
+        "prepend_bos": "true" if args.prepend_bos else "false",
+        "dtype": "float32",
+        "attn_implementation": "eager",
+        "producer": producer(args.transformer_lens),
+    }
+    write_reference(args.output, tensors, meta)
+
+
+def main(argv=None):
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        run(args)
+    except UsageError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+//! The command line: clap's derive for the raw flags, resolved into validated options before
+//! any model work starts, so that a typo costs milliseconds, not a model load.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::compare::Tolerance;
+use crate::model::hub::DEFAULT_MODEL;
+use crate::model::process::ProcessingOptions;
+use crate::prompts::read_prompts_file;
+use crate::report::Format;
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  parity holds: every comparison is within tolerance
+  1  a tolerance was breached, or a value is NaN/Inf (the full report is still printed/written)
+  2  usage, input, model or IO error (one line on stderr names the problem and the fix)";
+
+#[derive(Debug, Parser)]
+#[command(name = "gpt2-parity", version, about = "Checks GPT-2 logits, unprocessed and TransformerLens-processed, against reference logits", after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run prompts through GPT-2 unprocessed and processed, and compare both with reference logits
+    #[command(after_help = EXIT_CODES)]
+    Compare(CompareArgs),
+    /// Write a reference file with the bundled Python script (Hugging Face transformers, eager, float32)
+    Reference(ReferenceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Prompts to run (with --reference and none given: every prompt the reference holds)
+    pub prompts: Vec<String>,
+    /// More prompts, as JSON Lines: one JSON string (or {"prompt": "..."}) per line
+    #[arg(long, value_name = "FILE")]
+    pub prompts_file: Option<PathBuf>,
+    /// Hub id or local directory (config.json, model.safetensors, tokenizer.json)
+    #[arg(long, value_name = "ID|DIR", default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Prepend <|endoftext|> (50256) to every prompt, on both sides
+    #[arg(long)]
+    pub prepend_bos: bool,
+    /// Python that runs the bundled reference script [default: $GPT2_PARITY_PYTHON, else the build's venv]
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Reference file (gpt2-parity-reference/1); without it the bundled script makes one (cached)
+    #[arg(long, value_name = "FILE")]
+    pub reference: Option<PathBuf>,
+    /// Absolute tolerance: |a - b| <= atol + rtol * |b|
+    #[arg(long, default_value = "1e-4", value_parser = parse_tolerance)]
+    pub atol: f64,
+    /// Relative tolerance
+    #[arg(long, default_value = "1e-5", value_parser = parse_tolerance)]
+    pub rtol: f64,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Write the report here instead of stdout ("-" is stdout); written whole or not at all
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Compare even when the reference was made from other weights (its digest differs)
+    #[arg(long)]
+    pub allow_other_weights: bool,
+    /// Device for our forward passes: cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: tch::Device,
+    /// Skip TransformerLens's fold_ln in the processed model
+    #[arg(long)]
+    pub no_fold_ln: bool,
+    /// Skip center_writing_weights
+    #[arg(long)]
+    pub no_center_writing_weights: bool,
+    /// Skip center_unembed (then processed-vs-reference must match raw, not just up to a shift)
+    #[arg(long)]
+    pub no_center_unembed: bool,
+    /// Skip fold_value_biases
+    #[arg(long)]
+    pub no_fold_value_biases: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReferenceArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Reference file to write (safetensors, gpt2-parity-reference/1)
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+impl CompareArgs {
+    pub fn tolerance(&self) -> Tolerance {
+        Tolerance { atol: self.atol, rtol: self.rtol }
+    }
+
+    pub fn processing(&self) -> ProcessingOptions {
+        ProcessingOptions {
+            fold_ln: !self.no_fold_ln,
+            center_writing_weights: !self.no_center_writing_weights,
+            center_unembed: !self.no_center_unembed,
+            fold_value_biases: !self.no_fold_value_biases,
+        }
+    }
+
+    /// The report file, `None` for stdout.
+    pub fn output_file(&self) -> Option<&Path> {
+        self.output.as_deref().filter(|path| *path != Path::new("-"))
+    }
+}
+
+impl ModelArgs {
+    /// Prompts from --prompts-file first, then those on the command line.
+    pub fn prompts(&self) -> Result<Vec<String>> {
+        let mut prompts = match &self.prompts_file {
+            Some(path) => read_prompts_file(path)?,
+            None => Vec::new(),
+        };
+        prompts.extend(self.prompts.iter().cloned());
+        Ok(prompts)
+    }
+}
+
+fn parse_tolerance(text: &str) -> Result<f64, String> {
+    let value: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number; use e.g. 1e-4"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{text} must be a finite number >= 0"));
+    }
+    Ok(value)
+}
+
+fn parse_device(text: &str) -> Result<tch::Device, String> {
+    match text {
+        "cpu" => Ok(tch::Device::Cpu),
+        "cuda" => Ok(tch::Device::Cuda(0)),
+        _ => text
+            .strip_prefix("cuda:")
+            .and_then(|index| index.parse().ok())
+            .map(tch::Device::Cuda)
+            .ok_or_else(|| format!("{text:?} is not a device; use cpu, cuda or cuda:N")),
+    }
+}
+
+/// Fails unless a file can be created in `path`'s directory: checked before any model work.
+pub fn check_writable(path: &Path) -> Result<()> {
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        bail!("cannot write {}: directory {} does not exist; create it or choose another --output", path.display(), dir.display());
+    }
+    tempfile::Builder::new()
+        .prefix(".gpt2-parity-probe-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write {}: directory {} is not writable; choose another --output", path.display(), dir.display()))?;
+    Ok(())
+}
+
+/// Checks that the requested CUDA device exists.
+pub fn check_device(device: tch::Device) -> Result<()> {
+    if let tch::Device::Cuda(index) = device {
+        let available = tch::Cuda::device_count();
+        if index as i64 >= available {
+            bail!("--device cuda:{index}: this machine has {available} CUDA devices visible to libtorch; use --device cpu");
+        }
+    }
+    Ok(())
+}

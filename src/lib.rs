@@ -1,0 +1,15 @@
+//! gpt2-parity: loads GPT-2 twice through libtorch, as Hugging Face runs it and as
+//! TransformerLens processes it, and checks both against reference logits.
+//!
+//! Data flow: cli -> model::hub (files) -> model::load (weights) -> model::gpt2 (unprocessed)
+//! -> model::process -> model::gpt2 (processed); reference (read or bundled) -> compare ->
+//! report -> exit code.
+pub mod cli;
+pub mod compare;
+pub mod model;
+pub mod output;
+pub mod prompts;
+pub mod reference;
+pub mod report;
+pub mod run;
+pub mod tokenize;

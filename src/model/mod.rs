@@ -1,0 +1,99 @@
+//! GPT-2 as this tool holds it: one set of float32 tensors in Hugging Face's layout, which
+//! both the unprocessed and the processed model use; only the weights differ between them.
+pub mod config;
+pub mod gpt2;
+pub mod hub;
+pub mod load;
+pub mod process;
+
+use tch::Tensor;
+
+pub use config::Gpt2Config;
+
+/// A LayerNorm's learned scale and shift. `None` where the norm has been folded away
+/// (TransformerLens's LNPre: normalise only).
+pub struct Affine {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+/// One transformer block. Weight matrices are stored input-major ([in, out]) as in the
+/// checkpoint's Conv1D layout, so `x @ W + b` applies them.
+pub struct Block {
+    pub ln_1: Option<Affine>,
+    /// [D, 3D]: queries, keys and values side by side.
+    pub qkv_weight: Tensor,
+    pub qkv_bias: Tensor,
+    /// [D, D]: input rows are (head, d_head) flattened.
+    pub attn_out_weight: Tensor,
+    pub attn_out_bias: Tensor,
+    pub ln_2: Option<Affine>,
+    /// [D, M]
+    pub mlp_in_weight: Tensor,
+    pub mlp_in_bias: Tensor,
+    /// [M, D]
+    pub mlp_out_weight: Tensor,
+    pub mlp_out_bias: Tensor,
+}
+
+/// The map from the final residual to logits.
+pub enum Unembed {
+    /// GPT-2's LM head: `wte^T`, no bias.
+    Tied,
+    /// TransformerLens's untied W_U [D, V] and b_U [V].
+    Untied { weight: Tensor, bias: Tensor },
+}
+
+pub struct Weights {
+    pub config: Gpt2Config,
+    /// wte [V, D]
+    pub token_embedding: Tensor,
+    /// wpe [P, D]
+    pub position_embedding: Tensor,
+    pub blocks: Vec<Block>,
+    pub ln_f: Option<Affine>,
+    pub unembed: Unembed,
+}
+
+impl Affine {
+    fn shallow_clone(&self) -> Self {
+        Self { weight: self.weight.shallow_clone(), bias: self.bias.shallow_clone() }
+    }
+}
+
+impl Block {
+    fn shallow_clone(&self) -> Self {
+        Self {
+            ln_1: self.ln_1.as_ref().map(Affine::shallow_clone),
+            qkv_weight: self.qkv_weight.shallow_clone(),
+            qkv_bias: self.qkv_bias.shallow_clone(),
+            attn_out_weight: self.attn_out_weight.shallow_clone(),
+            attn_out_bias: self.attn_out_bias.shallow_clone(),
+            ln_2: self.ln_2.as_ref().map(Affine::shallow_clone),
+            mlp_in_weight: self.mlp_in_weight.shallow_clone(),
+            mlp_in_bias: self.mlp_in_bias.shallow_clone(),
+            mlp_out_weight: self.mlp_out_weight.shallow_clone(),
+            mlp_out_bias: self.mlp_out_bias.shallow_clone(),
+        }
+    }
+}
+
+impl Weights {
+    /// A second handle on the same storage. Safe to hand to [`process::process`], which never
+    /// writes into a tensor in place.
+    pub fn shallow_clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            token_embedding: self.token_embedding.shallow_clone(),
+            position_embedding: self.position_embedding.shallow_clone(),
+            blocks: self.blocks.iter().map(Block::shallow_clone).collect(),
+            ln_f: self.ln_f.as_ref().map(Affine::shallow_clone),
+            unembed: match &self.unembed {
+                Unembed::Tied => Unembed::Tied,
+                Unembed::Untied { weight, bias } => {
+                    Unembed::Untied { weight: weight.shallow_clone(), bias: bias.shallow_clone() }
+                }
+            },
+        }
+    }
+}

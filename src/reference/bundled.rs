@@ -1,0 +1,129 @@
+//! Produces references with the Python script that ships inside the binary
+//! (scripts/dump_reference.py): Hugging Face transformers, eager attention, float32. `compare`
+//! without `--reference` caches what it produces, keyed by everything that determines it.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::ReferenceFile;
+use crate::model::hub::ModelFiles;
+
+const SCRIPT: &str = include_str!("../../scripts/dump_reference.py");
+const SETUP_HINT: &str = "run `make setup` in the gpt2-parity checkout, set GPT2_PARITY_PYTHON to a Python with torch and transformers, or pass --reference FILE";
+
+/// What a reference is made from.
+pub struct ReferenceRequest<'a> {
+    pub model: &'a ModelFiles,
+    pub weights_digest: &'a str,
+    pub prompts: &'a [String],
+    pub prepend_bos: bool,
+}
+
+/// The Python that runs the script: `--python`, else GPT2_PARITY_PYTHON, else the venv whose
+/// libtorch this binary was built against.
+pub fn find_python(explicit: Option<&Path>) -> Result<PathBuf> {
+    let configured = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os("GPT2_PARITY_PYTHON").map(PathBuf::from));
+    if let Some(python) = configured {
+        if !python.exists() {
+            bail!("Python {} does not exist; {SETUP_HINT}", python.display());
+        }
+        return Ok(python);
+    }
+    match option_env!("GPT2_PARITY_BUILD_PYTHON").map(PathBuf::from) {
+        Some(python) if python.exists() => Ok(python),
+        _ => bail!("no Python to run the reference script; {SETUP_HINT}"),
+    }
+}
+
+/// The tool's own cache directory: GPT2_PARITY_CACHE, else XDG_CACHE_HOME/gpt2-parity, else ~/.cache/gpt2-parity.
+pub fn cache_dir() -> PathBuf {
+    let env_path = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from);
+    env_path("GPT2_PARITY_CACHE").unwrap_or_else(|| {
+        env_path("XDG_CACHE_HOME")
+            .or_else(|| env_path("HOME").map(|home| home.join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("gpt2-parity")
+    })
+}
+
+/// A reference for `request`, from the cache when a valid entry exists, else made now.
+/// An entry that does not open or does not match the request is rebuilt, never trusted.
+pub fn cached_reference(python: &Path, request: &ReferenceRequest) -> Result<PathBuf> {
+    let path = cache_dir().join("references").join(format!("{}.safetensors", cache_key(request)));
+    let usable = ReferenceFile::open(&path)
+        .is_ok_and(|cached| cached.meta.prompts == request.prompts && cached.meta.weights == request.weights_digest);
+    if !usable {
+        produce(python, request, &path)?;
+    }
+    Ok(path)
+}
+
+fn cache_key(request: &ReferenceRequest) -> String {
+    let mut hasher = Sha256::new();
+    for part in [SCRIPT, request.weights_digest, &request.model.source, if request.prepend_bos { "bos" } else { "no-bos" }] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    for prompt in request.prompts {
+        hasher.update(prompt.as_bytes());
+        hasher.update([0]);
+    }
+    format!("{:x}", hasher.finalize())[..32].to_owned()
+}
+
+/// Runs the bundled script; it writes `output` atomically itself.
+pub fn produce(python: &Path, request: &ReferenceRequest, output: &Path) -> Result<()> {
+    let work_dir = output.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(work_dir).with_context(|| format!("cannot create directory {}", work_dir.display()))?;
+    let script = temp_file_with(work_dir, ".py", SCRIPT.as_bytes())?;
+    let prompt_lines: String = request
+        .prompts
+        .iter()
+        .map(|prompt| serde_json::to_string(prompt).map(|line| line + "\n"))
+        .collect::<Result<_, _>>()?;
+    let prompts = temp_file_with(work_dir, ".jsonl", prompt_lines.as_bytes())?;
+    let mut command = Command::new(python);
+    command
+        .arg(script.path())
+        .arg("--model")
+        .arg(&request.model.dir)
+        .args(["--model-name", &request.model.source])
+        .arg("--output")
+        .arg(output)
+        .arg("--prompts-file")
+        .arg(prompts.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .env("PYTHONIOENCODING", "utf-8")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if request.prepend_bos {
+        command.arg("--prepend-bos");
+    }
+    eprintln!("making the reference with {} (Hugging Face transformers, eager, float32)", python.display());
+    let result = command.output().with_context(|| format!("cannot run {}; {SETUP_HINT}", python.display()))?;
+    if !result.status.success() {
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        let last_line = stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("no message").trim();
+        if stderr.contains("ModuleNotFoundError") {
+            bail!("{} cannot run the reference script ({last_line}); {SETUP_HINT}", python.display());
+        }
+        bail!("the reference script failed for model {}: {last_line}", request.model.source);
+    }
+    Ok(())
+}
+
+fn temp_file_with(dir: &Path, suffix: &str, content: &[u8]) -> Result<tempfile::NamedTempFile> {
+    let mut file = tempfile::Builder::new()
+        .prefix(".gpt2-parity-")
+        .suffix(suffix)
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write a temporary file in {}", dir.display()))?;
+    file.write_all(content)?;
+    file.flush()?;
+    Ok(file)
+}

@@ -1,0 +1,208 @@
+//! Reads a reference file whoever made it, checking everything that would otherwise make a
+//! comparison meaningless: the format tag, every tensor's presence, dtype and shape, and that
+//! the shapes fit the model being checked.
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use memmap2::Mmap;
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use serde::Serialize;
+
+use crate::model::Gpt2Config;
+
+pub const FORMAT: &str = "gpt2-parity-reference/1";
+
+/// The file's `__metadata__`, decoded.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferenceMeta {
+    pub prompts: Vec<String>,
+    pub model: String,
+    pub weights: String,
+    pub prepend_bos: bool,
+    pub attn_implementation: String,
+    pub producer: serde_json::Value,
+}
+
+/// One prompt's reference tensors, row-major.
+pub struct PromptReference {
+    pub tokens: Vec<i64>,
+    /// [T, V]
+    pub logits: Vec<f32>,
+    /// [L + 1, T, D], when the producer recorded it.
+    pub resid: Option<Vec<f32>>,
+    pub tl_processed_logits: Option<Vec<f32>>,
+    pub tl_unprocessed_logits: Option<Vec<f32>>,
+}
+
+pub struct ReferenceFile {
+    path: PathBuf,
+    map: Mmap,
+    pub meta: ReferenceMeta,
+}
+
+impl ReferenceFile {
+    /// Opens a reference and checks its structure; model-dependent checks come in [`Self::check_model`].
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).with_context(|| format!("cannot open reference {}", path.display()))?;
+        // SAFETY: read-only map of a file the tool only reads; see model::load for the same choice.
+        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map reference {}", path.display()))?;
+        let meta = parse_meta(&map, path)?;
+        let reference = Self { path: path.to_path_buf(), map, meta };
+        reference.check_structure()?;
+        Ok(reference)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn tensors(&self) -> Result<SafeTensors<'_>> {
+        SafeTensors::deserialize(&self.map).map_err(|error| {
+            anyhow!("reference {} is not a readable safetensors file ({error}); regenerate it", self.path.display())
+        })
+    }
+
+    fn check_structure(&self) -> Result<()> {
+        let tensors = self.tensors()?;
+        for index in 0..self.meta.prompts.len() {
+            let tokens = self.view(&tensors, index, "tokens", Dtype::I64)?;
+            let positions = tokens.shape().first().copied().unwrap_or(0);
+            if tokens.shape().len() != 1 || positions == 0 {
+                bail!("{}: prompt.{index}.tokens has shape {:?}, expected [T] with T >= 1", self.path.display(), tokens.shape());
+            }
+            for name in ["logits", "tl_processed_logits", "tl_unprocessed_logits"] {
+                if let Some(view) = self.optional_view(&tensors, index, name, Dtype::F32)? {
+                    let shape = view.shape();
+                    if shape.len() != 2 || shape[0] != positions {
+                        bail!("{}: prompt.{index}.{name} has shape {shape:?}, expected [{positions}, V] to match its tokens", self.path.display());
+                    }
+                }
+            }
+            self.view(&tensors, index, "logits", Dtype::F32)?;
+            if let Some(view) = self.optional_view(&tensors, index, "resid", Dtype::F32)? {
+                let shape = view.shape();
+                if shape.len() != 3 || shape[1] != positions {
+                    bail!("{}: prompt.{index}.resid has shape {shape:?}, expected [L+1, {positions}, D]", self.path.display());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the reference's shapes fit `config` and that it was made from `weights_digest`
+    /// (unless `allow_other_weights`).
+    pub fn check_model(&self, config: &Gpt2Config, weights_digest: &str, allow_other_weights: bool) -> Result<()> {
+        let path = self.path.display();
+        if !allow_other_weights && self.meta.weights != weights_digest {
+            bail!(
+                "reference {path} was made from weights {} but the model's are {weights_digest}; \
+                 make a new reference, or pass --allow-other-weights if the weights are meant to differ",
+                self.meta.weights
+            );
+        }
+        let tensors = self.tensors()?;
+        let expect = |index: usize, name: &str, axis: usize, expected: i64, what: &str| -> Result<()> {
+            if let Some(view) = self.optional_view(&tensors, index, name, Dtype::F32)? {
+                let found = view.shape()[axis] as i64;
+                if found != expected {
+                    bail!("{path}: prompt.{index}.{name} has {what} {found}, the model has {expected}; is the reference for another model?");
+                }
+            }
+            Ok(())
+        };
+        for index in 0..self.meta.prompts.len() {
+            for name in ["logits", "tl_processed_logits", "tl_unprocessed_logits"] {
+                expect(index, name, 1, config.vocab_size, "vocabulary size")?;
+            }
+            expect(index, "resid", 0, config.n_layer + 1, "L+1 =")?;
+            expect(index, "resid", 2, config.n_embd, "d_model")?;
+        }
+        Ok(())
+    }
+
+    /// Loads prompt `index`'s tensors.
+    pub fn prompt(&self, index: usize) -> Result<PromptReference> {
+        let tensors = self.tensors()?;
+        let floats = |name: &str| -> Result<Option<Vec<f32>>> {
+            Ok(self.optional_view(&tensors, index, name, Dtype::F32)?.map(|view| decode_f32(view.data())))
+        };
+        Ok(PromptReference {
+            tokens: self.tokens(index)?,
+            logits: decode_f32(self.view(&tensors, index, "logits", Dtype::F32)?.data()),
+            resid: floats("resid")?,
+            tl_processed_logits: floats("tl_processed_logits")?,
+            tl_unprocessed_logits: floats("tl_unprocessed_logits")?,
+        })
+    }
+
+    /// Prompt `index`'s token ids.
+    pub fn tokens(&self, index: usize) -> Result<Vec<i64>> {
+        let tensors = self.tensors()?;
+        let view = self.view(&tensors, index, "tokens", Dtype::I64)?;
+        Ok(view.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8-byte chunk"))).collect())
+    }
+
+    fn view<'a>(&self, tensors: &SafeTensors<'a>, index: usize, name: &str, dtype: Dtype) -> Result<TensorView<'a>> {
+        self.optional_view(tensors, index, name, dtype)?.ok_or_else(|| {
+            anyhow!("reference {} lacks tensor prompt.{index}.{name}; regenerate it (docs/reference-format.md)", self.path.display())
+        })
+    }
+
+    fn optional_view<'a>(&self, tensors: &SafeTensors<'a>, index: usize, name: &str, dtype: Dtype) -> Result<Option<TensorView<'a>>> {
+        let full_name = format!("prompt.{index}.{name}");
+        let Ok(view) = tensors.tensor(&full_name) else { return Ok(None) };
+        if view.dtype() != dtype {
+            bail!("{}: tensor {full_name} has dtype {:?}, the format requires {dtype:?}", self.path.display(), view.dtype());
+        }
+        Ok(Some(view))
+    }
+}
+
+fn decode_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4-byte chunk"))).collect()
+}
+
+fn parse_meta(bytes: &[u8], path: &Path) -> Result<ReferenceMeta> {
+    let shown = path.display();
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|error| anyhow!("reference {shown} is not a readable safetensors file ({error}); regenerate it"))?;
+    let empty = HashMap::new();
+    let metadata = header.metadata().as_ref().unwrap_or(&empty);
+    let field = |key: &str| -> Result<&str> {
+        metadata
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| anyhow!("reference {shown} has no metadata key \"{key}\"; see docs/reference-format.md"))
+    };
+    let format = field("format")?;
+    if format != FORMAT {
+        bail!("reference {shown} has format \"{format}\", this tool reads \"{FORMAT}\"; regenerate it with `gpt2-parity reference`");
+    }
+    let prompts: Vec<String> = serde_json::from_str(field("prompts")?)
+        .map_err(|error| anyhow!("reference {shown}: metadata \"prompts\" is not a JSON array of strings ({error})"))?;
+    if prompts.is_empty() {
+        bail!("reference {shown} holds no prompts");
+    }
+    let prepend_bos = match field("prepend_bos")? {
+        "true" => true,
+        "false" => false,
+        other => bail!("reference {shown}: metadata \"prepend_bos\" is \"{other}\", expected \"true\" or \"false\""),
+    };
+    let dtype = field("dtype")?;
+    if dtype != "float32" {
+        bail!("reference {shown} was computed in {dtype}; only float32 references are compared");
+    }
+    let producer = metadata.get("producer").map_or(Ok(serde_json::Value::Null), |text| {
+        serde_json::from_str(text).map_err(|error| anyhow!("reference {shown}: metadata \"producer\" is not JSON ({error})"))
+    })?;
+    Ok(ReferenceMeta {
+        prompts,
+        model: field("model")?.to_owned(),
+        weights: field("weights")?.to_owned(),
+        prepend_bos,
+        attn_implementation: metadata.get("attn_implementation").cloned().unwrap_or_else(|| "unknown".to_owned()),
+        producer,
+    })
+}

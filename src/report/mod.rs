@@ -1,0 +1,148 @@
+//! The one result every output format renders: a serde struct whose JSON form is the report
+//! that scripts read (docs/report-schema.md). Renderers only format; nothing here computes.
+mod json;
+mod markdown;
+mod table;
+
+use serde::Serialize;
+
+use crate::compare::{Comparison, Tolerance};
+use crate::model::process::ProcessingOptions;
+
+/// Bumped when a field changes meaning or disappears; adding fields keeps it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub tool: Tool,
+    pub model: ModelInfo,
+    pub reference: ReferenceInfo,
+    pub tolerance: Tolerance,
+    /// The TransformerLens processing steps the processed model used.
+    pub processing: ProcessingOptions,
+    pub prepend_bos: bool,
+    pub device: String,
+    /// True when every comparison of every prompt passed.
+    pub passed: bool,
+    pub prompts: Vec<PromptReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Tool {
+    pub name: &'static str,
+    pub version: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelInfo {
+    /// `--model` as given: a directory or a Hub id.
+    pub source: String,
+    /// `sha256:<hex>` of model.safetensors.
+    pub weights: String,
+    pub n_layer: i64,
+    pub n_head: i64,
+    pub n_embd: i64,
+    pub vocab_size: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReferenceInfo {
+    /// The reference file compared against (a cache entry when the tool made it).
+    pub path: String,
+    /// True when the bundled script made it for this run.
+    pub bundled: bool,
+    pub model: String,
+    pub weights: String,
+    pub attn_implementation: String,
+    pub producer: serde_json::Value,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PromptReport {
+    pub prompt: String,
+    pub tokens: Vec<i64>,
+    pub passed: bool,
+    pub comparisons: Vec<Comparison>,
+    /// Plain-language findings: why a difference is expected, or where a real one starts.
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Table => table::render(self),
+            Format::Json => json::render(self),
+            Format::Markdown => markdown::render(self),
+        }
+    }
+
+    /// The closing line of the human-readable formats.
+    fn summary(&self) -> String {
+        let comparisons: usize = self.prompts.iter().map(|prompt| prompt.comparisons.len()).sum();
+        let failed: usize = self.prompts.iter().flat_map(|prompt| &prompt.comparisons).filter(|c| !c.passed).count();
+        let Tolerance { atol, rtol } = self.tolerance;
+        if self.passed {
+            format!("PASS: {comparisons} comparisons on {} prompts within atol {atol:e}, rtol {rtol:e}", self.prompts.len())
+        } else {
+            format!("FAIL: {failed} of {comparisons} comparisons on {} prompts breach atol {atol:e}, rtol {rtol:e}", self.prompts.len())
+        }
+    }
+}
+
+/// Table cells shared by the table and markdown renderers.
+fn comparison_cells(comparison: &Comparison) -> Vec<String> {
+    let at = comparison
+        .max_abs_diff_at
+        .as_ref()
+        .map(|at| format!(" @{} {:?}", at.position, at.token))
+        .unwrap_or_default();
+    vec![
+        comparison.name.clone(),
+        format!("{:.4}", comparison.candidate_mean),
+        format!("{:.4}", comparison.reference_mean),
+        format!("{:.4}", comparison.candidate_std),
+        format!("{:.4}", comparison.reference_std),
+        format!("{:.2e}{at}", comparison.max_abs_diff),
+        format!("{:.2e}", comparison.mean_abs_diff),
+        format!("{:.2e}", comparison.centered_max_abs_diff),
+        verdict(comparison),
+    ]
+}
+
+const HEADER: [&str; 9] = [
+    "comparison",
+    "cand mean",
+    "ref mean",
+    "cand std",
+    "ref std",
+    "max |diff| @pos token",
+    "mean |diff|",
+    "shift-free max |diff|",
+    "verdict",
+];
+
+fn verdict(comparison: &Comparison) -> String {
+    let basis = match comparison.criterion {
+        crate::compare::Criterion::Raw => "",
+        crate::compare::Criterion::ShiftInvariant => " (shift-free)",
+    };
+    if comparison.passed {
+        format!("pass{basis}")
+    } else if comparison.non_finite > 0 {
+        format!("FAIL: {} non-finite", comparison.non_finite)
+    } else {
+        format!("FAIL{basis}")
+    }
+}
+
+fn prompt_heading(index: usize, total: usize, prompt: &PromptReport) -> String {
+    format!("Prompt {}/{total}: {:?} ({} tokens: {:?})", index + 1, prompt.prompt, prompt.tokens.len(), prompt.tokens)
+}

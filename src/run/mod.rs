@@ -1,0 +1,34 @@
+//! The commands: each wires the stages (resolve, load, reference, forward, compare, report)
+//! in one straight line and returns whether parity holds.
+pub mod compare;
+pub mod reference;
+
+use anyhow::{bail, Result};
+
+use crate::model::hub::{self, ModelFiles};
+use crate::model::Gpt2Config;
+use crate::tokenize::Gpt2Tokenizer;
+
+/// A model's files, config and tokenizer: what every command needs before touching weights.
+pub struct ModelInputs {
+    pub files: ModelFiles,
+    pub config: Gpt2Config,
+    pub tokenizer: Gpt2Tokenizer,
+}
+
+impl ModelInputs {
+    pub fn resolve(model: &str) -> Result<Self> {
+        let files = hub::resolve(model)?;
+        let config = Gpt2Config::read(&files.config)?;
+        let tokenizer = Gpt2Tokenizer::load(&files.tokenizer)?;
+        Ok(Self { files, config, tokenizer })
+    }
+
+    /// Tokenizes every prompt, refusing empty or over-long ones.
+    pub fn tokenize_all(&self, prompts: &[String], prepend_bos: bool) -> Result<Vec<Vec<i64>>> {
+        if prompts.is_empty() {
+            bail!("no prompts: give them as arguments (e.g. \"Hello World\") or with --prompts-file");
+        }
+        prompts.iter().map(|prompt| self.tokenizer.encode(prompt, prepend_bos, self.config.n_positions)).collect()
+    }
+}

@@ -1,0 +1,20 @@
+//! `gpt2-parity reference`: writes a reference file with the bundled script.
+use anyhow::Result;
+
+use super::ModelInputs;
+use crate::cli::{check_writable, ReferenceArgs};
+use crate::model::load::Checkpoint;
+use crate::reference::bundled::{find_python, produce, ReferenceRequest};
+
+pub fn run(args: &ReferenceArgs) -> Result<()> {
+    check_writable(&args.output)?;
+    let prompts = args.model.prompts()?;
+    let inputs = ModelInputs::resolve(&args.model.model)?;
+    inputs.tokenize_all(&prompts, args.model.prepend_bos)?;
+    let python = find_python(args.model.python.as_deref())?;
+    let digest = Checkpoint::open(&inputs.files.weights)?.digest;
+    let request = ReferenceRequest { model: &inputs.files, weights_digest: &digest, prompts: &prompts, prepend_bos: args.model.prepend_bos };
+    produce(&python, &request, &args.output)?;
+    eprintln!("wrote {} ({} prompts)", args.output.display(), prompts.len());
+    Ok(())
+}
