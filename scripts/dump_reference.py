@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import platform
+import struct
 import sys
 import tempfile
 from importlib import metadata as package_metadata
@@ -116,6 +117,8 @@ def load_model(model_id):
     looks_like_path = os.path.isabs(model_id) or model_id.startswith(".") or os.path.exists(model_id)
     if looks_like_path and not os.path.isdir(model_id):
         raise UsageError(f"model directory {model_id} not found")
+    if os.path.isdir(model_id) and not os.path.isfile(os.path.join(model_id, "config.json")):
+        raise UsageError(f"model directory {model_id} has no config.json")
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_id)
         model = GPT2LMHeadModel.from_pretrained(model_id, attn_implementation="eager", dtype=torch.float32)
@@ -140,7 +143,8 @@ def weights_digest(model_id):
 
 
 def tokenize(tokenizer, prompt, prepend_bos, limit, index):
-    ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    # verbose=False: the length check below reports over-long prompts, as one line.
+    ids = list(tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"])
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         plain = backend.encode(prompt, add_special_tokens=False).ids
@@ -198,7 +202,7 @@ def tl_processing(args):
 
 
 def load_tl_models(model_id, hf_model, tokenizer, processing):
-    """Return {suffix: callable(tokens [1, T]) -> logits [1, T, V]} for both TL variants."""
+    """Return {tensor suffix: TransformerLens model} for the processed and unprocessed runs."""
     try:
         import transformer_lens
     except ImportError:
@@ -206,28 +210,33 @@ def load_tl_models(model_id, hf_model, tokenizer, processing):
                          "(pip install -r scripts/requirements-tl.txt)")
     try:
         from transformer_lens.model_bridge import TransformerBridge
+        boot = lambda model, kwargs: boot_tl4(TransformerBridge, model_id, model, tokenizer, kwargs)
     except ImportError:
-        TransformerBridge = None
-    models = {}
-    for suffix, kwargs in (("tl_processed_logits", processing), ("tl_unprocessed_logits", None)):
-        # Each variant gets its own copy: processing rewrites weights in place.
-        own_copy = copy.deepcopy(hf_model)
-        if TransformerBridge is not None:  # TransformerLens 4.x
-            bridge = TransformerBridge.boot_transformers(model_id, hf_model=own_copy, tokenizer=tokenizer,
-                                                         device="cpu", dtype=torch.float32)
-            if kwargs is None:
-                bridge.enable_compatibility_mode(no_processing=True)
-            else:
-                bridge.enable_compatibility_mode(**kwargs)
-            models[suffix] = bridge.eval()
-        else:  # TransformerLens <= 3
-            hooked = transformer_lens.HookedTransformer
-            common = dict(hf_model=own_copy, tokenizer=tokenizer, device="cpu", dtype=torch.float32)
-            if kwargs is None:
-                models[suffix] = hooked.from_pretrained_no_processing(model_id, **common).eval()
-            else:
-                models[suffix] = hooked.from_pretrained(model_id, **common, **kwargs).eval()
-    return models
+        boot = lambda model, kwargs: boot_tl3(transformer_lens.HookedTransformer, model_id, model, tokenizer, kwargs)
+    # Each run gets its own copy of the HF model: processing rewrites weights in place.
+    return {
+        "tl_processed_logits": boot(copy.deepcopy(hf_model), processing),
+        "tl_unprocessed_logits": boot(copy.deepcopy(hf_model), None),
+    }
+
+
+def boot_tl4(bridge_class, model_id, hf_model, tokenizer, processing):
+    """TransformerLens 4.x; processing None means no processing at all."""
+    bridge = bridge_class.boot_transformers(model_id, hf_model=hf_model, tokenizer=tokenizer,
+                                            device="cpu", dtype=torch.float32)
+    if processing is None:
+        bridge.enable_compatibility_mode(no_processing=True)
+    else:
+        bridge.enable_compatibility_mode(**processing)
+    return bridge.eval()
+
+
+def boot_tl3(hooked_class, model_id, hf_model, tokenizer, processing):
+    """TransformerLens <= 3 (takes official model names only, not directories)."""
+    common = dict(hf_model=hf_model, tokenizer=tokenizer, device="cpu", dtype=torch.float32)
+    if processing is None:
+        return hooked_class.from_pretrained_no_processing(model_id, **common).eval()
+    return hooked_class.from_pretrained(model_id, **common, **processing).eval()
 
 
 @torch.no_grad()
@@ -249,19 +258,34 @@ def producer(with_tl):
     return json.dumps(versions)
 
 
-def write_reference(path, tensors, meta):
+def serialize(tensors, meta):
+    """safetensors bytes with a canonical header, so equal inputs give equal files.
+
+    safetensors itself writes the metadata in hash-map order, which changes from
+    run to run; re-emitting its JSON header with sorted keys fixes that (tensor
+    offsets are relative to the data section, so they stay valid).
+    """
     tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in tensors.items()}
+    blob = safetensors.torch.save(tensors, metadata=meta)
+    size = struct.unpack("<Q", blob[:8])[0]
+    header = json.loads(blob[8:8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + blob[8 + size:]
+
+
+def write_reference(path, blob):
     if path == "-":
-        sys.stdout.buffer.write(safetensors.torch.save(tensors, metadata=meta))
+        sys.stdout.buffer.write(blob)
         sys.stdout.buffer.flush()
         return
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise UsageError(f"output directory {directory} does not exist")
     handle, temp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    os.close(handle)
     try:
-        safetensors.torch.save_file(tensors, temp, metadata=meta)
+        with os.fdopen(handle, "wb") as out:
+            out.write(blob)
         os.chmod(temp, 0o666 & ~current_umask())  # mkstemp creates the file owner-only
         os.replace(temp, path)
     except BaseException:
@@ -313,7 +337,7 @@ def run(args):
         "attn_implementation": "eager",
         "producer": producer(args.transformer_lens),
     }
-    write_reference(args.output, tensors, meta)
+    write_reference(args.output, serialize(tensors, meta))
 
 
 def main(argv=None):

@@ -80,7 +80,7 @@ fn offline() -> bool {
 fn hub_files(model_id: &str) -> Result<ModelFiles> {
     let cache_dir = hub_cache_dir();
     let cached = Cache::new(cache_dir.clone()).repo(Repo::model(model_id.to_owned()));
-    let mut fetch = |file: &str| -> Result<PathBuf> {
+    let fetch = |file: &str| -> Result<PathBuf> {
         if let Some(path) = cached.get(file) {
             return Ok(path);
         }

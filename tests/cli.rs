@@ -1,0 +1,218 @@
+//! The binary as CI jobs and scripts use it: exit codes, one-line errors, the JSON report.
+mod common;
+
+use assert_cmd::Command;
+use common::{fixture_bos_reference, fixture_dir, fixture_reference, EditableSafetensors};
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn gpt2_parity() -> Command {
+    let mut command = Command::cargo_bin("gpt2-parity").unwrap();
+    command.env("HF_HUB_OFFLINE", "1").env_remove("GPT2_PARITY_PYTHON");
+    command
+}
+
+fn compare_fixture() -> Command {
+    let mut command = gpt2_parity();
+    command.arg("compare").arg("--model").arg(fixture_dir()).arg("--reference").arg(fixture_reference());
+    command
+}
+
+fn json_report(output: &std::process::Output) -> Value {
+    serde_json::from_slice(&output.stdout).expect("stdout is exactly one JSON document")
+}
+
+#[test]
+fn the_fixture_passes_with_exit_0_and_shows_every_comparison() {
+    compare_fixture()
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("unprocessed-vs-reference"))
+        .stdout(predicate::str::contains("processed-vs-reference"))
+        .stdout(predicate::str::contains("processed-vs-unprocessed"))
+        .stdout(predicate::str::contains("center_unembed"))
+        .stdout(predicate::str::contains("PASS"));
+}
+
+#[test]
+fn json_report_is_one_document_with_the_contract_fields() {
+    let output = compare_fixture().args(["--format", "json"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = json_report(&output);
+    assert_eq!(report["schema_version"], 1);
+    assert_eq!(report["tool"]["name"], "gpt2-parity");
+    assert!(report["model"]["weights"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(report["tolerance"]["atol"], 1e-4);
+    assert_eq!(report["tolerance"]["rtol"], 1e-5);
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["processing"]["fold_ln"], true);
+    let prompts = report["prompts"].as_array().unwrap();
+    assert!(prompts.len() >= 8);
+    assert_eq!(prompts[0]["prompt"], "Hello World");
+    assert_eq!(prompts[0]["tokens"], serde_json::json!([15496, 2159]));
+    for prompt in prompts {
+        let comparisons = prompt["comparisons"].as_array().unwrap();
+        let names: Vec<&str> = comparisons.iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["unprocessed-vs-reference", "processed-vs-reference", "processed-vs-unprocessed"]);
+        for comparison in comparisons {
+            for field in ["candidate_mean", "reference_mean", "candidate_std", "reference_std", "max_abs_diff", "mean_abs_diff", "centered_max_abs_diff"] {
+                assert!(comparison[field].is_f64(), "{field} in {comparison}");
+            }
+            assert_eq!(comparison["non_finite"], 0);
+            assert_eq!(comparison["passed"], true);
+            assert!(comparison["max_abs_diff_at"]["position"].is_u64());
+            assert!(comparison["max_abs_diff_at"]["token"].is_string());
+        }
+        assert!(comparisons[0]["max_abs_diff"].as_f64().unwrap() <= 1e-5);
+        assert!(comparisons[1]["centered_max_abs_diff"].as_f64().unwrap() <= 1e-5);
+        assert!(comparisons[1]["max_abs_diff"].as_f64().unwrap() > 1e-4, "the shift is visible raw");
+    }
+}
+
+#[test]
+fn selected_prompts_are_checked_alone() {
+    let output = compare_fixture().args(["Hello World", "--format", "json"]).output().unwrap();
+    let report = json_report(&output);
+    assert_eq!(report["prompts"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_perturbed_reference_fails_with_exit_1_and_still_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let perturbed = dir.path().join("perturbed.safetensors");
+    let mut reference = EditableSafetensors::read(&fixture_reference());
+    reference.map_f32("prompt.0.logits", |index, value| if index == 7 { value + 0.5 } else { value });
+    reference.write(&perturbed);
+    let report_path = dir.path().join("report.json");
+    let output = gpt2_parity()
+        .arg("compare")
+        .arg("--model")
+        .arg(fixture_dir())
+        .arg("--reference")
+        .arg(&perturbed)
+        .args(["--format", "json", "--output"])
+        .arg(&report_path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["passed"], false);
+    let first = &report["prompts"][0]["comparisons"][0];
+    assert_eq!(first["passed"], false);
+    assert_eq!(first["max_abs_diff_at"]["position"], 0);
+    assert_eq!(first["max_abs_diff_at"]["token_id"], 7);
+    assert!((first["max_abs_diff"].as_f64().unwrap() - 0.5).abs() < 1e-3);
+    assert_eq!(report["prompts"][1]["passed"], true, "other prompts are unaffected");
+}
+
+#[test]
+fn zero_tolerance_fails_with_exit_1_when_diffs_are_not_zero() {
+    let output = compare_fixture().args(["--atol", "0", "--rtol", "0", "--format", "json"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report = json_report(&output);
+    assert_eq!(report["passed"], false);
+    let worst = report["prompts"][0]["comparisons"][0]["max_abs_diff"].as_f64().unwrap();
+    assert!(worst > 0.0, "a zero tolerance fails only when some diff is non-zero");
+}
+
+#[test]
+fn a_missing_model_directory_is_exit_2_with_one_line() {
+    gpt2_parity()
+        .args(["compare", "Hello World", "--model", "./no/such/model", "--reference"])
+        .arg(fixture_reference())
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no/such/model").and(predicate::str::contains("does not exist")))
+        .stderr(predicate::function(|stderr: &str| stderr.trim_end().lines().count() == 1));
+}
+
+#[test]
+fn a_reference_for_other_tokens_is_exit_2_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other-tokens.safetensors");
+    let mut reference = EditableSafetensors::read(&fixture_reference());
+    reference.set_i64("prompt.0.tokens", &[15496, 2160]);
+    reference.write(&path);
+    gpt2_parity()
+        .arg("compare")
+        .arg("--model")
+        .arg(fixture_dir())
+        .arg("--reference")
+        .arg(&path)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("[15496, 2160]").and(predicate::str::contains("[15496, 2159]")));
+}
+
+#[test]
+fn a_bos_reference_is_compared_with_bos() {
+    let output = gpt2_parity()
+        .arg("compare")
+        .arg("--model")
+        .arg(fixture_dir())
+        .arg("--reference")
+        .arg(fixture_bos_reference())
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = json_report(&output);
+    assert_eq!(report["prepend_bos"], true);
+    assert_eq!(report["prompts"][0]["tokens"], serde_json::json!([50256, 15496, 2159]));
+}
+
+#[test]
+fn without_a_reference_the_bundled_script_makes_and_caches_one() {
+    let cache = tempfile::tempdir().unwrap();
+    let run = || {
+        gpt2_parity()
+            .env("GPT2_PARITY_CACHE", cache.path())
+            .arg("compare")
+            .arg("Hello World")
+            .arg("tab\there")
+            .arg("--prepend-bos")
+            .arg("--model")
+            .arg(fixture_dir())
+            .args(["--format", "json"])
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    let report = json_report(&first);
+    assert_eq!(report["reference"]["bundled"], true);
+    assert_eq!(report["prompts"][0]["tokens"][0], 50256);
+    let second = run();
+    assert!(!String::from_utf8_lossy(&second.stderr).contains("making the reference"), "the second run uses the cache");
+    assert_eq!(json_report(&second)["prompts"], report["prompts"]);
+}
+
+#[test]
+fn no_usable_python_is_exit_2_naming_the_setup_command() {
+    gpt2_parity()
+        .env("GPT2_PARITY_PYTHON", "/nonexistent/python")
+        .env("GPT2_PARITY_CACHE", tempfile::tempdir().unwrap().path())
+        .arg("compare")
+        .arg("Hello World")
+        .arg("--model")
+        .arg(fixture_dir())
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("make setup"));
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    gpt2_parity()
+        .args(["compare", "--help"])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("Exit status").and(predicate::str::contains("tolerance was breached")));
+}
+
+#[test]
+fn invalid_tolerances_and_unknown_flags_are_exit_2() {
+    for bad in [["--atol", "-1"], ["--rtol", "NaN"], ["--atol", "abc"], ["--no-such-flag", "x"]] {
+        compare_fixture().args(bad).assert().code(2);
+    }
+}

@@ -1,0 +1,132 @@
+//! The numbers the tool exists for, on the committed fixture: our forward against the Hugging
+//! Face reference, our processing against its identities (processing.md section 3).
+mod common;
+
+use common::{centered, load_fixture, max_abs_diff, tensor};
+use gpt2_parity::model::gpt2::forward;
+use gpt2_parity::model::process::{process, ProcessingOptions};
+use gpt2_parity::model::Unembed;
+use tch::Kind;
+
+const TOLERANCE: f64 = 1e-5;
+
+#[test]
+fn unprocessed_logits_match_the_reference_on_every_prompt() {
+    let fixture = load_fixture();
+    let vocab = fixture.config.vocab_size;
+    for index in 0..fixture.reference.meta.prompts.len() {
+        let reference = fixture.reference.prompt(index).unwrap();
+        let ours = forward(&fixture.weights, &reference.tokens);
+        let theirs = tensor(&reference.logits, &[-1, vocab]);
+        let diff = max_abs_diff(&ours.logits, &theirs);
+        assert!(diff <= TOLERANCE, "prompt {index}: unprocessed max |diff| {diff:e}");
+        let resid = tensor(reference.resid.as_ref().expect("fixture has resid"), &ours.resid.size());
+        let resid_diff = max_abs_diff(&ours.resid, &resid);
+        assert!(resid_diff <= TOLERANCE, "prompt {index}: resid max |diff| {resid_diff:e}");
+    }
+}
+
+#[test]
+fn processed_logits_match_the_reference_after_centering() {
+    let fixture = load_fixture();
+    let vocab = fixture.config.vocab_size;
+    let processed = process(fixture.weights.shallow_clone(), ProcessingOptions::default());
+    for index in 0..fixture.reference.meta.prompts.len() {
+        let reference = fixture.reference.prompt(index).unwrap();
+        let ours = forward(&processed, &reference.tokens);
+        let theirs = tensor(&reference.logits, &[-1, vocab]);
+        let diff = max_abs_diff(&ours.logits, &centered(&theirs));
+        assert!(diff <= TOLERANCE, "prompt {index}: processed vs centered reference max |diff| {diff:e}");
+        // The raw difference is the per-position mean, which the fixture makes visible on purpose.
+        assert!(max_abs_diff(&ours.logits, &theirs) > 1e-2, "prompt {index}: fixture logits should have a visible mean");
+        // Processed residual stream = unprocessed residual minus its mean over d_model.
+        let resid = tensor(reference.resid.as_ref().unwrap(), &ours.resid.size());
+        let resid_diff = max_abs_diff(&ours.resid, &centered(&resid));
+        assert!(resid_diff <= TOLERANCE, "prompt {index}: processed resid max |diff| {resid_diff:e}");
+    }
+}
+
+#[test]
+fn processed_equals_unprocessed_minus_each_positions_mean() {
+    let fixture = load_fixture();
+    let processed = process(fixture.weights.shallow_clone(), ProcessingOptions::default());
+    for index in 0..fixture.reference.meta.prompts.len() {
+        let tokens = fixture.reference.tokens(index).unwrap();
+        let unprocessed = forward(&fixture.weights, &tokens).logits;
+        let diff = max_abs_diff(&forward(&processed, &tokens).logits, &centered(&unprocessed));
+        assert!(diff <= TOLERANCE, "prompt {index}: max |diff| {diff:e}");
+    }
+}
+
+fn only(step: &str) -> ProcessingOptions {
+    ProcessingOptions {
+        fold_ln: step == "fold_ln",
+        center_writing_weights: step == "center_writing_weights",
+        center_unembed: step == "center_unembed",
+        fold_value_biases: step == "fold_value_biases",
+    }
+}
+
+#[test]
+fn each_step_alone_keeps_log_probabilities_and_only_center_unembed_shifts_logits() {
+    let fixture = load_fixture();
+    for step in ["fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases"] {
+        let processed = process(fixture.weights.shallow_clone(), only(step));
+        for index in 0..fixture.reference.meta.prompts.len() {
+            let tokens = fixture.reference.tokens(index).unwrap();
+            let before = forward(&fixture.weights, &tokens).logits;
+            let after = forward(&processed, &tokens).logits;
+            let log_softmax_diff = max_abs_diff(&after.log_softmax(-1, Kind::Float), &before.log_softmax(-1, Kind::Float));
+            assert!(log_softmax_diff <= TOLERANCE, "{step}, prompt {index}: log-softmax max |diff| {log_softmax_diff:e}");
+            let expected = if step == "center_unembed" { centered(&before) } else { before };
+            let logits_diff = max_abs_diff(&after, &expected);
+            assert!(logits_diff <= TOLERANCE, "{step}, prompt {index}: logits max |diff| {logits_diff:e}");
+        }
+    }
+}
+
+#[test]
+fn processing_leaves_the_documented_structure() {
+    let fixture = load_fixture();
+    let processed = process(fixture.weights.shallow_clone(), ProcessingOptions::default());
+    let d_model = fixture.config.n_embd;
+    assert!(processed.ln_f.is_none());
+    for block in &processed.blocks {
+        assert!(block.ln_1.is_none() && block.ln_2.is_none(), "fold_ln removes every LayerNorm's affine part");
+        // Folded reading weights are centered over their input axis.
+        assert!(block.qkv_weight.mean_dim(0, false, Kind::Float).abs().max().double_value(&[]) < 1e-6);
+        assert!(block.mlp_in_weight.mean_dim(0, false, Kind::Float).abs().max().double_value(&[]) < 1e-6);
+        // Writing weights are centered over d_model; the value bias is folded away.
+        assert!(block.attn_out_weight.mean_dim(-1, false, Kind::Float).abs().max().double_value(&[]) < 1e-6);
+        assert!(block.mlp_out_weight.mean_dim(-1, false, Kind::Float).abs().max().double_value(&[]) < 1e-6);
+        assert_eq!(block.qkv_bias.narrow(0, 2 * d_model, d_model).abs().max().double_value(&[]), 0.0);
+    }
+    assert!(processed.token_embedding.mean_dim(-1, false, Kind::Float).abs().max().double_value(&[]) < 1e-6);
+    let Unembed::Untied { weight, bias } = &processed.unembed else { panic!("processing unties the unembedding") };
+    assert!(weight.mean_dim(-1, false, Kind::Float).abs().max().double_value(&[]) < 1e-6);
+    assert!(bias.mean(Kind::Float).abs().double_value(&[]) < 1e-6);
+    // The input weights were not written to: processing is a pure function.
+    assert!(fixture.weights.ln_f.is_some() && fixture.weights.blocks[0].ln_1.is_some());
+}
+
+#[test]
+fn the_scripts_reference_reads_back_and_matches_our_tokenizer() {
+    let fixture = load_fixture();
+    let meta = &fixture.reference.meta;
+    assert!(meta.prompts.len() >= 8, "the fixture reference covers at least 8 prompts");
+    assert_eq!(meta.weights, fixture.digest, "made from the committed fixture weights");
+    assert!(!meta.prepend_bos);
+    assert_eq!(meta.attn_implementation, "eager");
+    assert!(meta.producer["torch"].is_string() && meta.producer["transformers"].is_string());
+    fixture.reference.check_model(&fixture.config, &fixture.digest, false).unwrap();
+    assert_eq!(meta.prompts[0], "Hello World");
+    assert_eq!(fixture.reference.tokens(0).unwrap(), vec![15496, 2159]);
+    let mut lengths = Vec::new();
+    for (index, prompt) in meta.prompts.iter().enumerate() {
+        let ours = fixture.tokenizer.encode(prompt, false, fixture.config.n_positions).unwrap();
+        assert_eq!(fixture.reference.tokens(index).unwrap(), ours, "prompt {prompt:?}");
+        lengths.push(ours.len() as i64);
+    }
+    assert!(lengths.contains(&1), "a one-token prompt");
+    assert!(lengths.contains(&fixture.config.n_positions), "a prompt of exactly n_positions tokens");
+}
