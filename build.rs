@@ -10,11 +10,7 @@ fn main() {
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
     // torch/lib sits at <venv>/lib/pythonX.Y/site-packages/torch/lib when libtorch comes from pip.
-    let venv_python = Path::new(&lib_dir)
-        .ancestors()
-        .nth(5)
-        .map(|venv| venv.join("bin").join("python"))
-        .filter(|python| python.exists());
+    let venv_python = Path::new(&lib_dir).ancestors().nth(5).map(|venv| venv.join("bin").join("python")).filter(|python| python.exists());
     if let Some(python) = venv_python {
         println!("cargo:rustc-env=GPT2_PARITY_BUILD_PYTHON={}", python.display());
     }

@@ -156,10 +156,9 @@ pub fn check_writable(path: &Path) -> Result<()> {
     if !dir.is_dir() {
         bail!("cannot write {}: directory {} does not exist; create it or choose another --output", path.display(), dir.display());
     }
-    tempfile::Builder::new()
-        .prefix(".gpt2-parity-probe-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write {}: directory {} is not writable; choose another --output", path.display(), dir.display()))?;
+    tempfile::Builder::new().prefix(".gpt2-parity-probe-").tempfile_in(dir).with_context(|| {
+        format!("cannot write {}: directory {} is not writable; choose another --output", path.display(), dir.display())
+    })?;
     Ok(())
 }
 

@@ -11,9 +11,7 @@ pub fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
         .prefix(".gpt2-parity-")
         .tempfile_in(dir)
         .with_context(|| format!("cannot write {}: no temporary file in {}", path.display(), dir.display()))?;
-    file.write_all(content)
-        .and_then(|()| file.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(content).and_then(|()| file.as_file().sync_all()).with_context(|| format!("cannot write {}", path.display()))?;
     file.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -14,18 +14,16 @@ pub struct Gpt2Tokenizer {
 
 impl Gpt2Tokenizer {
     pub fn load(path: &Path) -> Result<Self> {
-        let inner = Tokenizer::from_file(path)
-            .map_err(|error| anyhow!("{} is not a usable tokenizer.json ({error}); re-download or re-save the tokenizer", path.display()))?;
+        let inner = Tokenizer::from_file(path).map_err(|error| {
+            anyhow!("{} is not a usable tokenizer.json ({error}); re-download or re-save the tokenizer", path.display())
+        })?;
         Ok(Self { inner })
     }
 
     /// Token ids as the reference script computes them: no special tokens added by the
     /// tokenizer, `<|endoftext|>` in front when asked.
     pub fn encode(&self, prompt: &str, prepend_bos: bool, n_positions: i64) -> Result<Vec<i64>> {
-        let encoding = self
-            .inner
-            .encode(prompt, false)
-            .map_err(|error| anyhow!("cannot tokenize prompt {prompt:?}: {error}"))?;
+        let encoding = self.inner.encode(prompt, false).map_err(|error| anyhow!("cannot tokenize prompt {prompt:?}: {error}"))?;
         let mut ids: Vec<i64> = Vec::with_capacity(encoding.len() + 1);
         if prepend_bos {
             ids.push(END_OF_TEXT);
@@ -46,10 +44,7 @@ impl Gpt2Tokenizer {
 
     /// The text of one vocabulary entry, for naming where a difference sits.
     pub fn token_text(&self, id: i64) -> String {
-        u32::try_from(id)
-            .ok()
-            .and_then(|id| self.inner.decode(&[id], false).ok())
-            .unwrap_or_else(|| format!("<{id}>"))
+        u32::try_from(id).ok().and_then(|id| self.inner.decode(&[id], false).ok()).unwrap_or_else(|| format!("<{id}>"))
     }
 }
 

@@ -55,7 +55,15 @@ fn json_report_is_one_document_with_the_contract_fields() {
         let names: Vec<&str> = comparisons.iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["unprocessed-vs-reference", "processed-vs-reference", "processed-vs-unprocessed"]);
         for comparison in comparisons {
-            for field in ["candidate_mean", "reference_mean", "candidate_std", "reference_std", "max_abs_diff", "mean_abs_diff", "centered_max_abs_diff"] {
+            for field in [
+                "candidate_mean",
+                "reference_mean",
+                "candidate_std",
+                "reference_std",
+                "max_abs_diff",
+                "mean_abs_diff",
+                "centered_max_abs_diff",
+            ] {
                 assert!(comparison[field].is_f64(), "{field} in {comparison}");
             }
             assert_eq!(comparison["non_finite"], 0);

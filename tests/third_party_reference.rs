@@ -34,12 +34,7 @@ fn numpy_gpt2(args: &[&str]) {
         .args(args)
         .output()
         .expect("cannot run tests/support/numpy_gpt2.py");
-    assert!(
-        output.status.success(),
-        "numpy_gpt2.py {args:?} failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "numpy_gpt2.py {args:?} failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
 }
 
 /// A 2-layer, d_model 48, 3-head, 16-position random GPT-2 (the fixture is 3/32/4/32).

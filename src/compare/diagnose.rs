@@ -40,7 +40,9 @@ fn explain_one(comparison: &Comparison) -> Option<String> {
                 "{name}: the residual stream agrees at every block, so the difference arises in ln_f or the unembedding (max |diff| {}).",
                 sci(comparison.max_abs_diff)
             ),
-            None => format!("{name}: max |diff| {} exceeds the tolerance at {} elements.", sci(comparison.max_abs_diff), comparison.violations),
+            None => {
+                format!("{name}: max |diff| {} exceeds the tolerance at {} elements.", sci(comparison.max_abs_diff), comparison.violations)
+            }
         }),
         _ => None,
     }
@@ -48,7 +50,8 @@ fn explain_one(comparison: &Comparison) -> Option<String> {
 
 /// "-1.23 at position 0, -0.98 at position 1, ..." (the first three positions).
 fn describe_shift(shift: &[f64]) -> String {
-    let shown: Vec<String> = shift.iter().take(3).enumerate().map(|(position, value)| format!("{value:.4} at position {position}")).collect();
+    let shown: Vec<String> =
+        shift.iter().take(3).enumerate().map(|(position, value)| format!("{value:.4} at position {position}")).collect();
     let more = if shift.len() > 3 { ", ..." } else { "" };
     format!("{}{more}", shown.join(", "))
 }

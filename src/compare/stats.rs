@@ -140,7 +140,14 @@ pub fn compare_logits(
 
 /// Compares residual streams [L+1, T, D] snapshot by snapshot. With `center_reference`, the
 /// reference is first centered over d_model, as the processed model's residual stream is.
-pub fn compare_resid(candidate: &[f32], reference: &[f32], d_model: usize, snapshots: usize, center_reference: bool, tolerance: Tolerance) -> Vec<ResidDiff> {
+pub fn compare_resid(
+    candidate: &[f32],
+    reference: &[f32],
+    d_model: usize,
+    snapshots: usize,
+    center_reference: bool,
+    tolerance: Tolerance,
+) -> Vec<ResidDiff> {
     let per_snapshot = candidate.len() / snapshots.max(1);
     (0..snapshots)
         .map(|index| {

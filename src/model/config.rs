@@ -50,10 +50,7 @@ impl Gpt2Config {
     /// Parses and validates `config.json` text; `origin` names the file in errors.
     pub fn parse(text: &[u8], origin: &Path) -> Result<Self> {
         let config: Gpt2Config = serde_json::from_slice(text).with_context(|| {
-            format!(
-                "{} is not a GPT-2 config.json (it needs vocab_size, n_positions, n_embd, n_layer, n_head)",
-                origin.display()
-            )
+            format!("{} is not a GPT-2 config.json (it needs vocab_size, n_positions, n_embd, n_layer, n_head)", origin.display())
         })?;
         config.validate(origin)?;
         Ok(config)
@@ -79,23 +76,13 @@ impl Gpt2Config {
             }
         }
         if self.n_embd % self.n_head != 0 {
-            bail!(
-                "{origin}: n_embd = {} is not divisible by n_head = {}",
-                self.n_embd,
-                self.n_head
-            );
+            bail!("{origin}: n_embd = {} is not divisible by n_head = {}", self.n_embd, self.n_head);
         }
         if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0) {
-            bail!(
-                "{origin}: layer_norm_epsilon = {} must be a positive number",
-                self.layer_norm_epsilon
-            );
+            bail!("{origin}: layer_norm_epsilon = {} must be a positive number", self.layer_norm_epsilon);
         }
         if self.activation_function != "gelu_new" {
-            bail!(
-                "{origin}: activation_function \"{}\" is not supported (GPT-2 uses \"gelu_new\")",
-                self.activation_function
-            );
+            bail!("{origin}: activation_function \"{}\" is not supported (GPT-2 uses \"gelu_new\")", self.activation_function);
         }
         let unsupported = [
             ("scale_attn_weights", self.scale_attn_weights == Some(false)),

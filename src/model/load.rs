@@ -33,10 +33,7 @@ impl Checkpoint {
     /// Builds the weights on `device`, naming any missing, unexpected or misshapen tensor.
     pub fn weights(&self, config: &Gpt2Config, origin: &Path, device: Device) -> Result<Weights> {
         let tensors = SafeTensors::deserialize(&self.map).map_err(|error| {
-            anyhow!(
-                "{} is not a readable safetensors file ({error}); re-download or re-save the model",
-                origin.display()
-            )
+            anyhow!("{} is not a readable safetensors file ({error}); re-download or re-save the model", origin.display())
         })?;
         let mut reader = TensorReader::new(&tensors, origin, device)?;
         let (v, p, d, m) = (config.vocab_size, config.n_positions, config.n_embd, config.mlp_width());
@@ -90,10 +87,7 @@ impl<'a> TensorReader<'a> {
     fn take(&mut self, name: &str, shape: &[i64]) -> Result<Tensor> {
         let full_name = format!("{}{name}", self.prefix);
         let view = self.tensors.tensor(&full_name).map_err(|_| {
-            anyhow!(
-                "{}: tensor {full_name} is missing; is this a GPT-2 checkpoint matching its config.json?",
-                self.origin.display()
-            )
+            anyhow!("{}: tensor {full_name} is missing; is this a GPT-2 checkpoint matching its config.json?", self.origin.display())
         })?;
         self.unused.remove(&full_name);
         self.check_shape(&full_name, &view, shape)?;
@@ -116,10 +110,7 @@ impl<'a> TensorReader<'a> {
             Dtype::F32 => Kind::Float,
             Dtype::F16 => Kind::Half,
             Dtype::BF16 => Kind::BFloat16,
-            other => bail!(
-                "{}: tensor {name} has dtype {other:?}; GPT-2 weights must be F32, F16 or BF16",
-                self.origin.display()
-            ),
+            other => bail!("{}: tensor {name} has dtype {other:?}; GPT-2 weights must be F32, F16 or BF16", self.origin.display()),
         };
         let tensor = Tensor::f_from_data_size(view.data(), shape, kind)
             .with_context(|| format!("{}: cannot read tensor {name}", self.origin.display()))?;

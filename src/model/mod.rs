@@ -90,9 +90,7 @@ impl Weights {
             ln_f: self.ln_f.as_ref().map(Affine::shallow_clone),
             unembed: match &self.unembed {
                 Unembed::Tied => Unembed::Tied,
-                Unembed::Untied { weight, bias } => {
-                    Unembed::Untied { weight: weight.shallow_clone(), bias: bias.shallow_clone() }
-                }
+                Unembed::Untied { weight, bias } => Unembed::Untied { weight: weight.shallow_clone(), bias: bias.shallow_clone() },
             },
         }
     }

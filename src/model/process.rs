@@ -45,10 +45,8 @@ fn untie_unembed(mut weights: Weights) -> Weights {
     if let Unembed::Tied = weights.unembed {
         let embedding = &weights.token_embedding;
         let vocab = embedding.size()[0];
-        weights.unembed = Unembed::Untied {
-            weight: embedding.tr().contiguous(),
-            bias: Tensor::zeros([vocab], (Kind::Float, embedding.device())),
-        };
+        weights.unembed =
+            Unembed::Untied { weight: embedding.tr().contiguous(), bias: Tensor::zeros([vocab], (Kind::Float, embedding.device())) };
     }
     weights
 }

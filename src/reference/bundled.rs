@@ -79,11 +79,8 @@ pub fn produce(python: &Path, request: &ReferenceRequest, output: &Path) -> Resu
     let work_dir = output.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(work_dir).with_context(|| format!("cannot create directory {}", work_dir.display()))?;
     let script = temp_file_with(work_dir, ".py", SCRIPT.as_bytes())?;
-    let prompt_lines: String = request
-        .prompts
-        .iter()
-        .map(|prompt| serde_json::to_string(prompt).map(|line| line + "\n"))
-        .collect::<Result<_, _>>()?;
+    let prompt_lines: String =
+        request.prompts.iter().map(|prompt| serde_json::to_string(prompt).map(|line| line + "\n")).collect::<Result<_, _>>()?;
     let prompts = temp_file_with(work_dir, ".jsonl", prompt_lines.as_bytes())?;
     let mut command = Command::new(python);
     command

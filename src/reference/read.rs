@@ -59,9 +59,8 @@ impl ReferenceFile {
     }
 
     fn tensors(&self) -> Result<SafeTensors<'_>> {
-        SafeTensors::deserialize(&self.map).map_err(|error| {
-            anyhow!("reference {} is not a readable safetensors file ({error}); regenerate it", self.path.display())
-        })
+        SafeTensors::deserialize(&self.map)
+            .map_err(|error| anyhow!("reference {} is not a readable safetensors file ({error}); regenerate it", self.path.display()))
     }
 
     fn check_structure(&self) -> Result<()> {
@@ -76,7 +75,10 @@ impl ReferenceFile {
                 if let Some(view) = self.optional_view(&tensors, index, name, Dtype::F32)? {
                     let shape = view.shape();
                     if shape.len() != 2 || shape[0] != positions {
-                        bail!("{}: prompt.{index}.{name} has shape {shape:?}, expected [{positions}, V] to match its tokens", self.path.display());
+                        bail!(
+                            "{}: prompt.{index}.{name} has shape {shape:?}, expected [{positions}, V] to match its tokens",
+                            self.path.display()
+                        );
                     }
                 }
             }
@@ -107,7 +109,9 @@ impl ReferenceFile {
             if let Some(view) = self.optional_view(&tensors, index, name, Dtype::F32)? {
                 let found = view.shape()[axis] as i64;
                 if found != expected {
-                    bail!("{path}: prompt.{index}.{name} has {what} {found}, the model has {expected}; is the reference for another model?");
+                    bail!(
+                        "{path}: prompt.{index}.{name} has {what} {found}, the model has {expected}; is the reference for another model?"
+                    );
                 }
             }
             Ok(())

@@ -99,11 +99,7 @@ impl Report {
 
 /// Table cells shared by the table and markdown renderers.
 fn comparison_cells(comparison: &Comparison) -> Vec<String> {
-    let at = comparison
-        .max_abs_diff_at
-        .as_ref()
-        .map(|at| format!(" @{} {:?}", at.position, at.token))
-        .unwrap_or_default();
+    let at = comparison.max_abs_diff_at.as_ref().map(|at| format!(" @{} {:?}", at.position, at.token)).unwrap_or_default();
     vec![
         comparison.name.clone(),
         format!("{:.4}", comparison.candidate_mean),

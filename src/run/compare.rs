@@ -37,7 +37,10 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         Some(path) => {
             let reference = ReferenceFile::open(path)?;
             if args.model.prepend_bos && !reference.meta.prepend_bos {
-                bail!("--prepend-bos was given but reference {} was made without <|endoftext|>; drop the flag or make a new reference", path.display());
+                bail!(
+                    "--prepend-bos was given but reference {} was made without <|endoftext|>; drop the flag or make a new reference",
+                    path.display()
+                );
             }
             let prepend_bos = reference.meta.prepend_bos;
             (reference, prepend_bos, false)
@@ -71,7 +74,8 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         let reference_prompt = reference.prompt(case.reference_index)?;
         let activations = forward(&weights, &case.tokens);
         let logits = to_vec(&activations.logits)?;
-        let mut comparison = compare_logits("unprocessed-vs-reference", Criterion::Raw, &logits, &reference_prompt.logits, vocab, tolerance, &token_text);
+        let mut comparison =
+            compare_logits("unprocessed-vs-reference", Criterion::Raw, &logits, &reference_prompt.logits, vocab, tolerance, &token_text);
         if let Some(reference_resid) = &reference_prompt.resid {
             comparison.resid = Some(compare_resid(&to_vec(&activations.resid)?, reference_resid, d_model, snapshots, false, tolerance));
         }
@@ -88,9 +92,11 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         let reference_prompt = reference.prompt(case.reference_index)?;
         let activations = forward(&processed, &case.tokens);
         let logits = to_vec(&activations.logits)?;
-        let mut against_reference = compare_logits("processed-vs-reference", shift_criterion, &logits, &reference_prompt.logits, vocab, tolerance, &token_text);
+        let mut against_reference =
+            compare_logits("processed-vs-reference", shift_criterion, &logits, &reference_prompt.logits, vocab, tolerance, &token_text);
         if let Some(reference_resid) = &reference_prompt.resid {
-            against_reference.resid = Some(compare_resid(&to_vec(&activations.resid)?, reference_resid, d_model, snapshots, true, tolerance));
+            against_reference.resid =
+                Some(compare_resid(&to_vec(&activations.resid)?, reference_resid, d_model, snapshots, true, tolerance));
         }
         comparisons.push(against_reference);
         comparisons.push(compare_logits("processed-vs-unprocessed", shift_criterion, &logits, unprocessed, vocab, tolerance, &token_text));
@@ -209,7 +215,15 @@ fn transformer_lens_rows(
         rows.push(compare_logits("processed-vs-transformer-lens", Criterion::Raw, processed, tl, vocab, tolerance, token_text));
     }
     if let Some(tl) = &reference.tl_unprocessed_logits {
-        rows.push(compare_logits("unprocessed-vs-transformer-lens-unprocessed", Criterion::Raw, unprocessed, tl, vocab, tolerance, token_text));
+        rows.push(compare_logits(
+            "unprocessed-vs-transformer-lens-unprocessed",
+            Criterion::Raw,
+            unprocessed,
+            tl,
+            vocab,
+            tolerance,
+            token_text,
+        ));
     }
     rows
 }
@@ -218,4 +232,3 @@ fn to_vec(tensor: &Tensor) -> Result<Vec<f32>> {
     let flat = tensor.to_device(tch::Device::Cpu).contiguous().view([-1]);
     Vec::<f32>::try_from(&flat).context("cannot read logits back from libtorch")
 }
-

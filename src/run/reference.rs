@@ -13,7 +13,8 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
     inputs.tokenize_all(&prompts, args.model.prepend_bos)?;
     let python = find_python(args.model.python.as_deref())?;
     let digest = Checkpoint::open(&inputs.files.weights)?.digest;
-    let request = ReferenceRequest { model: &inputs.files, weights_digest: &digest, prompts: &prompts, prepend_bos: args.model.prepend_bos };
+    let request =
+        ReferenceRequest { model: &inputs.files, weights_digest: &digest, prompts: &prompts, prepend_bos: args.model.prepend_bos };
     produce(&python, &request, &args.output)?;
     eprintln!("wrote {} ({} prompts)", args.output.display(), prompts.len());
     Ok(())

@@ -68,10 +68,8 @@ impl EditableSafetensors {
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
         let metadata = header.metadata().clone().unwrap_or_default();
         let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let tensors = file
-            .iter()
-            .map(|(name, view)| (name.to_owned(), (view.dtype(), view.shape().to_vec(), view.data().to_vec())))
-            .collect();
+        let tensors =
+            file.iter().map(|(name, view)| (name.to_owned(), (view.dtype(), view.shape().to_vec(), view.data().to_vec()))).collect();
         Self { tensors, metadata }
     }
 
