@@ -89,10 +89,14 @@ impl Report {
         let comparisons: usize = self.prompts.iter().map(|prompt| prompt.comparisons.len()).sum();
         let failed: usize = self.prompts.iter().flat_map(|prompt| &prompt.comparisons).filter(|c| !c.passed).count();
         let Tolerance { atol, rtol } = self.tolerance;
+        let prompts = match self.prompts.len() {
+            1 => "1 prompt".to_owned(),
+            count => format!("{count} prompts"),
+        };
         if self.passed {
-            format!("PASS: {comparisons} comparisons on {} prompts within atol {atol:e}, rtol {rtol:e}", self.prompts.len())
+            format!("PASS: {comparisons} comparisons on {prompts} within atol {atol:e}, rtol {rtol:e}")
         } else {
-            format!("FAIL: {failed} of {comparisons} comparisons on {} prompts breach atol {atol:e}, rtol {rtol:e}", self.prompts.len())
+            format!("FAIL: {failed} of {comparisons} comparisons on {prompts} breach atol {atol:e}, rtol {rtol:e}")
         }
     }
 }
