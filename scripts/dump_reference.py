@@ -7,7 +7,8 @@ implementation everyone else uses, HF's GPT2LMHeadModel (eager attention,
 float32, eval mode, no gradients), and writes them, with the token ids, the
 residual stream and a digest of the weights, into one safetensors file of the
 format `gpt2-parity-reference/1` (see docs/reference-format.md). Optionally it
-adds TransformerLens logits, processed and unprocessed.
+adds TransformerLens logits, processed and unprocessed, and records the processed
+run's switches in the `transformer_lens_processing` metadata entry.
 
 The gpt2-parity binary embeds this file and runs it as
 `python dump_reference.py ...`, so it must stay self-contained: it imports
@@ -193,11 +194,14 @@ def tl_version():
 
 
 def tl_processing(args):
+    """The switches of the processed TransformerLens run, as passed to TransformerLens and
+    recorded in the `transformer_lens_processing` metadata entry."""
     return {
         "fold_ln": not args.no_fold_ln,
         "center_writing_weights": not args.no_center_writing_weights,
         "center_unembed": not args.no_center_unembed,
         "fold_value_biases": not args.no_fold_value_biases,
+        "refactor_factored_attn_matrices": False,
     }
 
 
@@ -337,6 +341,8 @@ def run(args):
         "attn_implementation": "eager",
         "producer": producer(args.transformer_lens),
     }
+    if args.transformer_lens:
+        meta["transformer_lens_processing"] = json.dumps(tl_processing(args))
     write_reference(args.output, serialize(tensors, meta))
 
 

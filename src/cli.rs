@@ -66,6 +66,10 @@ pub struct CompareArgs {
     pub rtol: f64,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// Show every metric in the table (RMSE, cosine, max relative diff, elements outside allclose,
+    /// smallest passing atol, KL, top-5 overlap); JSON always has them all
+    #[arg(long)]
+    pub wide: bool,
     /// Write the report here instead of stdout ("-" is stdout); written whole or not at all
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -87,6 +91,9 @@ pub struct CompareArgs {
     /// Skip fold_value_biases
     #[arg(long)]
     pub no_fold_value_biases: bool,
+    /// Apply TransformerLens's refactor_factored_attn_matrices (off by default)
+    #[arg(long)]
+    pub refactor_factored_attn_matrices: bool,
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +116,7 @@ impl CompareArgs {
             center_writing_weights: !self.no_center_writing_weights,
             center_unembed: !self.no_center_unembed,
             fold_value_biases: !self.no_fold_value_biases,
+            refactor_factored_attn_matrices: self.refactor_factored_attn_matrices,
         }
     }
 

@@ -64,6 +64,7 @@ fn only(step: &str) -> ProcessingOptions {
         center_writing_weights: step == "center_writing_weights",
         center_unembed: step == "center_unembed",
         fold_value_biases: step == "fold_value_biases",
+        refactor_factored_attn_matrices: false,
     }
 }
 

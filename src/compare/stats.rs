@@ -1,7 +1,11 @@
-//! Compares a candidate's logits with a reference's: the figures a parity table shows and the
-//! allclose verdict, both raw and after removing each position's mean over the vocabulary
-//! (a per-position shift that softmax ignores). Pure arithmetic on row-major f32 slices, in f64.
+//! Compares a candidate's logits with a reference's: the figures a parity table shows, the
+//! metrics that say whether a difference matters for what the model predicts (log-probabilities,
+//! KL, top-k), and the allclose verdict, raw or after removing each position's mean over the
+//! vocabulary (a per-position shift that softmax ignores). Pure arithmetic on row-major f32
+//! slices, accumulated in f64.
 use serde::Serialize;
+
+use super::diagnose::{likely_cause, Cause};
 
 /// numpy's allclose: |candidate - reference| <= atol + rtol * |reference|.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -11,8 +15,13 @@ pub struct Tolerance {
 }
 
 impl Tolerance {
-    fn allows(&self, candidate: f64, reference: f64) -> bool {
+    pub fn allows(&self, candidate: f64, reference: f64) -> bool {
         (candidate - reference).abs() <= self.atol + self.rtol * reference.abs()
+    }
+
+    /// The atol this pair needs at this rtol.
+    fn needed_atol(&self, candidate: f64, reference: f64) -> f64 {
+        ((candidate - reference).abs() - self.rtol * reference.abs()).max(0.0)
     }
 }
 
@@ -26,7 +35,7 @@ pub enum Criterion {
     ShiftInvariant,
 }
 
-/// Where the largest difference sits: which position, which vocabulary entry.
+/// A place in a [positions, vocab] matrix: which position, which vocabulary entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DiffLocation {
     pub position: usize,
@@ -47,6 +56,12 @@ pub struct Comparison {
     pub max_abs_diff: f64,
     pub max_abs_diff_at: Option<DiffLocation>,
     pub mean_abs_diff: f64,
+    /// Root of the mean squared difference.
+    pub rmse: f64,
+    /// Cosine similarity of the two matrices as flat vectors.
+    pub cosine_similarity: f64,
+    /// Max |diff| / |reference| over elements whose reference is not zero.
+    pub max_rel_diff: f64,
     /// Max |diff| after removing each position's mean over the vocabulary from both sides.
     pub centered_max_abs_diff: f64,
     /// Per position: mean of candidate minus mean of reference (the shift that centering removes).
@@ -55,11 +70,30 @@ pub struct Comparison {
     pub violations: usize,
     /// Elements outside allclose after centering.
     pub centered_violations: usize,
+    /// Elements outside allclose under this comparison's criterion, and their share in percent.
+    pub outside_allclose: usize,
+    pub outside_allclose_percent: f64,
+    /// Positions holding at least one element outside allclose under the criterion.
+    pub positions_outside: Vec<usize>,
+    /// The smallest atol that would pass at the given rtol, under the criterion.
+    pub min_passing_atol: f64,
+    /// Max |diff| of log-softmax over the vocabulary: what the model predicts, free of shifts.
+    pub log_softmax_max_abs_diff: f64,
+    /// KL(reference || candidate) of the next-token distributions, per position: mean and max.
+    pub kl_mean: f64,
+    pub kl_max: f64,
+    /// Share of positions whose argmax agrees.
+    pub top1_agreement: f64,
+    /// Mean share of the reference's top 5 tokens that are in the candidate's top 5.
+    pub top5_overlap: f64,
     /// NaN or infinite values, on either side; any fails the comparison.
     pub non_finite: usize,
+    pub first_non_finite_at: Option<DiffLocation>,
     /// Per residual-stream index, when both sides have it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resid: Option<Vec<ResidDiff>>,
+    /// For a failing comparison, the most likely cause this tool can detect.
+    pub likely_cause: Option<Cause>,
     pub passed: bool,
 }
 
@@ -69,6 +103,33 @@ pub struct ResidDiff {
     pub index: usize,
     pub max_abs_diff: f64,
     pub passed: bool,
+}
+
+/// Running sums over the elements of one comparison.
+#[derive(Default)]
+struct Totals {
+    finite: usize,
+    abs_diff_sum: f64,
+    squared_diff_sum: f64,
+    dot: f64,
+    candidate_norm2: f64,
+    reference_norm2: f64,
+    max_abs_diff: f64,
+    max_at: Option<usize>,
+    max_rel_diff: f64,
+    centered_max_abs_diff: f64,
+    violations: usize,
+    centered_violations: usize,
+    min_passing_atol: f64,
+    non_finite: usize,
+    first_non_finite: Option<usize>,
+    log_softmax_max_abs_diff: f64,
+    kl_sum: f64,
+    kl_max: f64,
+    kl_rows: usize,
+    top1_agreements: usize,
+    top5_overlap_sum: f64,
+    positions_outside: Vec<usize>,
 }
 
 /// Compares two [positions, vocab] logit matrices. `token_text` names vocabulary entries.
@@ -82,60 +143,151 @@ pub fn compare_logits(
     token_text: &dyn Fn(i64) -> String,
 ) -> Comparison {
     debug_assert_eq!(candidate.len(), reference.len());
+    let mut totals = Totals::default();
+    let mut position_shift = Vec::new();
+    for (position, (candidate_row, reference_row)) in candidate.chunks_exact(vocab).zip(reference.chunks_exact(vocab)).enumerate() {
+        let (candidate_mean, reference_mean) = (finite_mean(candidate_row), finite_mean(reference_row));
+        position_shift.push(candidate_mean - reference_mean);
+        let outside_before = totals.violations_under(criterion);
+        for (column, (&c, &r)) in candidate_row.iter().zip(reference_row).enumerate() {
+            totals.add_element(position * vocab + column, f64::from(c), f64::from(r), (candidate_mean, reference_mean), criterion, tolerance);
+        }
+        if totals.violations_under(criterion) > outside_before {
+            totals.positions_outside.push(position);
+        }
+        totals.add_distributions(candidate_row, reference_row);
+    }
+    let positions = position_shift.len().max(1) as f64;
+    let location = |index: usize| {
+        let token_id = (index % vocab) as i64;
+        DiffLocation { position: index / vocab, token_id, token: token_text(token_id) }
+    };
     let (candidate_mean, candidate_std) = mean_and_std(candidate);
     let (reference_mean, reference_std) = mean_and_std(reference);
-    let candidate_row_means = row_means(candidate, vocab);
-    let reference_row_means = row_means(reference, vocab);
-    let mut max_abs_diff = 0.0f64;
-    let mut max_at = None;
-    let mut abs_diff_sum = 0.0;
-    let mut finite_count = 0usize;
-    let mut centered_max_abs_diff = 0.0f64;
-    let (mut violations, mut centered_violations, mut non_finite) = (0, 0, 0);
-    for (index, (&c, &r)) in candidate.iter().zip(reference).enumerate() {
-        let (c, r) = (f64::from(c), f64::from(r));
-        if !(c.is_finite() && r.is_finite()) {
-            non_finite += 1;
-            continue;
-        }
-        let position = index / vocab;
-        let diff = (c - r).abs();
-        finite_count += 1;
-        abs_diff_sum += diff;
-        if diff > max_abs_diff || max_at.is_none() {
-            max_abs_diff = diff;
-            max_at = Some(index);
-        }
-        violations += usize::from(!tolerance.allows(c, r));
-        let (c_centered, r_centered) = (c - candidate_row_means[position], r - reference_row_means[position]);
-        centered_max_abs_diff = centered_max_abs_diff.max((c_centered - r_centered).abs());
-        centered_violations += usize::from(!tolerance.allows(c_centered, r_centered));
-    }
-    let failing = match criterion {
-        Criterion::Raw => violations,
-        Criterion::ShiftInvariant => centered_violations,
-    };
-    Comparison {
+    let outside_allclose = totals.violations_under(criterion);
+    let finite = totals.finite.max(1) as f64;
+    let mut comparison = Comparison {
         name: name.to_owned(),
         criterion,
         candidate_mean,
         reference_mean,
         candidate_std,
         reference_std,
-        max_abs_diff,
-        max_abs_diff_at: max_at.map(|index| {
-            let token_id = (index % vocab) as i64;
-            DiffLocation { position: index / vocab, token_id, token: token_text(token_id) }
-        }),
-        mean_abs_diff: if finite_count > 0 { abs_diff_sum / finite_count as f64 } else { f64::NAN },
-        centered_max_abs_diff,
-        position_shift: candidate_row_means.iter().zip(&reference_row_means).map(|(c, r)| c - r).collect(),
-        violations,
-        centered_violations,
-        non_finite,
+        max_abs_diff: totals.max_abs_diff,
+        max_abs_diff_at: totals.max_at.map(location),
+        mean_abs_diff: totals.abs_diff_sum / finite,
+        rmse: (totals.squared_diff_sum / finite).sqrt(),
+        cosine_similarity: totals.dot / (totals.candidate_norm2.sqrt() * totals.reference_norm2.sqrt()),
+        max_rel_diff: totals.max_rel_diff,
+        centered_max_abs_diff: totals.centered_max_abs_diff,
+        position_shift,
+        violations: totals.violations,
+        centered_violations: totals.centered_violations,
+        outside_allclose,
+        outside_allclose_percent: 100.0 * outside_allclose as f64 / candidate.len().max(1) as f64,
+        positions_outside: totals.positions_outside,
+        min_passing_atol: totals.min_passing_atol,
+        log_softmax_max_abs_diff: totals.log_softmax_max_abs_diff,
+        kl_mean: totals.kl_sum / totals.kl_rows.max(1) as f64,
+        kl_max: totals.kl_max,
+        top1_agreement: totals.top1_agreements as f64 / positions,
+        top5_overlap: totals.top5_overlap_sum / positions,
+        non_finite: totals.non_finite,
+        first_non_finite_at: totals.first_non_finite.map(location),
         resid: None,
-        passed: non_finite == 0 && failing == 0,
+        likely_cause: None,
+        passed: totals.non_finite == 0 && outside_allclose == 0,
+    };
+    if !comparison.passed {
+        comparison.likely_cause = likely_cause(&comparison, candidate, reference, vocab, tolerance);
     }
+    comparison
+}
+
+impl Totals {
+    fn violations_under(&self, criterion: Criterion) -> usize {
+        match criterion {
+            Criterion::Raw => self.violations,
+            Criterion::ShiftInvariant => self.centered_violations,
+        }
+    }
+
+    fn add_element(&mut self, index: usize, c: f64, r: f64, (c_mean, r_mean): (f64, f64), criterion: Criterion, tolerance: Tolerance) {
+        if !(c.is_finite() && r.is_finite()) {
+            self.non_finite += 1;
+            self.first_non_finite.get_or_insert(index);
+            return;
+        }
+        let diff = (c - r).abs();
+        self.finite += 1;
+        self.abs_diff_sum += diff;
+        self.squared_diff_sum += diff * diff;
+        self.dot += c * r;
+        self.candidate_norm2 += c * c;
+        self.reference_norm2 += r * r;
+        if diff > self.max_abs_diff || self.max_at.is_none() {
+            self.max_abs_diff = diff;
+            self.max_at = Some(index);
+        }
+        if r != 0.0 {
+            self.max_rel_diff = self.max_rel_diff.max(diff / r.abs());
+        }
+        let (c_centered, r_centered) = (c - c_mean, r - r_mean);
+        self.centered_max_abs_diff = self.centered_max_abs_diff.max((c_centered - r_centered).abs());
+        self.violations += usize::from(!tolerance.allows(c, r));
+        self.centered_violations += usize::from(!tolerance.allows(c_centered, r_centered));
+        let needed = match criterion {
+            Criterion::Raw => tolerance.needed_atol(c, r),
+            Criterion::ShiftInvariant => tolerance.needed_atol(c_centered, r_centered),
+        };
+        self.min_passing_atol = self.min_passing_atol.max(needed);
+    }
+
+    /// Next-token distributions of one position: log-softmax, KL and top-k agreement.
+    fn add_distributions(&mut self, candidate: &[f32], reference: &[f32]) {
+        let (Some(candidate_lse), Some(reference_lse)) = (log_sum_exp(candidate), log_sum_exp(reference)) else {
+            return;
+        };
+        let mut kl = 0.0;
+        for (&c, &r) in candidate.iter().zip(reference) {
+            let (log_q, log_p) = (f64::from(c) - candidate_lse, f64::from(r) - reference_lse);
+            self.log_softmax_max_abs_diff = self.log_softmax_max_abs_diff.max((log_q - log_p).abs());
+            kl += log_p.exp() * (log_p - log_q);
+        }
+        // Rounding can push a KL of identical distributions a hair below zero.
+        let kl = kl.max(0.0);
+        self.kl_sum += kl;
+        self.kl_max = self.kl_max.max(kl);
+        self.kl_rows += 1;
+        let (candidate_top, reference_top) = (top_k::<5>(candidate), top_k::<5>(reference));
+        self.top1_agreements += usize::from(candidate_top[0] == reference_top[0]);
+        self.top5_overlap_sum += reference_top.iter().filter(|id| candidate_top.contains(id)).count() as f64 / 5.0;
+    }
+}
+
+/// log(sum(exp(row))), or None when the row holds a non-finite value.
+fn log_sum_exp(row: &[f32]) -> Option<f64> {
+    if row.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let max = row.iter().map(|&v| f64::from(v)).fold(f64::NEG_INFINITY, f64::max);
+    Some(max + row.iter().map(|&v| (f64::from(v) - max).exp()).sum::<f64>().ln())
+}
+
+/// Indices of the K largest values, largest first (ties: lower index first).
+fn top_k<const K: usize>(row: &[f32]) -> [usize; K] {
+    let mut best: Vec<usize> = Vec::with_capacity(K + 1);
+    for (index, &value) in row.iter().enumerate() {
+        if best.len() == K && value <= row[best[K - 1]] {
+            continue;
+        }
+        let at = best.iter().position(|&other| value > row[other]).unwrap_or(best.len());
+        best.insert(at, index);
+        best.truncate(K);
+    }
+    let mut top = [usize::MAX; K];
+    top[..best.len()].copy_from_slice(&best);
+    top
 }
 
 /// Compares residual streams [L+1, T, D] snapshot by snapshot. With `center_reference`, the
@@ -156,7 +308,7 @@ pub fn compare_resid(
             let mut max_abs_diff = 0.0f64;
             let mut passed = true;
             for (c_row, r_row) in candidate.chunks_exact(d_model).zip(reference.chunks_exact(d_model)) {
-                let shift = if center_reference { r_row.iter().map(|&r| f64::from(r)).sum::<f64>() / d_model as f64 } else { 0.0 };
+                let shift = if center_reference { finite_mean(r_row) } else { 0.0 };
                 for (&c, &r) in c_row.iter().zip(r_row) {
                     let (c, r) = (f64::from(c), f64::from(r) - shift);
                     let diff = (c - r).abs();
@@ -174,20 +326,21 @@ pub fn compare_resid(
         .collect()
 }
 
+/// Mean over the finite values (NaN when there are none).
+pub fn finite_mean(values: &[f32]) -> f64 {
+    let (sum, count) = values.iter().map(|&v| f64::from(v)).filter(|v| v.is_finite()).fold((0.0, 0usize), |(sum, count), v| (sum + v, count + 1));
+    if count == 0 { f64::NAN } else { sum / count as f64 }
+}
+
 /// Mean and sample standard deviation over the finite values.
-fn mean_and_std(values: &[f32]) -> (f64, f64) {
+pub fn mean_and_std(values: &[f32]) -> (f64, f64) {
     let finite = || values.iter().map(|&v| f64::from(v)).filter(|v| v.is_finite());
     let count = finite().count();
+    let mean = finite_mean(values);
     if count == 0 {
-        return (f64::NAN, f64::NAN);
+        return (mean, f64::NAN);
     }
-    let mean = finite().sum::<f64>() / count as f64;
     let squares: f64 = finite().map(|v| (v - mean) * (v - mean)).sum();
     let std = if count > 1 { (squares / (count - 1) as f64).sqrt() } else { 0.0 };
     (mean, std)
-}
-
-/// Each row's mean over its finite values.
-fn row_means(values: &[f32], width: usize) -> Vec<f64> {
-    values.chunks_exact(width).map(|row| mean_and_std(row).0).collect()
 }

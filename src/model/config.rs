@@ -2,7 +2,7 @@
 //! configurations whose forward this tool does not implement, instead of computing nonsense.
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 
 /// GPT-2's hyper-parameters, with Hugging Face's names and defaults.
@@ -40,7 +40,8 @@ fn default_activation() -> String {
 
 impl Gpt2Config {
     pub fn mlp_width(&self) -> i64 {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        // Saturating: validation reports an absurd n_embd instead of overflowing on it.
+        self.n_inner.unwrap_or_else(|| self.n_embd.saturating_mul(4))
     }
 
     pub fn head_dim(&self) -> i64 {
@@ -49,15 +50,18 @@ impl Gpt2Config {
 
     /// Parses and validates `config.json` text; `origin` names the file in errors.
     pub fn parse(text: &[u8], origin: &Path) -> Result<Self> {
-        let config: Gpt2Config = serde_json::from_slice(text).with_context(|| {
-            format!("{} is not a GPT-2 config.json (it needs vocab_size, n_positions, n_embd, n_layer, n_head)", origin.display())
+        let config: Gpt2Config = serde_json::from_slice(text).map_err(|error| {
+            anyhow!(
+                "{} is not a usable GPT-2 config.json ({error}); it needs integer fields vocab_size, n_positions, n_embd, n_layer and n_head: re-download or re-save the model",
+                origin.display()
+            )
         })?;
         config.validate(origin)?;
         Ok(config)
     }
 
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read(path).map_err(|error| anyhow!("cannot read {}: {error}; check the model directory", path.display()))?;
         Self::parse(&text, path)
     }
 
@@ -72,14 +76,14 @@ impl Gpt2Config {
             ("n_inner", self.mlp_width()),
         ] {
             if !(1..=1 << 24).contains(&value) {
-                bail!("{origin}: {name} = {value} is out of range (expected 1..=16777216)");
+                bail!("{origin}: {name} = {value} is out of range (expected 1..=16777216); fix config.json");
             }
         }
         if self.n_embd % self.n_head != 0 {
-            bail!("{origin}: n_embd = {} is not divisible by n_head = {}", self.n_embd, self.n_head);
+            bail!("{origin}: n_embd = {} is not divisible by n_head = {}; fix config.json", self.n_embd, self.n_head);
         }
         if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon > 0.0) {
-            bail!("{origin}: layer_norm_epsilon = {} must be a positive number", self.layer_norm_epsilon);
+            bail!("{origin}: layer_norm_epsilon = {} must be a positive number; fix config.json", self.layer_norm_epsilon);
         }
         if self.activation_function != "gelu_new" {
             bail!("{origin}: activation_function \"{}\" is not supported (GPT-2 uses \"gelu_new\")", self.activation_function);

@@ -29,6 +29,9 @@ pub fn resolve(model: &str) -> Result<ModelFiles> {
     if path.is_dir() {
         return local_files(model, path);
     }
+    if path.exists() && !looks_like_hub_id(model) {
+        bail!("--model {model} is a file, not a directory; pass the directory that holds config.json, model.safetensors and tokenizer.json");
+    }
     if !looks_like_hub_id(model) {
         bail!("model directory {model} does not exist; pass a directory with config.json and model.safetensors, or a Hub id such as {DEFAULT_MODEL}");
     }
@@ -93,7 +96,8 @@ fn hub_files(model_id: &str) -> Result<ModelFiles> {
         }
         let api = ApiBuilder::from_cache(Cache::new(cache_dir.clone()))
             .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .build()?;
+            .build()
+            .map_err(|error| anyhow::anyhow!("cannot set up the Hugging Face download client for {model_id} ({error}); pass a local directory"))?;
         api.model(model_id.to_owned()).get(file).map_err(|error| {
             anyhow::anyhow!(
                 "model {model_id} is no directory and not in the Hugging Face cache {}, and fetching {file} failed ({error}): \

@@ -21,21 +21,47 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Opens `path`, hashes it and checks that it is a readable safetensors file (header and
+    /// tensor offsets; no tensor is copied), so that a truncated or corrupt download is named
+    /// as such before anything else looks at it.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).with_context(|| format!("cannot open weights {}", path.display()))?;
+        let shown = path.display();
+        let file = File::open(path).map_err(|error| anyhow!("cannot open weights {shown}: {error}; check the model directory"))?;
+        if file.metadata().is_ok_and(|metadata| metadata.is_dir()) {
+            bail!("weights {shown} is a directory, not a safetensors file; re-download or re-save the model");
+        }
         // SAFETY: the map is read-only; a checkpoint rewritten under a running check is a misuse
         // that at worst yields wrong numbers, which the digest recorded in the report exposes.
-        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?;
+        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map {shown}"))?;
         let digest = format!("sha256:{:x}", Sha256::digest(&map[..]));
-        Ok(Self { map, digest })
+        let checkpoint = Self { map, digest };
+        checkpoint.tensors(path)?;
+        Ok(checkpoint)
+    }
+
+    fn tensors(&self, origin: &Path) -> Result<SafeTensors<'_>> {
+        SafeTensors::deserialize(&self.map).map_err(|error| {
+            anyhow!("{} is not a readable safetensors file ({error}); re-download or re-save the model", origin.display())
+        })
+    }
+
+    /// Checks every tensor's presence, shape and dtype against `config`, and that no unknown
+    /// tensor is left over, without copying anything into libtorch: cheap enough to run before
+    /// any other work, so that a checkpoint that does not fit its config.json fails first.
+    pub fn audit(&self, config: &Gpt2Config, origin: &Path) -> Result<()> {
+        let tensors = self.tensors(origin)?;
+        let mut reader = TensorReader::new(&tensors, origin, Device::Cpu);
+        for (name, shape) in expected_tensors(config) {
+            reader.view(&name, &shape)?;
+        }
+        reader.finish(config)
     }
 
     /// Builds the weights on `device`, naming any missing, unexpected or misshapen tensor.
     pub fn weights(&self, config: &Gpt2Config, origin: &Path, device: Device) -> Result<Weights> {
-        let tensors = SafeTensors::deserialize(&self.map).map_err(|error| {
-            anyhow!("{} is not a readable safetensors file ({error}); re-download or re-save the model", origin.display())
-        })?;
-        let mut reader = TensorReader::new(&tensors, origin, device)?;
+        self.audit(config, origin)?;
+        let tensors = self.tensors(origin)?;
+        let mut reader = TensorReader::new(&tensors, origin, device);
         let (v, p, d, m) = (config.vocab_size, config.n_positions, config.n_embd, config.mlp_width());
         let blocks = (0..config.n_layer)
             .map(|l| {
@@ -67,6 +93,33 @@ impl Checkpoint {
     }
 }
 
+/// Every tensor GPT-2 needs, by its layout-independent name, with the shape `config` implies.
+fn expected_tensors(config: &Gpt2Config) -> Vec<(String, Vec<i64>)> {
+    let (v, p, d, m) = (config.vocab_size, config.n_positions, config.n_embd, config.mlp_width());
+    let mut expected = vec![("wte.weight".to_owned(), vec![v, d]), ("wpe.weight".to_owned(), vec![p, d])];
+    for l in 0..config.n_layer {
+        for (name, shape) in [
+            ("ln_1.weight", vec![d]),
+            ("ln_1.bias", vec![d]),
+            ("attn.c_attn.weight", vec![d, 3 * d]),
+            ("attn.c_attn.bias", vec![3 * d]),
+            ("attn.c_proj.weight", vec![d, d]),
+            ("attn.c_proj.bias", vec![d]),
+            ("ln_2.weight", vec![d]),
+            ("ln_2.bias", vec![d]),
+            ("mlp.c_fc.weight", vec![d, m]),
+            ("mlp.c_fc.bias", vec![m]),
+            ("mlp.c_proj.weight", vec![m, d]),
+            ("mlp.c_proj.bias", vec![d]),
+        ] {
+            expected.push((format!("h.{l}.{name}"), shape));
+        }
+    }
+    expected.push(("ln_f.weight".to_owned(), vec![d]));
+    expected.push(("ln_f.bias".to_owned(), vec![d]));
+    expected
+}
+
 /// Hands out tensors by their layout-independent name and remembers which names were used.
 struct TensorReader<'a> {
     tensors: &'a SafeTensors<'a>,
@@ -78,19 +131,29 @@ struct TensorReader<'a> {
 }
 
 impl<'a> TensorReader<'a> {
-    fn new(tensors: &'a SafeTensors<'a>, origin: &'a Path, device: Device) -> Result<Self> {
+    fn new(tensors: &'a SafeTensors<'a>, origin: &'a Path, device: Device) -> Self {
         let unused: BTreeSet<String> = tensors.names().into_iter().map(str::to_owned).collect();
         let prefix = if unused.contains("transformer.wte.weight") { "transformer." } else { "" };
-        Ok(Self { tensors, origin, device, prefix, unused })
+        Self { tensors, origin, device, prefix, unused }
     }
 
-    fn take(&mut self, name: &str, shape: &[i64]) -> Result<Tensor> {
+    /// The view of tensor `name`, its shape and dtype checked; marks the name as used.
+    fn view(&mut self, name: &str, shape: &[i64]) -> Result<(String, TensorView<'a>)> {
         let full_name = format!("{}{name}", self.prefix);
         let view = self.tensors.tensor(&full_name).map_err(|_| {
-            anyhow!("{}: tensor {full_name} is missing; is this a GPT-2 checkpoint matching its config.json?", self.origin.display())
+            anyhow!(
+                "{}: tensor {full_name} is missing; is this a GPT-2 checkpoint matching its config.json? re-download or re-save the model",
+                self.origin.display()
+            )
         })?;
         self.unused.remove(&full_name);
         self.check_shape(&full_name, &view, shape)?;
+        kind_of(&full_name, &view, self.origin)?;
+        Ok((full_name, view))
+    }
+
+    fn take(&mut self, name: &str, shape: &[i64]) -> Result<Tensor> {
+        let (full_name, view) = self.view(name, shape)?;
         self.to_tensor(&full_name, &view, shape)
     }
 
@@ -106,12 +169,7 @@ impl<'a> TensorReader<'a> {
     }
 
     fn to_tensor(&self, name: &str, view: &TensorView, shape: &[i64]) -> Result<Tensor> {
-        let kind = match view.dtype() {
-            Dtype::F32 => Kind::Float,
-            Dtype::F16 => Kind::Half,
-            Dtype::BF16 => Kind::BFloat16,
-            other => bail!("{}: tensor {name} has dtype {other:?}; GPT-2 weights must be F32, F16 or BF16", self.origin.display()),
-        };
+        let kind = kind_of(name, view, self.origin)?;
         let tensor = Tensor::f_from_data_size(view.data(), shape, kind)
             .with_context(|| format!("{}: cannot read tensor {name}", self.origin.display()))?;
         Ok(tensor.to_kind(Kind::Float).to_device(self.device))
@@ -136,4 +194,14 @@ impl<'a> TensorReader<'a> {
         }
         Ok(())
     }
+}
+
+/// The libtorch kind for a checkpoint dtype; GPT-2 weights are floating point.
+fn kind_of(name: &str, view: &TensorView, origin: &Path) -> Result<Kind> {
+    Ok(match view.dtype() {
+        Dtype::F32 => Kind::Float,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        other => bail!("{}: tensor {name} has dtype {other:?}; GPT-2 weights must be F32, F16 or BF16", origin.display()),
+    })
 }

@@ -13,11 +13,13 @@ pub struct ProcessingOptions {
     pub center_writing_weights: bool,
     pub center_unembed: bool,
     pub fold_value_biases: bool,
+    /// Off by default, as in TransformerLens; applied last.
+    pub refactor_factored_attn_matrices: bool,
 }
 
 impl Default for ProcessingOptions {
     fn default() -> Self {
-        Self { fold_ln: true, center_writing_weights: true, center_unembed: true, fold_value_biases: true }
+        Self { fold_ln: true, center_writing_weights: true, center_unembed: true, fold_value_biases: true, refactor_factored_attn_matrices: false }
     }
 }
 
@@ -36,6 +38,9 @@ pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
     }
     if options.fold_value_biases {
         weights = fold_value_biases(weights, options.center_writing_weights);
+    }
+    if options.refactor_factored_attn_matrices {
+        weights = refactor_factored_attn_matrices(weights);
     }
     weights
 }
@@ -117,4 +122,61 @@ fn fold_value_biases(mut weights: Weights, recenter: bool) -> Weights {
         block.qkv_bias = Tensor::cat(&[block.qkv_bias.narrow(0, 0, 2 * d_model), value_bias.zeros_like()], 0);
     }
     weights
+}
+
+/// TransformerLens's refactor_factored_attn_matrices. What a head computes depends on its weights
+/// only through two products: W_Q W_K^T, with each bias appended to its matrix as one more input
+/// row (the residual's constant 1), and W_V W_O. Each pair of factors is replaced by a pair made
+/// from the product's SVD U diag(S) V^T:
+/// - QK: W_Q = U sqrt(S), W_K = V sqrt(S) (balanced: W_Q^T W_Q = W_K^T W_K = diag(S));
+/// - OV: b_V first moves into b_O (attention patterns sum to one), then W_V = U S and W_O = V^T.
+///   This follows TransformerLens's source, which does not balance OV: W_O gets orthonormal rows.
+/// The products, and so the logits, are unchanged up to rounding; the factors themselves are
+/// defined only up to the signs of singular vectors. Like TransformerLens, nothing is re-centered
+/// afterwards (centered weights stay centered, as the new factors span the same row/column spaces).
+fn refactor_factored_attn_matrices(mut weights: Weights) -> Weights {
+    let d_model = weights.config.n_embd;
+    let heads = weights.config.n_head;
+    let head_dim = d_model / heads;
+    // [D, 3D] columns (block, head, d_head) <-> per head [H, D, Dh]; bias [3D] <-> [H, 1, Dh].
+    let split_weight = |qkv: &Tensor, start: i64| qkv.narrow(1, start, d_model).reshape([d_model, heads, head_dim]).permute([1, 0, 2]);
+    let split_bias = |qkv: &Tensor, start: i64| qkv.narrow(0, start, d_model).reshape([heads, 1, head_dim]);
+    let merge_weight = |per_head: &Tensor| per_head.permute([1, 0, 2]).reshape([d_model, d_model]);
+    for block in &mut weights.blocks {
+        // QK, with the biases as row D of [H, D+1, Dh].
+        let query = Tensor::cat(&[split_weight(&block.qkv_weight, 0), split_bias(&block.qkv_bias, 0)], 1);
+        let key = Tensor::cat(&[split_weight(&block.qkv_weight, d_model), split_bias(&block.qkv_bias, d_model)], 1);
+        let (left, singular, right) = factored_svd(&query, &key);
+        let root = singular.sqrt().unsqueeze(1);
+        let (query, key) = (left * &root, right * &root);
+
+        // OV: W_V [H, D, Dh], W_O [H, Dh, D]; A = W_V, B = W_O^T.
+        let value_bias = block.qkv_bias.narrow(0, 2 * d_model, d_model);
+        let out_bias = &block.attn_out_bias + value_bias.matmul(&block.attn_out_weight);
+        let value = split_weight(&block.qkv_weight, 2 * d_model);
+        let out = block.attn_out_weight.reshape([heads, head_dim, d_model]);
+        let (left, singular, right) = factored_svd(&value, &out.transpose(1, 2));
+        let value = left * singular.unsqueeze(1);
+        let out = right.transpose(1, 2);
+
+        block.qkv_weight = Tensor::cat(
+            &[merge_weight(&query.narrow(1, 0, d_model)), merge_weight(&key.narrow(1, 0, d_model)), merge_weight(&value)],
+            1,
+        );
+        block.qkv_bias = Tensor::cat(&[query.select(1, d_model).reshape([d_model]), key.select(1, d_model).reshape([d_model]), value_bias.zeros_like()], 0);
+        block.attn_out_weight = out.reshape([d_model, d_model]);
+        block.attn_out_bias = out_bias;
+    }
+    weights
+}
+
+/// The thin SVD of A B^T, batched over leading axes, from the factors A [.., m, r] and B [.., n, r]
+/// (r <= m, n) without forming the product: with A = Q_a R_a and B = Q_b R_b (reduced QR) and
+/// R_a R_b^T = u diag(s) w^T, A B^T = (Q_a u) diag(s) (Q_b w)^T. Returns (Q_a u, s, Q_b w), s descending.
+fn factored_svd(a: &Tensor, b: &Tensor) -> (Tensor, Tensor, Tensor) {
+    let (q_a, r_a) = Tensor::linalg_qr(a, "reduced");
+    let (q_b, r_b) = Tensor::linalg_qr(b, "reduced");
+    // Tensor::svd, not linalg_svd: tch's linalg_svd always passes a driver, which CPU tensors refuse.
+    let (u, s, w) = r_a.matmul(&r_b.transpose(-1, -2)).svd(true, true);
+    (q_a.matmul(&u), s, q_b.matmul(&w))
 }

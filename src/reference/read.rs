@@ -38,18 +38,50 @@ pub struct PromptReference {
 
 pub struct ReferenceFile {
     path: PathBuf,
-    map: Mmap,
+    bytes: Bytes,
     pub meta: ReferenceMeta,
+}
+
+/// The file's bytes: memory-mapped from disk, or handed over in memory.
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(map) => map,
+            Bytes::Owned(bytes) => bytes,
+        }
+    }
 }
 
 impl ReferenceFile {
     /// Opens a reference and checks its structure; model-dependent checks come in [`Self::check_model`].
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).with_context(|| format!("cannot open reference {}", path.display()))?;
+        let shown = path.display();
+        let file = File::open(path).map_err(|error| {
+            anyhow!("cannot open reference {shown}: {error}; check the path, or leave --reference out to make one with the bundled script")
+        })?;
+        if file.metadata().is_ok_and(|metadata| metadata.is_dir()) {
+            bail!("reference {shown} is a directory; pass the reference's .safetensors file");
+        }
         // SAFETY: read-only map of a file the tool only reads; see model::load for the same choice.
-        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map reference {}", path.display()))?;
-        let meta = parse_meta(&map, path)?;
-        let reference = Self { path: path.to_path_buf(), map, meta };
+        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map reference {shown}"))?;
+        Self::from_parts(Bytes::Mapped(map), path)
+    }
+
+    /// Reads a reference held in memory; `origin` names it in errors. Checks as [`Self::open`] does.
+    pub fn from_bytes(bytes: Vec<u8>, origin: &Path) -> Result<Self> {
+        Self::from_parts(Bytes::Owned(bytes), origin)
+    }
+
+    fn from_parts(bytes: Bytes, path: &Path) -> Result<Self> {
+        let meta = parse_meta(&bytes, path)?;
+        let reference = Self { path: path.to_path_buf(), bytes, meta };
         reference.check_structure()?;
         Ok(reference)
     }
@@ -59,7 +91,7 @@ impl ReferenceFile {
     }
 
     fn tensors(&self) -> Result<SafeTensors<'_>> {
-        SafeTensors::deserialize(&self.map)
+        SafeTensors::deserialize(&self.bytes)
             .map_err(|error| anyhow!("reference {} is not a readable safetensors file ({error}); regenerate it", self.path.display()))
     }
 

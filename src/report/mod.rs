@@ -33,6 +33,44 @@ pub struct Report {
     /// True when every comparison of every prompt passed.
     pub passed: bool,
     pub prompts: Vec<PromptReport>,
+    /// Per comparison name, the element with the largest |diff| over all prompts.
+    pub worst: Vec<WorstElement>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WorstElement {
+    pub comparison: String,
+    pub prompt: String,
+    pub position: usize,
+    pub token_id: i64,
+    pub token: String,
+    pub abs_diff: f64,
+}
+
+impl WorstElement {
+    /// For each comparison name, in first-seen order, the prompt and element with the largest |diff|.
+    pub fn collect(prompts: &[PromptReport]) -> Vec<WorstElement> {
+        let mut worst: Vec<WorstElement> = Vec::new();
+        for prompt in prompts {
+            for comparison in &prompt.comparisons {
+                let Some(at) = &comparison.max_abs_diff_at else { continue };
+                let candidate = WorstElement {
+                    comparison: comparison.name.clone(),
+                    prompt: prompt.prompt.clone(),
+                    position: at.position,
+                    token_id: at.token_id,
+                    token: at.token.clone(),
+                    abs_diff: comparison.max_abs_diff,
+                };
+                match worst.iter_mut().find(|known| known.comparison == comparison.name) {
+                    Some(known) if known.abs_diff < candidate.abs_diff => *known = candidate,
+                    Some(_) => {}
+                    None => worst.push(candidate),
+                }
+            }
+        }
+        worst
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -76,11 +114,12 @@ pub struct PromptReport {
 }
 
 impl Report {
-    pub fn render(&self, format: Format) -> String {
+    /// Renders in `format`; `wide` shows every metric in the table and markdown forms (JSON always has all).
+    pub fn render(&self, format: Format, wide: bool) -> String {
         match format {
-            Format::Table => table::render(self),
+            Format::Table => table::render(self, wide),
             Format::Json => json::render(self),
-            Format::Markdown => markdown::render(self),
+            Format::Markdown => markdown::render(self, wide),
         }
     }
 
@@ -101,33 +140,57 @@ impl Report {
     }
 }
 
-/// Table cells shared by the table and markdown renderers.
-fn comparison_cells(comparison: &Comparison) -> Vec<String> {
-    let at = comparison.max_abs_diff_at.as_ref().map(|at| format!(" @{} {:?}", at.position, at.token)).unwrap_or_default();
-    vec![
-        comparison.name.clone(),
-        format!("{:.4}", comparison.candidate_mean),
-        format!("{:.4}", comparison.reference_mean),
-        format!("{:.4}", comparison.candidate_std),
-        format!("{:.4}", comparison.reference_std),
-        format!("{:.2e}{at}", comparison.max_abs_diff),
-        format!("{:.2e}", comparison.mean_abs_diff),
-        format!("{:.2e}", comparison.centered_max_abs_diff),
-        verdict(comparison),
-    ]
+/// A table's header and rows for one prompt: compact by default, every metric with `wide`.
+fn comparison_table(comparisons: &[Comparison], wide: bool) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let mut header = vec![
+        "comparison",
+        "cand mean",
+        "ref mean",
+        "cand std",
+        "ref std",
+        "max |diff| @pos token",
+        "mean |diff|",
+        "shift-free max |diff|",
+        "log-softmax max |diff|",
+        "top-1",
+    ];
+    if wide {
+        header.extend(["rmse", "cosine", "max rel diff", "outside allclose", "min passing atol", "KL mean / max", "top-5 overlap"]);
+    }
+    header.push("verdict");
+    let rows = comparisons
+        .iter()
+        .map(|comparison| {
+            let at = comparison.max_abs_diff_at.as_ref().map(|at| format!(" @{} {:?}", at.position, at.token)).unwrap_or_default();
+            let mut cells = vec![
+                comparison.name.clone(),
+                format!("{:.4}", comparison.candidate_mean),
+                format!("{:.4}", comparison.reference_mean),
+                format!("{:.4}", comparison.candidate_std),
+                format!("{:.4}", comparison.reference_std),
+                format!("{:.2e}{at}", comparison.max_abs_diff),
+                format!("{:.2e}", comparison.mean_abs_diff),
+                format!("{:.2e}", comparison.centered_max_abs_diff),
+                format!("{:.2e}", comparison.log_softmax_max_abs_diff),
+                format!("{:.0}%", 100.0 * comparison.top1_agreement),
+            ];
+            if wide {
+                cells.extend([
+                    format!("{:.2e}", comparison.rmse),
+                    format!("{:.8}", comparison.cosine_similarity),
+                    format!("{:.2e}", comparison.max_rel_diff),
+                    format!("{} ({:.3}%)", comparison.outside_allclose, comparison.outside_allclose_percent),
+                    format!("{:.2e}", comparison.min_passing_atol),
+                    format!("{:.2e} / {:.2e}", comparison.kl_mean, comparison.kl_max),
+                    format!("{:.0}%", 100.0 * comparison.top5_overlap),
+                ]);
+            }
+            cells.push(verdict(comparison));
+            cells
+        })
+        .collect();
+    (header, rows)
 }
-
-const HEADER: [&str; 9] = [
-    "comparison",
-    "cand mean",
-    "ref mean",
-    "cand std",
-    "ref std",
-    "max |diff| @pos token",
-    "mean |diff|",
-    "shift-free max |diff|",
-    "verdict",
-];
 
 fn verdict(comparison: &Comparison) -> String {
     let basis = match comparison.criterion {

@@ -13,7 +13,7 @@ use crate::model::process::process;
 use crate::output::{print_stdout, write_atomically};
 use crate::reference::bundled::{cached_reference, find_python, ReferenceRequest};
 use crate::reference::{PromptReference, ReferenceFile};
-use crate::report::{ModelInfo, PromptReport, ReferenceInfo, Report, Tool, SCHEMA_VERSION};
+use crate::report::{ModelInfo, PromptReport, ReferenceInfo, Report, Tool, WorstElement, SCHEMA_VERSION};
 use crate::tokenize::{abbreviate, END_OF_TEXT};
 
 /// One prompt to check: its text, its token ids and where the reference holds it.
@@ -140,9 +140,10 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         prepend_bos,
         device: format!("{:?}", args.device).to_lowercase(),
         passed: prompts.iter().all(|prompt| prompt.passed),
+        worst: WorstElement::collect(&prompts),
         prompts,
     };
-    let rendered = report.render(args.format);
+    let rendered = report.render(args.format, args.wide);
     match args.output_file() {
         Some(path) => write_atomically(path, rendered.as_bytes())?,
         None => print_stdout(&rendered)?,
