@@ -29,6 +29,8 @@ pub enum Command {
     /// Run prompts through GPT-2 unprocessed and processed, and compare both with reference logits
     #[command(after_help = EXIT_CODES)]
     Compare(CompareArgs),
+    /// Attribute the processed-vs-unprocessed difference to each TransformerLens processing step
+    Explain(ExplainArgs),
     /// Write a reference file with the bundled Python script (Hugging Face transformers, eager, float32)
     Reference(ReferenceArgs),
 }
@@ -97,6 +99,40 @@ pub struct CompareArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A step counts as a pure per-position shift when its difference's spread over the vocabulary is within atol
+    #[arg(long, default_value = "1e-4", value_parser = parse_tolerance)]
+    pub atol: f64,
+    /// Relative tolerance, for the comparisons behind each row
+    #[arg(long, default_value = "1e-5", value_parser = parse_tolerance)]
+    pub rtol: f64,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Write the report here instead of stdout ("-" is stdout); written whole or not at all
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Device for the forward passes: cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: tch::Device,
+    /// Also attribute TransformerLens's refactor_factored_attn_matrices (applied last)
+    #[arg(long)]
+    pub refactor_factored_attn_matrices: bool,
+}
+
+impl ExplainArgs {
+    pub fn tolerance(&self) -> Tolerance {
+        Tolerance { atol: self.atol, rtol: self.rtol }
+    }
+
+    /// The report file, `None` for stdout.
+    pub fn output_file(&self) -> Option<&Path> {
+        stdout_or_file(self.output.as_deref())
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct ReferenceArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -122,7 +158,7 @@ impl CompareArgs {
 
     /// The report file, `None` for stdout.
     pub fn output_file(&self) -> Option<&Path> {
-        self.output.as_deref().filter(|path| *path != Path::new("-"))
+        stdout_or_file(self.output.as_deref())
     }
 }
 
@@ -136,6 +172,11 @@ impl ModelArgs {
         prompts.extend(self.prompts.iter().cloned());
         Ok(prompts)
     }
+}
+
+/// `--output -` and no `--output` both mean stdout.
+fn stdout_or_file(output: Option<&Path>) -> Option<&Path> {
+    output.filter(|path| *path != Path::new("-"))
 }
 
 fn parse_tolerance(text: &str) -> Result<f64, String> {

@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Command::Compare(args) => run::compare::run(args),
+        Command::Explain(args) => run::explain::run(args),
         Command::Reference(args) => run::reference::run(args).map(|()| true),
     };
     match outcome {

@@ -31,3 +31,11 @@ pub fn print_stdout(content: &str) -> Result<()> {
         other => other.context("cannot write to stdout"),
     }
 }
+
+/// Writes a rendered report to `file` (whole or not at all), or to stdout when `None`.
+pub fn emit(content: &str, file: Option<&Path>) -> Result<()> {
+    match file {
+        Some(path) => write_atomically(path, content.as_bytes()),
+        None => print_stdout(content),
+    }
+}

@@ -4,6 +4,7 @@
 //! non-finite values), else where in the residual stream it starts.
 use serde::Serialize;
 
+use super::attribution::describe_shift;
 use super::stats::{finite_mean, DiffLocation};
 use super::{Comparison, Criterion, Tolerance};
 
@@ -170,13 +171,6 @@ fn explain_one(comparison: &Comparison) -> Option<String> {
             100.0 * comparison.top1_agreement
         ),
     })
-}
-
-/// "-1.23 at position 0, -0.98 at position 1, ..." (the first three positions).
-fn describe_shift(shift: &[f64]) -> String {
-    let shown: Vec<String> = shift.iter().take(3).enumerate().map(|(position, value)| format!("{value:.4} at position {position}")).collect();
-    let more = if shift.len() > 3 { ", ..." } else { "" };
-    format!("{}{more}", shown.join(", "))
 }
 
 /// Compact scientific notation for differences.

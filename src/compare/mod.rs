@@ -1,4 +1,6 @@
-//! Numbers about two sets of logits (stats) and what they most likely mean (diagnose).
+//! Numbers about two sets of logits (stats), what they most likely mean (diagnose), and which
+//! processing step a difference comes from (attribution).
+pub mod attribution;
 pub mod diagnose;
 pub mod stats;
 

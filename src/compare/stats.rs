@@ -259,9 +259,9 @@ impl Totals {
         self.kl_sum += kl;
         self.kl_max = self.kl_max.max(kl);
         self.kl_rows += 1;
-        let (candidate_top, reference_top) = (top_k::<5>(candidate), top_k::<5>(reference));
+        let (candidate_top, reference_top) = (top_k(candidate, 5), top_k(reference, 5));
         self.top1_agreements += usize::from(candidate_top[0] == reference_top[0]);
-        self.top5_overlap_sum += reference_top.iter().filter(|id| candidate_top.contains(id)).count() as f64 / 5.0;
+        self.top5_overlap_sum += reference_top.iter().filter(|id| candidate_top.contains(id)).count() as f64 / reference_top.len() as f64;
     }
 }
 
@@ -274,20 +274,18 @@ fn log_sum_exp(row: &[f32]) -> Option<f64> {
     Some(max + row.iter().map(|&v| (f64::from(v) - max).exp()).sum::<f64>().ln())
 }
 
-/// Indices of the K largest values, largest first (ties: lower index first).
-fn top_k<const K: usize>(row: &[f32]) -> [usize; K] {
-    let mut best: Vec<usize> = Vec::with_capacity(K + 1);
+/// Indices of the k largest values of a non-empty row, largest first (ties: lower index first).
+fn top_k(row: &[f32], k: usize) -> Vec<usize> {
+    let mut best: Vec<usize> = Vec::with_capacity(k + 1);
     for (index, &value) in row.iter().enumerate() {
-        if best.len() == K && value <= row[best[K - 1]] {
+        if best.len() == k && value <= row[best[k - 1]] {
             continue;
         }
         let at = best.iter().position(|&other| value > row[other]).unwrap_or(best.len());
         best.insert(at, index);
-        best.truncate(K);
+        best.truncate(k);
     }
-    let mut top = [usize::MAX; K];
-    top[..best.len()].copy_from_slice(&best);
-    top
+    best
 }
 
 /// Compares residual streams [L+1, T, D] snapshot by snapshot. With `center_reference`, the
@@ -343,4 +341,90 @@ pub fn mean_and_std(values: &[f32]) -> (f64, f64) {
     let squares: f64 = finite().map(|v| (v - mean) * (v - mean)).sum();
     let std = if count > 1 { (squares / (count - 1) as f64).sqrt() } else { 0.0 };
     (mean, std)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOLERANCE: Tolerance = Tolerance { atol: 0.1, rtol: 0.01 };
+
+    /// Two positions over a six-entry vocabulary, figures worked out by hand below.
+    const CANDIDATE: [f32; 12] = [1.0, 2.0, 3.0, 0.0, -1.0, 0.5, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0];
+    const REFERENCE: [f32; 12] = [1.0, 2.0, 4.0, 0.0, -1.0, 0.5, 0.0, 2.5, 1.0, 2.0, 0.0, 0.0];
+
+    fn hand_made() -> Comparison {
+        compare_logits("hand-made", Criterion::Raw, &CANDIDATE, &REFERENCE, 6, TOLERANCE, &|id| format!("t{id}"))
+    }
+
+    fn log_softmax(row: &[f32]) -> Vec<f64> {
+        let total: f64 = row.iter().map(|&v| f64::from(v).exp()).sum();
+        row.iter().map(|&v| f64::from(v) - total.ln()).collect()
+    }
+
+    #[test]
+    fn elementwise_figures_match_a_hand_computation() {
+        let c = hand_made();
+        // Differences: -1 at (0, 2) and -2.5 at (1, 1); every other element agrees.
+        assert_eq!(c.max_abs_diff, 2.5);
+        assert_eq!(c.max_abs_diff_at, Some(DiffLocation { position: 1, token_id: 1, token: "t1".into() }));
+        assert!((c.mean_abs_diff - 3.5 / 12.0).abs() < 1e-12);
+        assert!((c.rmse - (7.25f64 / 12.0).sqrt()).abs() < 1e-12);
+        let dot = 1.0 + 4.0 + 12.0 + 1.0 + 0.25 + 1.0 + 4.0;
+        let (norm_c, norm_r) = (20.25f64.sqrt(), 33.5f64.sqrt());
+        assert!((c.cosine_similarity - dot / (norm_c * norm_r)).abs() < 1e-12);
+        assert_eq!(c.max_rel_diff, 1.0, "2.5 / 2.5 at (1, 1) beats 1 / 4 at (0, 2)");
+        // Outside atol 0.1 + rtol 0.01 * |ref|: both differing elements.
+        assert_eq!((c.violations, c.outside_allclose), (2, 2));
+        assert!((c.outside_allclose_percent - 100.0 * 2.0 / 12.0).abs() < 1e-12);
+        assert_eq!(c.positions_outside, vec![0, 1]);
+        assert!((c.min_passing_atol - (2.5 - 0.01 * 2.5)).abs() < 1e-12);
+        assert!((c.position_shift[1] - (3.0 - 5.5) / 6.0).abs() < 1e-12);
+        assert_eq!(c.position_shift.len(), 2);
+        assert!((c.position_shift[0] - (-1.0 / 6.0)).abs() < 1e-12);
+        assert!(!c.passed);
+    }
+
+    #[test]
+    fn distribution_figures_match_a_hand_computation() {
+        let c = hand_made();
+        let (mut max_log_diff, mut kls) = (0.0f64, Vec::new());
+        for position in 0..2 {
+            let (q, p) = (log_softmax(&CANDIDATE[position * 6..][..6]), log_softmax(&REFERENCE[position * 6..][..6]));
+            max_log_diff = q.iter().zip(&p).map(|(a, b)| (a - b).abs()).fold(max_log_diff, f64::max);
+            kls.push(p.iter().zip(&q).map(|(lp, lq)| lp.exp() * (lp - lq)).sum::<f64>());
+        }
+        assert!((c.log_softmax_max_abs_diff - max_log_diff).abs() < 1e-12);
+        assert!((c.kl_mean - (kls[0] + kls[1]) / 2.0).abs() < 1e-12);
+        assert!((c.kl_max - kls[0].max(kls[1])).abs() < 1e-12);
+        // Argmax: position 0 agrees (index 2), position 1 does not (candidate 3, reference 1).
+        assert_eq!(c.top1_agreement, 0.5);
+        // Top 5 of 6: position 0 {2,1,0,5,3} both; position 1 candidate {3,2,0,1,4} (ties by
+        // index), reference {1,3,2,0,4}: the same sets in another order.
+        assert_eq!(c.top5_overlap, 1.0);
+    }
+
+    #[test]
+    fn non_finite_values_fail_and_are_located() {
+        let mut candidate = CANDIDATE;
+        candidate[9] = f32::NAN;
+        let c = compare_logits("nan", Criterion::Raw, &candidate, &CANDIDATE, 6, TOLERANCE, &|id| format!("t{id}"));
+        assert_eq!(c.non_finite, 1);
+        assert_eq!(c.first_non_finite_at.as_ref().map(|at| (at.position, at.token_id)), Some((1, 3)));
+        assert!(!c.passed);
+    }
+
+    #[test]
+    fn a_per_position_shift_passes_only_shift_invariantly() {
+        let shifted: Vec<f32> = REFERENCE.iter().enumerate().map(|(i, &v)| v + if i < 6 { 3.0 } else { -2.0 }).collect();
+        let expected_shift = [3.0, -2.0];
+        let raw = compare_logits("raw", Criterion::Raw, &shifted, &REFERENCE, 6, TOLERANCE, &|id| id.to_string());
+        let shift_free = compare_logits("free", Criterion::ShiftInvariant, &shifted, &REFERENCE, 6, TOLERANCE, &|id| id.to_string());
+        assert!(!raw.passed && shift_free.passed);
+        assert!(shift_free.centered_max_abs_diff < 1e-6);
+        assert!(shift_free.log_softmax_max_abs_diff < 1e-6);
+        for (found, expected) in shift_free.position_shift.iter().zip(expected_shift) {
+            assert!((found - expected).abs() < 1e-6);
+        }
+    }
 }

@@ -184,7 +184,7 @@ impl<'a> TensorReader<'a> {
         };
         if let Some(name) = self.unused.iter().find(|name| !ignorable(name)) {
             bail!(
-                "{}: unexpected tensor {name} ({} tensors not used); is this a GPT-2 checkpoint?",
+                "{}: unexpected tensor {name} ({} tensors not used); is this a GPT-2 checkpoint matching its config.json?",
                 self.origin.display(),
                 self.unused.len()
             );
@@ -202,6 +202,6 @@ fn kind_of(name: &str, view: &TensorView, origin: &Path) -> Result<Kind> {
         Dtype::F32 => Kind::Float,
         Dtype::F16 => Kind::Half,
         Dtype::BF16 => Kind::BFloat16,
-        other => bail!("{}: tensor {name} has dtype {other:?}; GPT-2 weights must be F32, F16 or BF16", origin.display()),
+        other => bail!("{}: tensor {name} has dtype {other:?}; GPT-2 weights must be F32, F16 or BF16: re-save the model in float32", origin.display()),
     })
 }

@@ -95,3 +95,52 @@ impl Weights {
         }
     }
 }
+
+impl Weights {
+    /// Every parameter under its checkpoint name, in one shape whatever the processing: a folded
+    /// LayerNorm appears as the identity (weight 1, bias 0) and a tied unembedding as
+    /// `unembed.weight` = wte^T [D, V] with `unembed.bias` = 0, so that two weight sets can be
+    /// compared name by name.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let d_model = self.config.n_embd;
+        let device = self.token_embedding.device();
+        let affine = |prefix: &str, affine: Option<&Affine>| -> [(String, Tensor); 2] {
+            let (weight, bias) = match affine {
+                Some(Affine { weight, bias }) => (weight.shallow_clone(), bias.shallow_clone()),
+                None => (Tensor::ones([d_model], (tch::Kind::Float, device)), Tensor::zeros([d_model], (tch::Kind::Float, device))),
+            };
+            [(format!("{prefix}.weight"), weight), (format!("{prefix}.bias"), bias)]
+        };
+        let mut named = vec![
+            ("wte.weight".to_owned(), self.token_embedding.shallow_clone()),
+            ("wpe.weight".to_owned(), self.position_embedding.shallow_clone()),
+        ];
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let prefix = format!("h.{layer}");
+            named.extend(affine(&format!("{prefix}.ln_1"), block.ln_1.as_ref()));
+            named.extend([
+                (format!("{prefix}.attn.c_attn.weight"), block.qkv_weight.shallow_clone()),
+                (format!("{prefix}.attn.c_attn.bias"), block.qkv_bias.shallow_clone()),
+                (format!("{prefix}.attn.c_proj.weight"), block.attn_out_weight.shallow_clone()),
+                (format!("{prefix}.attn.c_proj.bias"), block.attn_out_bias.shallow_clone()),
+            ]);
+            named.extend(affine(&format!("{prefix}.ln_2"), block.ln_2.as_ref()));
+            named.extend([
+                (format!("{prefix}.mlp.c_fc.weight"), block.mlp_in_weight.shallow_clone()),
+                (format!("{prefix}.mlp.c_fc.bias"), block.mlp_in_bias.shallow_clone()),
+                (format!("{prefix}.mlp.c_proj.weight"), block.mlp_out_weight.shallow_clone()),
+                (format!("{prefix}.mlp.c_proj.bias"), block.mlp_out_bias.shallow_clone()),
+            ]);
+        }
+        named.extend(affine("ln_f", self.ln_f.as_ref()));
+        let (unembed_weight, unembed_bias) = match &self.unembed {
+            Unembed::Tied => (
+                self.token_embedding.tr(),
+                Tensor::zeros([self.config.vocab_size], (tch::Kind::Float, device)),
+            ),
+            Unembed::Untied { weight, bias } => (weight.shallow_clone(), bias.shallow_clone()),
+        };
+        named.extend([("unembed.weight".to_owned(), unembed_weight), ("unembed.bias".to_owned(), unembed_bias)]);
+        named
+    }
+}

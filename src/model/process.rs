@@ -19,7 +19,13 @@ pub struct ProcessingOptions {
 
 impl Default for ProcessingOptions {
     fn default() -> Self {
-        Self { fold_ln: true, center_writing_weights: true, center_unembed: true, fold_value_biases: true, refactor_factored_attn_matrices: false }
+        Self {
+            fold_ln: true,
+            center_writing_weights: true,
+            center_unembed: true,
+            fold_value_biases: true,
+            refactor_factored_attn_matrices: false,
+        }
     }
 }
 
@@ -131,6 +137,7 @@ fn fold_value_biases(mut weights: Weights, recenter: bool) -> Weights {
 /// - QK: W_Q = U sqrt(S), W_K = V sqrt(S) (balanced: W_Q^T W_Q = W_K^T W_K = diag(S));
 /// - OV: b_V first moves into b_O (attention patterns sum to one), then W_V = U S and W_O = V^T.
 ///   This follows TransformerLens's source, which does not balance OV: W_O gets orthonormal rows.
+///
 /// The products, and so the logits, are unchanged up to rounding; the factors themselves are
 /// defined only up to the signs of singular vectors. Like TransformerLens, nothing is re-centered
 /// afterwards (centered weights stay centered, as the new factors span the same row/column spaces).
@@ -159,11 +166,12 @@ fn refactor_factored_attn_matrices(mut weights: Weights) -> Weights {
         let value = left * singular.unsqueeze(1);
         let out = right.transpose(1, 2);
 
-        block.qkv_weight = Tensor::cat(
-            &[merge_weight(&query.narrow(1, 0, d_model)), merge_weight(&key.narrow(1, 0, d_model)), merge_weight(&value)],
-            1,
+        block.qkv_weight =
+            Tensor::cat(&[merge_weight(&query.narrow(1, 0, d_model)), merge_weight(&key.narrow(1, 0, d_model)), merge_weight(&value)], 1);
+        block.qkv_bias = Tensor::cat(
+            &[query.select(1, d_model).reshape([d_model]), key.select(1, d_model).reshape([d_model]), value_bias.zeros_like()],
+            0,
         );
-        block.qkv_bias = Tensor::cat(&[query.select(1, d_model).reshape([d_model]), key.select(1, d_model).reshape([d_model]), value_bias.zeros_like()], 0);
         block.attn_out_weight = out.reshape([d_model, d_model]);
         block.attn_out_bias = out_bias;
     }
@@ -179,4 +187,58 @@ fn factored_svd(a: &Tensor, b: &Tensor) -> (Tensor, Tensor, Tensor) {
     // Tensor::svd, not linalg_svd: tch's linalg_svd always passes a driver, which CPU tensors refuse.
     let (u, s, w) = r_a.matmul(&r_b.transpose(-1, -2)).svd(true, true);
     (q_a.matmul(&u), s, q_b.matmul(&w))
+}
+
+/// One of TransformerLens's processing steps, in the order it applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    FoldLn,
+    CenterWritingWeights,
+    CenterUnembed,
+    FoldValueBiases,
+    RefactorFactoredAttnMatrices,
+}
+
+impl Step {
+    pub const ALL: [Step; 5] =
+        [Step::FoldLn, Step::CenterWritingWeights, Step::CenterUnembed, Step::FoldValueBiases, Step::RefactorFactoredAttnMatrices];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::FoldLn => "fold_ln",
+            Step::CenterWritingWeights => "center_writing_weights",
+            Step::CenterUnembed => "center_unembed",
+            Step::FoldValueBiases => "fold_value_biases",
+            Step::RefactorFactoredAttnMatrices => "refactor_factored_attn_matrices",
+        }
+    }
+}
+
+impl ProcessingOptions {
+    /// Exactly the given steps.
+    pub fn only(steps: &[Step]) -> Self {
+        Self {
+            fold_ln: steps.contains(&Step::FoldLn),
+            center_writing_weights: steps.contains(&Step::CenterWritingWeights),
+            center_unembed: steps.contains(&Step::CenterUnembed),
+            fold_value_biases: steps.contains(&Step::FoldValueBiases),
+            refactor_factored_attn_matrices: steps.contains(&Step::RefactorFactoredAttnMatrices),
+        }
+    }
+
+    /// The enabled steps, in TransformerLens's order.
+    pub fn steps(&self) -> Vec<Step> {
+        Step::ALL.into_iter().filter(|step| self.enables(*step)).collect()
+    }
+
+    fn enables(&self, step: Step) -> bool {
+        match step {
+            Step::FoldLn => self.fold_ln,
+            Step::CenterWritingWeights => self.center_writing_weights,
+            Step::CenterUnembed => self.center_unembed,
+            Step::FoldValueBiases => self.fold_value_biases,
+            Step::RefactorFactoredAttnMatrices => self.refactor_factored_attn_matrices,
+        }
+    }
 }

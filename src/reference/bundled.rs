@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::ReferenceFile;
 use crate::model::hub::ModelFiles;
+use crate::output::write_atomically;
 
 const SCRIPT: &str = include_str!("../../scripts/dump_reference.py");
 const SETUP_HINT: &str = "run `make setup` in the gpt2-parity checkout, set GPT2_PARITY_PYTHON to a Python with torch and transformers, or pass --reference FILE";
@@ -50,15 +51,57 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// A reference for `request`, from the cache when a valid entry exists, else made now.
-/// An entry that does not open or does not match the request is rebuilt, never trusted.
+/// An entry that does not open, does not match the request, or whose bytes differ from the
+/// checksum recorded when it was made (a truncated, bit-flipped or half-copied file) is
+/// rebuilt, never trusted.
 pub fn cached_reference(python: &Path, request: &ReferenceRequest) -> Result<PathBuf> {
     let path = cache_dir().join("references").join(format!("{}.safetensors", cache_key(request)));
-    let usable = ReferenceFile::open(&path)
-        .is_ok_and(|cached| cached.meta.prompts == request.prompts && cached.meta.weights == request.weights_digest);
-    if !usable {
+    let checksum = checksum_path(&path);
+    if let Some(problem) = cache_entry_problem(&path, &checksum, request) {
+        if path.exists() {
+            eprintln!("cached reference {} is unusable ({problem}); rebuilding it", path.display());
+        }
         produce(python, request, &path)?;
+        let digest = file_digest(&path)?;
+        write_atomically(&checksum, format!("{digest}\n").as_bytes())
+            .with_context(|| format!("cannot record the checksum of cached reference {}", path.display()))?;
     }
     Ok(path)
+}
+
+/// Why the cache entry at `path` cannot be used, or `None` when it can.
+fn cache_entry_problem(path: &Path, checksum: &Path, request: &ReferenceRequest) -> Option<String> {
+    if !path.exists() {
+        return Some("absent".to_owned());
+    }
+    let recorded = match std::fs::read_to_string(checksum) {
+        Ok(text) => text.trim().to_owned(),
+        Err(_) => return Some("no checksum recorded".to_owned()),
+    };
+    match file_digest(path) {
+        Ok(digest) if digest == recorded => {}
+        Ok(_) => return Some("its bytes differ from the checksum recorded when it was made".to_owned()),
+        Err(error) => return Some(format!("{error:#}")),
+    }
+    match ReferenceFile::open(path) {
+        Ok(cached) if cached.meta.prompts == request.prompts && cached.meta.weights == request.weights_digest => None,
+        Ok(_) => Some("it was made for other prompts or weights".to_owned()),
+        Err(error) => Some(format!("{error:#}")),
+    }
+}
+
+/// The sidecar that records a cache entry's checksum: `<key>.safetensors.sha256`.
+fn checksum_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
+fn file_digest(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(format!("sha256:{:x}", hasher.finalize()))
 }
 
 fn cache_key(request: &ReferenceRequest) -> String {

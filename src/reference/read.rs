@@ -101,14 +101,18 @@ impl ReferenceFile {
             let tokens = self.view(&tensors, index, "tokens", Dtype::I64)?;
             let positions = tokens.shape().first().copied().unwrap_or(0);
             if tokens.shape().len() != 1 || positions == 0 {
-                bail!("{}: prompt.{index}.tokens has shape {:?}, expected [T] with T >= 1", self.path.display(), tokens.shape());
+                bail!(
+                    "reference {}: prompt.{index}.tokens has shape {:?}, expected [T] with T >= 1; regenerate it",
+                    self.path.display(),
+                    tokens.shape()
+                );
             }
             for name in ["logits", "tl_processed_logits", "tl_unprocessed_logits"] {
                 if let Some(view) = self.optional_view(&tensors, index, name, Dtype::F32)? {
                     let shape = view.shape();
                     if shape.len() != 2 || shape[0] != positions {
                         bail!(
-                            "{}: prompt.{index}.{name} has shape {shape:?}, expected [{positions}, V] to match its tokens",
+                            "reference {}: prompt.{index}.{name} has shape {shape:?}, expected [{positions}, V] to match its tokens; regenerate it",
                             self.path.display()
                         );
                     }
@@ -118,7 +122,10 @@ impl ReferenceFile {
             if let Some(view) = self.optional_view(&tensors, index, "resid", Dtype::F32)? {
                 let shape = view.shape();
                 if shape.len() != 3 || shape[1] != positions {
-                    bail!("{}: prompt.{index}.resid has shape {shape:?}, expected [L+1, {positions}, D]", self.path.display());
+                    bail!(
+                        "reference {}: prompt.{index}.resid has shape {shape:?}, expected [L+1, {positions}, D]; regenerate it",
+                        self.path.display()
+                    );
                 }
             }
         }
@@ -142,7 +149,7 @@ impl ReferenceFile {
                 let found = view.shape()[axis] as i64;
                 if found != expected {
                     bail!(
-                        "{path}: prompt.{index}.{name} has {what} {found}, the model has {expected}; is the reference for another model?"
+                        "reference {path}: prompt.{index}.{name} has {what} {found}, the model has {expected}; is the reference for another model? make one for this model"
                     );
                 }
             }
@@ -190,7 +197,11 @@ impl ReferenceFile {
         let full_name = format!("prompt.{index}.{name}");
         let Ok(view) = tensors.tensor(&full_name) else { return Ok(None) };
         if view.dtype() != dtype {
-            bail!("{}: tensor {full_name} has dtype {:?}, the format requires {dtype:?}", self.path.display(), view.dtype());
+            bail!(
+                "reference {}: tensor {full_name} has dtype {:?}, the format requires {dtype:?}; regenerate it (docs/reference-format.md)",
+                self.path.display(),
+                view.dtype()
+            );
         }
         Ok(Some(view))
     }
@@ -217,21 +228,21 @@ fn parse_meta(bytes: &[u8], path: &Path) -> Result<ReferenceMeta> {
         bail!("reference {shown} has format \"{format}\", this tool reads \"{FORMAT}\"; regenerate it with `gpt2-parity reference`");
     }
     let prompts: Vec<String> = serde_json::from_str(field("prompts")?)
-        .map_err(|error| anyhow!("reference {shown}: metadata \"prompts\" is not a JSON array of strings ({error})"))?;
+        .map_err(|error| anyhow!("reference {shown}: metadata \"prompts\" is not a JSON array of strings ({error}); regenerate it"))?;
     if prompts.is_empty() {
-        bail!("reference {shown} holds no prompts");
+        bail!("reference {shown} holds no prompts; regenerate it with at least one prompt");
     }
     let prepend_bos = match field("prepend_bos")? {
         "true" => true,
         "false" => false,
-        other => bail!("reference {shown}: metadata \"prepend_bos\" is \"{other}\", expected \"true\" or \"false\""),
+        other => bail!("reference {shown}: metadata \"prepend_bos\" is \"{other}\", expected \"true\" or \"false\"; regenerate it"),
     };
     let dtype = field("dtype")?;
     if dtype != "float32" {
-        bail!("reference {shown} was computed in {dtype}; only float32 references are compared");
+        bail!("reference {shown} was computed in {dtype}; only float32 references are compared: regenerate it in float32");
     }
     let producer = metadata.get("producer").map_or(Ok(serde_json::Value::Null), |text| {
-        serde_json::from_str(text).map_err(|error| anyhow!("reference {shown}: metadata \"producer\" is not JSON ({error})"))
+        serde_json::from_str(text).map_err(|error| anyhow!("reference {shown}: metadata \"producer\" is not JSON ({error}); regenerate it"))
     })?;
     Ok(ReferenceMeta {
         prompts,

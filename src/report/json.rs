@@ -1,8 +1,15 @@
-//! The JSON report: exactly one document, the serde form of [`Report`].
+//! JSON output: exactly one pretty-printed document.
+use serde::Serialize;
+
 use super::Report;
 
 pub fn render(report: &Report) -> String {
-    let mut text = serde_json::to_string_pretty(report).expect("a Report always serializes");
+    to_document(report)
+}
+
+/// One JSON document and a final newline.
+pub fn to_document(value: &impl Serialize) -> String {
+    let mut text = serde_json::to_string_pretty(value).expect("reports always serialize");
     text.push('\n');
     text
 }

@@ -1,5 +1,6 @@
 //! The one result every output format renders: a serde struct whose JSON form is the report
 //! that scripts read (docs/report-schema.md). Renderers only format; nothing here computes.
+pub mod explain;
 mod json;
 mod markdown;
 mod table;
@@ -77,6 +78,26 @@ impl WorstElement {
 pub struct Tool {
     pub name: &'static str,
     pub version: &'static str,
+}
+
+impl Tool {
+    pub fn current() -> Self {
+        Self { name: "gpt2-parity", version: env!("CARGO_PKG_VERSION") }
+    }
+}
+
+impl ModelInfo {
+    pub fn new(inputs: &crate::run::ModelInputs, weights_digest: &str) -> Self {
+        let config = &inputs.config;
+        Self {
+            source: inputs.files.source.clone(),
+            weights: weights_digest.to_owned(),
+            n_layer: config.n_layer,
+            n_head: config.n_head,
+            n_embd: config.n_embd,
+            vocab_size: config.vocab_size,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]

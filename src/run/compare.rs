@@ -2,15 +2,14 @@
 //! reference, into one [`Report`].
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
-use tch::Tensor;
 
-use super::ModelInputs;
+use super::{to_vec, ModelInputs};
 use crate::cli::{check_device, check_writable, CompareArgs};
 use crate::compare::{compare_logits, compare_resid, diagnose, Comparison, Criterion};
 use crate::model::gpt2::forward;
 use crate::model::load::Checkpoint;
 use crate::model::process::process;
-use crate::output::{print_stdout, write_atomically};
+use crate::output::emit;
 use crate::reference::bundled::{cached_reference, find_python, ReferenceRequest};
 use crate::reference::{PromptReference, ReferenceFile};
 use crate::report::{ModelInfo, PromptReport, ReferenceInfo, Report, Tool, WorstElement, SCHEMA_VERSION};
@@ -118,15 +117,8 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         .collect();
     let report = Report {
         schema_version: SCHEMA_VERSION,
-        tool: Tool { name: "gpt2-parity", version: env!("CARGO_PKG_VERSION") },
-        model: ModelInfo {
-            source: inputs.files.source.clone(),
-            weights: checkpoint.digest.clone(),
-            n_layer: config.n_layer,
-            n_head: config.n_head,
-            n_embd: config.n_embd,
-            vocab_size: config.vocab_size,
-        },
+        tool: Tool::current(),
+        model: ModelInfo::new(&inputs, &checkpoint.digest),
         reference: ReferenceInfo {
             path: reference.path().display().to_string(),
             bundled,
@@ -143,11 +135,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         worst: WorstElement::collect(&prompts),
         prompts,
     };
-    let rendered = report.render(args.format, args.wide);
-    match args.output_file() {
-        Some(path) => write_atomically(path, rendered.as_bytes())?,
-        None => print_stdout(&rendered)?,
-    }
+    emit(&report.render(args.format, args.wide), args.output_file())?;
     Ok(report.passed)
 }
 
@@ -227,9 +215,4 @@ fn transformer_lens_rows(
         ));
     }
     rows
-}
-
-fn to_vec(tensor: &Tensor) -> Result<Vec<f32>> {
-    let flat = tensor.to_device(tch::Device::Cpu).contiguous().view([-1]);
-    Vec::<f32>::try_from(&flat).context("cannot read logits back from libtorch")
 }

@@ -1,9 +1,11 @@
 //! The commands: each wires the stages (resolve, load, reference, forward, compare, report)
 //! in one straight line and returns whether parity holds.
 pub mod compare;
+pub mod explain;
 pub mod reference;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use tch::Tensor;
 
 use crate::model::hub::{self, ModelFiles};
 use crate::model::Gpt2Config;
@@ -31,4 +33,10 @@ impl ModelInputs {
         }
         prompts.iter().map(|prompt| self.tokenizer.encode(prompt, prepend_bos, self.config.n_positions)).collect()
     }
+}
+
+/// A tensor's values, row-major, on the CPU.
+fn to_vec(tensor: &Tensor) -> Result<Vec<f32>> {
+    let flat = tensor.to_device(tch::Device::Cpu).contiguous().view([-1]);
+    Vec::<f32>::try_from(&flat).context("cannot read values back from libtorch")
 }

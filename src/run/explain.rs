@@ -1,0 +1,86 @@
+//! `gpt2-parity explain`: runs the model with no processing, each step alone, then the steps
+//! accumulated in TransformerLens's order, and attributes the processed-vs-unprocessed
+//! difference to the steps. Needs no reference: every row is compared with the unprocessed model.
+use anyhow::Result;
+
+use super::{to_vec, ModelInputs};
+use crate::cli::{check_device, check_writable, ExplainArgs};
+use crate::compare::attribution::{conclusions, relative_change, PromptEffect, RowKind, StepRow, TensorChange};
+use crate::compare::{compare_logits, Criterion};
+use crate::model::gpt2::forward;
+use crate::model::load::Checkpoint;
+use crate::model::process::{process, ProcessingOptions, Step};
+use crate::model::Weights;
+use crate::output::emit;
+use crate::report::explain::{ExplainReport, ExplainedPrompt};
+use crate::report::{ModelInfo, Tool, SCHEMA_VERSION};
+
+pub fn run(args: &ExplainArgs) -> Result<bool> {
+    if let Some(path) = args.output_file() {
+        check_writable(path)?;
+    }
+    check_device(args.device)?;
+    let prompts = args.model.prompts()?;
+    let inputs = ModelInputs::resolve(&args.model.model)?;
+    let tokens = inputs.tokenize_all(&prompts, args.model.prepend_bos)?;
+    let checkpoint = Checkpoint::open(&inputs.files.weights)?;
+    let unprocessed = checkpoint.weights(&inputs.config, &inputs.files.weights, args.device)?;
+    let tolerance = args.tolerance();
+    let vocab = inputs.config.vocab_size as usize;
+    let token_text = |id: i64| inputs.tokenizer.token_text(id);
+    let logits_of = |weights: &Weights| -> Result<Vec<Vec<f32>>> { tokens.iter().map(|ids| to_vec(&forward(weights, ids).logits)).collect() };
+
+    let mut steps = vec![Step::FoldLn, Step::CenterWritingWeights, Step::CenterUnembed, Step::FoldValueBiases];
+    if args.refactor_factored_attn_matrices {
+        steps.push(Step::RefactorFactoredAttnMatrices);
+    }
+    let base_logits = logits_of(&unprocessed)?;
+    let all_logits = logits_of(&process(unprocessed.shallow_clone(), ProcessingOptions::only(&steps)))?;
+    let variants = std::iter::once(("no processing (untied unembedding only)".to_owned(), RowKind::Baseline, Vec::new()))
+        .chain(steps.iter().map(|step| (format!("{} alone", step.name()), RowKind::Alone, vec![*step])))
+        .chain((2..=steps.len()).map(|count| {
+            let name = steps[..count].iter().map(|step| step.name()).collect::<Vec<_>>().join(" + ");
+            (name, RowKind::Accumulated, steps[..count].to_vec())
+        }));
+
+    let mut rows = Vec::new();
+    for (name, kind, row_steps) in variants {
+        let weights = process(unprocessed.shallow_clone(), ProcessingOptions::only(&row_steps));
+        let changed_tensors = changed_tensors(&unprocessed, &weights);
+        let per_prompt = logits_of(&weights)?
+            .iter()
+            .zip(&base_logits)
+            .zip(&all_logits)
+            .map(|((row_logits, base), all)| {
+                let comparison = compare_logits(&name, Criterion::Raw, row_logits, base, vocab, tolerance, &token_text);
+                PromptEffect::new(&comparison, row_logits, base, all)
+            })
+            .collect();
+        rows.push(StepRow::new(name, kind, row_steps, changed_tensors, per_prompt, tolerance));
+    }
+
+    let report = ExplainReport {
+        schema_version: SCHEMA_VERSION,
+        tool: Tool::current(),
+        model: ModelInfo::new(&inputs, &checkpoint.digest),
+        tolerance,
+        prepend_bos: args.model.prepend_bos,
+        device: format!("{:?}", args.device).to_lowercase(),
+        prompts: prompts.into_iter().zip(tokens).map(|(prompt, tokens)| ExplainedPrompt { prompt, tokens }).collect(),
+        conclusions: conclusions(&rows, tolerance),
+        rows,
+    };
+    emit(&report.render(args.format), args.output_file())?;
+    Ok(true)
+}
+
+/// The tensors whose values differ between the two weight sets, with their relative change.
+fn changed_tensors(before: &Weights, after: &Weights) -> Vec<TensorChange> {
+    before
+        .named_tensors()
+        .into_iter()
+        .zip(after.named_tensors())
+        .map(|((tensor, before), (_, after))| TensorChange { relative_change: relative_change(&before, &after), tensor })
+        .filter(|change| change.relative_change > 0.0)
+        .collect()
+}
