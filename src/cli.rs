@@ -53,6 +53,40 @@ pub struct ModelArgs {
     pub python: Option<PathBuf>,
 }
 
+/// Where and how the forward passes run.
+#[derive(Debug, Args)]
+pub struct ComputeArgs {
+    /// Device for our forward passes: cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: tch::Device,
+    /// libtorch's CPU threads. Results are bit-identical run to run for one thread count; another
+    /// count may change the last bits, so the default is 1 (deterministic everywhere, slower on long prompts)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1024))]
+    pub threads: i32,
+}
+
+impl ComputeArgs {
+    /// Checks that the device exists and fixes libtorch's thread count.
+    pub fn apply(&self) -> Result<()> {
+        if let tch::Device::Cuda(index) = self.device {
+            let available = tch::Cuda::device_count();
+            if index as i64 >= available {
+                bail!("--device cuda:{index}: this machine has {available} CUDA devices visible to libtorch; use --device cpu");
+            }
+        }
+        tch::set_num_threads(self.threads);
+        Ok(())
+    }
+
+    /// "cpu", "cuda:0", as the reports record it.
+    pub fn device_name(&self) -> String {
+        match self.device {
+            tch::Device::Cuda(index) => format!("cuda:{index}"),
+            other => format!("{other:?}").to_lowercase(),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     #[command(flatten)]
@@ -78,9 +112,11 @@ pub struct CompareArgs {
     /// Compare even when the reference was made from other weights (its digest differs)
     #[arg(long)]
     pub allow_other_weights: bool,
-    /// Device for our forward passes: cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
-    pub device: tch::Device,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// Run every forward N times and fail unless all runs give bit-identical logits
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repeat: u32,
     /// Skip TransformerLens's fold_ln in the processed model
     #[arg(long)]
     pub no_fold_ln: bool,
@@ -113,9 +149,8 @@ pub struct ExplainArgs {
     /// Write the report here instead of stdout ("-" is stdout); written whole or not at all
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Device for the forward passes: cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
-    pub device: tch::Device,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Also attribute TransformerLens's refactor_factored_attn_matrices (applied last)
     #[arg(long)]
     pub refactor_factored_attn_matrices: bool,
@@ -208,16 +243,5 @@ pub fn check_writable(path: &Path) -> Result<()> {
     tempfile::Builder::new().prefix(".gpt2-parity-probe-").tempfile_in(dir).with_context(|| {
         format!("cannot write {}: directory {} is not writable; choose another --output", path.display(), dir.display())
     })?;
-    Ok(())
-}
-
-/// Checks that the requested CUDA device exists.
-pub fn check_device(device: tch::Device) -> Result<()> {
-    if let tch::Device::Cuda(index) = device {
-        let available = tch::Cuda::device_count();
-        if index as i64 >= available {
-            bail!("--device cuda:{index}: this machine has {available} CUDA devices visible to libtorch; use --device cpu");
-        }
-    }
     Ok(())
 }

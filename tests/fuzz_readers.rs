@@ -20,7 +20,7 @@ use safetensors::Dtype;
 use serde_json::{json, Value};
 
 /// Inputs per reader unless GPT2_PARITY_FUZZ_ITERATIONS says otherwise.
-const ITERATIONS: usize = 6000;
+const ITERATIONS: usize = 25_000;
 /// No reader's loop runs longer than this (the whole file stays well under a minute).
 const TIME_CAP: Duration = Duration::from_secs(15);
 
@@ -319,7 +319,7 @@ fn random_reference(rng: &mut Rng) -> Vec<u8> {
         };
         let rank = rng.below(4);
         let shape: Vec<usize> = (0..rank).map(|_| rng.below(6)).collect();
-        let bytes = shape.iter().product::<usize>() * dtype.size();
+        let bytes = shape.iter().product::<usize>() * dtype.bitsize() / 8;
         let data = (0..bytes).map(|_| rng.next() as u8).collect();
         tensors.push((name, RawTensor { dtype, shape, data }));
     }
@@ -336,6 +336,90 @@ fn random_reference(rng: &mut Rng) -> Vec<u8> {
         }
     }
     serialize(&tensors, metadata)
+}
+
+/// Edits a valid safetensors blob at the tensor level (dtype, shape, name, presence, values,
+/// metadata) and serializes it again, so that the result is still readable safetensors and the
+/// reference's own checks, not the container's, have to catch the problem.
+fn mutate_tensors(rng: &mut Rng, bytes: &[u8]) -> Option<Vec<u8>> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).ok()?;
+    let mut metadata = header.metadata().clone().unwrap_or_default();
+    let file = safetensors::SafeTensors::deserialize(bytes).ok()?;
+    let mut tensors: Vec<(String, RawTensor)> = file
+        .iter()
+        .map(|(name, view)| (name.to_owned(), RawTensor { dtype: view.dtype(), shape: view.shape().to_vec(), data: view.data().to_vec() }))
+        .collect();
+    let resize = |tensor: &mut RawTensor, rng: &mut Rng| {
+        let bytes = tensor.shape.iter().product::<usize>() * tensor.dtype.bitsize() / 8;
+        tensor.data.resize(bytes, rng.next() as u8);
+    };
+    let suffixes = ["tokens", "logits", "resid", "tl_processed_logits", "tl_unprocessed_logits"];
+    for _ in 0..1 + rng.below(3) {
+        let at = rng.below(tensors.len());
+        match rng.below(10) {
+            0 if !tensors.is_empty() => {
+                tensors.remove(at);
+            }
+            1 if !tensors.is_empty() => {
+                let name = format!("prompt.{}.{}", rng.below(4), rng.pick(&suffixes));
+                if tensors.iter().all(|(other, _)| *other != name) {
+                    tensors[at].0 = name;
+                }
+            }
+            2 if !tensors.is_empty() => {
+                let tensor = &mut tensors[at].1;
+                tensor.dtype = *rng.pick(&[Dtype::F32, Dtype::I64, Dtype::F16, Dtype::F64, Dtype::U8, Dtype::I32, Dtype::BOOL]);
+                resize(tensor, rng);
+            }
+            3 if !tensors.is_empty() => {
+                let tensor = &mut tensors[at].1;
+                tensor.shape = (0..rng.below(5)).map(|_| rng.below(7)).collect();
+                resize(tensor, rng);
+            }
+            4 if !tensors.is_empty() && !tensors[at].1.shape.is_empty() => {
+                let tensor = &mut tensors[at].1;
+                let axis = rng.below(tensor.shape.len());
+                tensor.shape[axis] = if rng.chance(50) { tensor.shape[axis] + 1 } else { tensor.shape[axis].saturating_sub(1) };
+                resize(tensor, rng);
+            }
+            5 if !tensors.is_empty() => {
+                // Odd values: huge or negative token ids, NaN and Inf logits.
+                let tensor = &mut tensors[at].1;
+                let width = (tensor.dtype.bitsize() / 8).max(1);
+                let chunks = tensor.data.len() / width;
+                if chunks > 0 {
+                    let chunk = rng.below(chunks) * width;
+                    let value: Vec<u8> = match width {
+                        8 => rng.pick(&[i64::MIN, -1, i64::MAX, 50256, 4]).to_le_bytes().to_vec(),
+                        4 => rng.pick(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX]).to_le_bytes().to_vec(),
+                        _ => vec![rng.next() as u8; width],
+                    };
+                    tensor.data[chunk..chunk + width].copy_from_slice(&value);
+                }
+            }
+            6 => {
+                let dtype = *rng.pick(&[Dtype::F32, Dtype::F32, Dtype::I64]);
+                let shape: Vec<usize> = (0..1 + rng.below(3)).map(|_| rng.below(6)).collect();
+                let mut tensor = RawTensor { dtype, shape, data: Vec::new() };
+                resize(&mut tensor, rng);
+                let name = format!("prompt.{}.{}", rng.below(4), rng.pick(&suffixes));
+                if tensors.iter().all(|(other, _)| *other != name) {
+                    tensors.push((name, tensor));
+                }
+            }
+            _ => {
+                let keys = ["format", "prompts", "model", "weights", "prepend_bos", "dtype", "attn_implementation", "producer"];
+                let key = rng.pick(&keys).to_string();
+                if rng.chance(30) {
+                    metadata.remove(&key);
+                } else {
+                    let value = rng.pick(&["", "true", "false", "[]", "[\"a\"]", "[\"a\",\"b\",\"c\",\"d\",\"e\"]", "{}", "[1]", "float16", "nul\u{0}"]);
+                    metadata.insert(key, value.to_string());
+                }
+            }
+        }
+    }
+    Some(serialize(&tensors, metadata))
 }
 
 /// Rewrites the JSON header of a safetensors blob after `edit`, keeping the data section.
@@ -388,10 +472,15 @@ fn the_reference_reader_never_panics() {
         seed(1),
         &corpus,
         |rng| {
-            if rng.chance(15) {
+            if rng.chance(10) {
                 return random_reference(rng);
             }
             let mut bytes = rng.pick(&corpus).clone();
+            if rng.chance(40) {
+                if let Some(edited) = mutate_tensors(rng, &bytes) {
+                    return edited;
+                }
+            }
             if rng.chance(35) {
                 if let Some(edited) = edit_header(&bytes, |header| mutate_json(rng, header)) {
                     bytes = edited;
@@ -407,7 +496,7 @@ fn the_reference_reader_never_panics() {
         },
         |bytes| exercise_reference(bytes, &config),
     );
-    assert!(tried >= 3000, "only {tried} inputs in the time cap");
+    assert!(tried >= 5000, "only {tried} inputs in the time cap");
     assert!(accepted > 0 && accepted < tried, "the mutations reach both outcomes ({accepted} of {tried} accepted)");
 }
 
@@ -450,7 +539,7 @@ fn the_config_reader_never_panics() {
             Err(_) => false,
         },
     );
-    assert!(tried >= 3000, "only {tried} inputs in the time cap");
+    assert!(tried >= 5000, "only {tried} inputs in the time cap");
     assert!(accepted > 0 && accepted < tried, "the mutations reach both outcomes ({accepted} of {tried} accepted)");
 }
 
@@ -486,6 +575,6 @@ fn the_prompts_reader_never_panics() {
             }
         },
     );
-    assert!(tried >= 3000, "only {tried} inputs in the time cap");
+    assert!(tried >= 5000, "only {tried} inputs in the time cap");
     assert!(accepted > 0 && accepted < tried, "the mutations reach both outcomes ({accepted} of {tried} accepted)");
 }

@@ -29,6 +29,9 @@ pub struct Report {
     pub tolerance: Tolerance,
     /// The TransformerLens processing steps the processed model used.
     pub processing: ProcessingOptions,
+    /// With `--repeat N`: whether N runs of every forward gave bit-identical logits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeatability: Option<Repeatability>,
     pub prepend_bos: bool,
     pub device: String,
     /// True when every comparison of every prompt passed.
@@ -36,6 +39,14 @@ pub struct Report {
     pub prompts: Vec<PromptReport>,
     /// Per comparison name, the element with the largest |diff| over all prompts.
     pub worst: Vec<WorstElement>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Repeatability {
+    pub runs: u32,
+    pub identical: bool,
+    /// The largest |diff| between any later run's logits and the first run's.
+    pub max_abs_diff: f64,
 }
 
 #[derive(Debug, Serialize)]

@@ -20,6 +20,14 @@ pub fn render(report: &Report, wide: bool) -> String {
             out.push_str(&format!("note: {note}\n"));
         }
     }
+    if let Some(repeatability) = report.repeatability {
+        let verdict = if repeatability.identical {
+            "bit-identical".to_owned()
+        } else {
+            format!("NOT identical (max |diff| {:.2e}): nondeterministic forward", repeatability.max_abs_diff)
+        };
+        out.push_str(&format!("\n{} runs of every forward: {verdict}\n", repeatability.runs));
+    }
     if !report.passed {
         for worst in &report.worst {
             out.push_str(&format!(

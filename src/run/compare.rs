@@ -4,15 +4,16 @@ use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 
 use super::{to_vec, ModelInputs};
-use crate::cli::{check_device, check_writable, CompareArgs};
-use crate::compare::{compare_logits, compare_resid, diagnose, Comparison, Criterion};
+use crate::cli::{check_writable, CompareArgs};
+use crate::compare::{compare_logits, compare_resid, diagnose, Comparison, Criterion, Tolerance};
 use crate::model::gpt2::forward;
 use crate::model::load::Checkpoint;
 use crate::model::process::process;
+use crate::model::Weights;
 use crate::output::emit;
 use crate::reference::bundled::{cached_reference, find_python, ReferenceRequest};
 use crate::reference::{PromptReference, ReferenceFile};
-use crate::report::{ModelInfo, PromptReport, ReferenceInfo, Report, Tool, WorstElement, SCHEMA_VERSION};
+use crate::report::{ModelInfo, PromptReport, ReferenceInfo, Report, Repeatability, Tool, WorstElement, SCHEMA_VERSION};
 use crate::tokenize::{abbreviate, END_OF_TEXT};
 
 /// One prompt to check: its text, its token ids and where the reference holds it.
@@ -27,7 +28,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     if let Some(path) = args.output_file() {
         check_writable(path)?;
     }
-    check_device(args.device)?;
+    args.compute.apply()?;
     let requested = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;
     let checkpoint = Checkpoint::open(&inputs.files.weights)?;
@@ -59,11 +60,17 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     reference.check_model(&inputs.config, &checkpoint.digest, args.allow_other_weights)?;
     let cases = select_cases(&inputs, &reference, &requested, prepend_bos)?;
 
-    let weights = checkpoint.weights(&inputs.config, &inputs.files.weights, args.device)?;
-    let tolerance = args.tolerance();
+    let weights = checkpoint.weights(&inputs.config, &inputs.files.weights, args.compute.device)?;
     let config = &inputs.config;
-    let (vocab, d_model, snapshots) = (config.vocab_size as usize, config.n_embd as usize, config.n_layer as usize + 1);
     let token_text = |id: i64| inputs.tokenizer.token_text(id);
+    let comparer = Comparer {
+        vocab: config.vocab_size as usize,
+        d_model: config.n_embd as usize,
+        snapshots: config.n_layer as usize + 1,
+        tolerance: args.tolerance(),
+        token_text: &token_text,
+    };
+    let mut repeatability = Repeatability { runs: args.repeat, identical: true, max_abs_diff: 0.0 };
     let progress = ProgressBar::new(2 * cases.len() as u64);
 
     // Pass 1: the unprocessed model. Only its logits are kept, for processed-vs-unprocessed.
@@ -71,15 +78,9 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     let mut unprocessed_logits = Vec::with_capacity(cases.len());
     for case in &cases {
         let reference_prompt = reference.prompt(case.reference_index)?;
-        let activations = forward(&weights, &case.tokens);
-        let logits = to_vec(&activations.logits)?;
-        let mut comparison =
-            compare_logits("unprocessed-vs-reference", Criterion::Raw, &logits, &reference_prompt.logits, vocab, tolerance, &token_text);
-        if let Some(reference_resid) = &reference_prompt.resid {
-            comparison.resid = Some(compare_resid(&to_vec(&activations.resid)?, reference_resid, d_model, snapshots, false, tolerance));
-        }
-        reports.push(vec![comparison]);
-        unprocessed_logits.push(logits);
+        let candidate = run_candidate(&weights, &case.tokens, &mut repeatability)?;
+        reports.push(vec![comparer.against_reference("unprocessed-vs-reference", Criterion::Raw, &candidate, &reference_prompt, false)]);
+        unprocessed_logits.push(candidate.logits);
         progress.inc(1);
     }
 
@@ -89,17 +90,15 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     let shift_criterion = if processing.center_unembed { Criterion::ShiftInvariant } else { Criterion::Raw };
     for ((case, comparisons), unprocessed) in cases.iter().zip(&mut reports).zip(&unprocessed_logits) {
         let reference_prompt = reference.prompt(case.reference_index)?;
-        let activations = forward(&processed, &case.tokens);
-        let logits = to_vec(&activations.logits)?;
-        let mut against_reference =
-            compare_logits("processed-vs-reference", shift_criterion, &logits, &reference_prompt.logits, vocab, tolerance, &token_text);
-        if let Some(reference_resid) = &reference_prompt.resid {
-            against_reference.resid =
-                Some(compare_resid(&to_vec(&activations.resid)?, reference_resid, d_model, snapshots, true, tolerance));
+        let candidate = run_candidate(&processed, &case.tokens, &mut repeatability)?;
+        comparisons.push(comparer.against_reference("processed-vs-reference", shift_criterion, &candidate, &reference_prompt, true));
+        comparisons.push(comparer.logits("processed-vs-unprocessed", shift_criterion, &candidate.logits, unprocessed));
+        if let Some(tl) = &reference_prompt.tl_processed_logits {
+            comparisons.push(comparer.logits("processed-vs-transformer-lens", Criterion::Raw, &candidate.logits, tl));
         }
-        comparisons.push(against_reference);
-        comparisons.push(compare_logits("processed-vs-unprocessed", shift_criterion, &logits, unprocessed, vocab, tolerance, &token_text));
-        comparisons.extend(transformer_lens_rows(&reference_prompt, &logits, unprocessed, vocab, tolerance, &token_text));
+        if let Some(tl) = &reference_prompt.tl_unprocessed_logits {
+            comparisons.push(comparer.logits("unprocessed-vs-transformer-lens-unprocessed", Criterion::Raw, unprocessed, tl));
+        }
         progress.inc(1);
     }
     progress.finish_and_clear();
@@ -127,11 +126,12 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
             attn_implementation: reference.meta.attn_implementation.clone(),
             producer: reference.meta.producer.clone(),
         },
-        tolerance,
+        tolerance: comparer.tolerance,
         processing,
+        repeatability: (args.repeat > 1).then_some(repeatability),
         prepend_bos,
-        device: format!("{:?}", args.device).to_lowercase(),
-        passed: prompts.iter().all(|prompt| prompt.passed),
+        device: args.compute.device_name(),
+        passed: prompts.iter().all(|prompt| prompt.passed) && repeatability.identical,
         worst: WorstElement::collect(&prompts),
         prompts,
     };
@@ -190,29 +190,48 @@ fn bos_hint(reference: &[i64], ours: &[i64]) -> &'static str {
     }
 }
 
-/// Rows against TransformerLens's own logits, when the reference carries them.
-fn transformer_lens_rows(
-    reference: &PromptReference,
-    processed: &[f32],
-    unprocessed: &[f32],
+/// One forward's outputs, row-major.
+struct Candidate {
+    logits: Vec<f32>,
+    resid: Vec<f32>,
+}
+
+/// Runs the model `repeatability.runs` times on one prompt; later runs must match the first bit for bit.
+fn run_candidate(weights: &Weights, tokens: &[i64], repeatability: &mut Repeatability) -> Result<Candidate> {
+    let activations = forward(weights, tokens);
+    let candidate = Candidate { logits: to_vec(&activations.logits)?, resid: to_vec(&activations.resid)? };
+    for _ in 1..repeatability.runs {
+        let again = to_vec(&forward(weights, tokens).logits)?;
+        if again != candidate.logits {
+            repeatability.identical = false;
+            let diff = again.iter().zip(&candidate.logits).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max);
+            repeatability.max_abs_diff = repeatability.max_abs_diff.max(diff);
+        }
+    }
+    Ok(candidate)
+}
+
+/// What every comparison of one run shares: the model's shapes, the tolerance, token names.
+struct Comparer<'a> {
     vocab: usize,
-    tolerance: crate::compare::Tolerance,
-    token_text: &dyn Fn(i64) -> String,
-) -> Vec<Comparison> {
-    let mut rows = Vec::new();
-    if let Some(tl) = &reference.tl_processed_logits {
-        rows.push(compare_logits("processed-vs-transformer-lens", Criterion::Raw, processed, tl, vocab, tolerance, token_text));
+    d_model: usize,
+    snapshots: usize,
+    tolerance: Tolerance,
+    token_text: &'a dyn Fn(i64) -> String,
+}
+
+impl Comparer<'_> {
+    fn logits(&self, name: &str, criterion: Criterion, candidate: &[f32], reference: &[f32]) -> Comparison {
+        compare_logits(name, criterion, candidate, reference, self.vocab, self.tolerance, self.token_text)
     }
-    if let Some(tl) = &reference.tl_unprocessed_logits {
-        rows.push(compare_logits(
-            "unprocessed-vs-transformer-lens-unprocessed",
-            Criterion::Raw,
-            unprocessed,
-            tl,
-            vocab,
-            tolerance,
-            token_text,
-        ));
+
+    /// Logits against the reference's, plus the residual stream when the reference has it
+    /// (centered over d_model first for the processed model, whose residual stream is mean-free).
+    fn against_reference(&self, name: &str, criterion: Criterion, candidate: &Candidate, reference: &PromptReference, processed: bool) -> Comparison {
+        let mut comparison = self.logits(name, criterion, &candidate.logits, &reference.logits);
+        if let Some(resid) = &reference.resid {
+            comparison.resid = Some(compare_resid(&candidate.resid, resid, self.d_model, self.snapshots, processed, self.tolerance));
+        }
+        comparison
     }
-    rows
 }

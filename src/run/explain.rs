@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::{to_vec, ModelInputs};
-use crate::cli::{check_device, check_writable, ExplainArgs};
+use crate::cli::{check_writable, ExplainArgs};
 use crate::compare::attribution::{conclusions, relative_change, PromptEffect, RowKind, StepRow, TensorChange};
 use crate::compare::{compare_logits, Criterion};
 use crate::model::gpt2::forward;
@@ -19,12 +19,12 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
     if let Some(path) = args.output_file() {
         check_writable(path)?;
     }
-    check_device(args.device)?;
+    args.compute.apply()?;
     let prompts = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;
     let tokens = inputs.tokenize_all(&prompts, args.model.prepend_bos)?;
     let checkpoint = Checkpoint::open(&inputs.files.weights)?;
-    let unprocessed = checkpoint.weights(&inputs.config, &inputs.files.weights, args.device)?;
+    let unprocessed = checkpoint.weights(&inputs.config, &inputs.files.weights, args.compute.device)?;
     let tolerance = args.tolerance();
     let vocab = inputs.config.vocab_size as usize;
     let token_text = |id: i64| inputs.tokenizer.token_text(id);
@@ -65,7 +65,7 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
         model: ModelInfo::new(&inputs, &checkpoint.digest),
         tolerance,
         prepend_bos: args.model.prepend_bos,
-        device: format!("{:?}", args.device).to_lowercase(),
+        device: args.compute.device_name(),
         prompts: prompts.into_iter().zip(tokens).map(|(prompt, tokens)| ExplainedPrompt { prompt, tokens }).collect(),
         conclusions: conclusions(&rows, tolerance),
         rows,

@@ -1,0 +1,61 @@
+//! Same answer every run, and well-behaved in pipes.
+mod common;
+
+use assert_cmd::Command;
+use common::{fixture_dir, fixture_reference};
+use serde_json::Value;
+
+fn compare_json(extra: &[&str]) -> (Option<i32>, Vec<u8>) {
+    let output = Command::cargo_bin("gpt2-parity")
+        .unwrap()
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["compare", "--format", "json", "--model"])
+        .arg(fixture_dir())
+        .arg("--reference")
+        .arg(fixture_reference())
+        .args(extra)
+        .output()
+        .unwrap();
+    (output.status.code(), output.stdout)
+}
+
+#[test]
+fn two_runs_give_byte_identical_reports() {
+    let (first_code, first) = compare_json(&[]);
+    let (second_code, second) = compare_json(&[]);
+    assert_eq!((first_code, second_code), (Some(0), Some(0)));
+    assert_eq!(first, second, "every number in the JSON report is the same on a second run");
+}
+
+#[test]
+fn repeat_runs_every_forward_n_times_and_records_that_they_agree() {
+    let (code, stdout) = compare_json(&["--repeat", "3", "Hello World", "Hello"]);
+    assert_eq!(code, Some(0));
+    let report: Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(report["repeatability"]["runs"], 3);
+    assert_eq!(report["repeatability"]["identical"], true);
+    assert_eq!(report["repeatability"]["max_abs_diff"], 0.0);
+}
+
+#[test]
+fn more_threads_still_repeat_exactly() {
+    let (code, stdout) = compare_json(&["--repeat", "2", "--threads", "2", "Hello World"]);
+    assert_eq!(code, Some(0));
+    let report: Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(report["repeatability"]["identical"], true);
+}
+
+#[test]
+fn a_closed_pipe_ends_the_run_quietly() {
+    let binary = assert_cmd::cargo::cargo_bin("gpt2-parity");
+    let script = format!(
+        "set -o pipefail; HF_HUB_OFFLINE=1 '{}' compare --model '{}' --reference '{}' | head -1",
+        binary.display(),
+        fixture_dir().display(),
+        fixture_reference().display()
+    );
+    let output = std::process::Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.stderr.is_empty(), "nothing on stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 1);
+}
