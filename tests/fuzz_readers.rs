@@ -5,8 +5,8 @@
 //! swaps, truncations, insertions, deletions, duplications, splices, number swaps, and edits
 //! of the safetensors header and JSON fields that keep the outer structure valid so that the
 //! deeper checks run). Each input must give `Ok` or `Err`; a panic fails the test, naming the
-//! input. Deterministic by default; for longer runs set GPT2_PARITY_FUZZ_ITERATIONS and
-//! GPT2_PARITY_FUZZ_SEED, or use the cargo-fuzz targets in fuzz/ (docs/fuzzing.md).
+//! input. Deterministic by default; for longer runs set GPT2_PARITY_FUZZ_ITERATIONS,
+//! GPT2_PARITY_FUZZ_SECONDS and GPT2_PARITY_FUZZ_SEED, or use the cargo-fuzz targets in fuzz/ (docs/fuzzing.md).
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -21,8 +21,13 @@ use serde_json::{json, Value};
 
 /// Inputs per reader unless GPT2_PARITY_FUZZ_ITERATIONS says otherwise.
 const ITERATIONS: usize = 25_000;
-/// No reader's loop runs longer than this (the whole file stays well under a minute).
+/// No reader's loop runs longer than this unless GPT2_PARITY_FUZZ_SECONDS says otherwise (the
+/// whole file stays well under a minute).
 const TIME_CAP: Duration = Duration::from_secs(15);
+
+fn time_cap() -> Duration {
+    std::env::var("GPT2_PARITY_FUZZ_SECONDS").ok().and_then(|text| text.parse().ok()).map_or(TIME_CAP, Duration::from_secs)
+}
 
 /// xorshift64*: small, seeded, reproducible.
 struct Rng(u64);
@@ -211,7 +216,7 @@ fn must_not_panic(reader: &str, iteration: usize, input: &[u8], exercise: impl F
         Ok(accepted) => accepted,
         Err(_) => {
             let shown: String = input.iter().take(600).map(|&b| format!("{b:02x}")).collect();
-            let dump = std::env::temp_dir().join(format!("gpt2-parity-fuzz-{reader}-{iteration}.bin"));
+            let dump = std::env::temp_dir().join(format!("gpt2-parity-fuzz-{}-{iteration}.bin", reader.replace(' ', "-")));
             let _ = std::fs::write(&dump, input);
             panic!("{reader}: input {iteration} panicked (saved to {}); first bytes: {shown}", dump.display());
         }
@@ -227,7 +232,7 @@ fn fuzz(reader: &str, seed: u64, corpus: &[Vec<u8>], mut make: impl FnMut(&mut R
         accepted += usize::from(must_not_panic(reader, tried, seed_input, &exercise));
         tried += 1;
     }
-    while tried < iterations() && started.elapsed() < TIME_CAP {
+    while tried < iterations() && started.elapsed() < time_cap() {
         let input = make(&mut rng);
         accepted += usize::from(must_not_panic(reader, tried, &input, &exercise));
         tried += 1;

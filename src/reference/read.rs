@@ -121,7 +121,7 @@ impl ReferenceFile {
             self.view(&tensors, index, "logits", Dtype::F32)?;
             if let Some(view) = self.optional_view(&tensors, index, "resid", Dtype::F32)? {
                 let shape = view.shape();
-                if shape.len() == 3 && shape[1] != positions {
+                if shape.len() != 3 || shape[1] != positions {
                     bail!(
                         "reference {}: prompt.{index}.resid has shape {shape:?}, expected [L+1, {positions}, D]; regenerate it",
                         self.path.display()

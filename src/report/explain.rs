@@ -61,10 +61,10 @@ impl ExplainReport {
 
     fn heading(&self) -> String {
         format!(
-            "Where the processed-vs-unprocessed difference comes from: model {} ({}), {} prompts, each row against the unprocessed model",
+            "Where the processed-vs-unprocessed difference comes from: model {} ({}), {}, each row against the unprocessed model",
             self.model.source,
             self.model.weights,
-            self.prompts.len()
+            super::count_of(self.prompts.len(), "prompt")
         )
     }
 

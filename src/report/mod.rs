@@ -160,10 +160,7 @@ impl Report {
         let comparisons: usize = self.prompts.iter().map(|prompt| prompt.comparisons.len()).sum();
         let failed: usize = self.prompts.iter().flat_map(|prompt| &prompt.comparisons).filter(|c| !c.passed).count();
         let Tolerance { atol, rtol } = self.tolerance;
-        let prompts = match self.prompts.len() {
-            1 => "1 prompt".to_owned(),
-            count => format!("{count} prompts"),
-        };
+        let prompts = count_of(self.prompts.len(), "prompt");
         if self.passed {
             format!("PASS: {comparisons} comparisons on {prompts} within atol {atol:e}, rtol {rtol:e}")
         } else {
@@ -240,4 +237,13 @@ fn verdict(comparison: &Comparison) -> String {
 
 fn prompt_heading(index: usize, total: usize, prompt: &PromptReport) -> String {
     format!("Prompt {}/{total}: {:?} ({} tokens: {:?})", index + 1, prompt.prompt, prompt.tokens.len(), prompt.tokens)
+}
+
+/// "1 prompt", "8 prompts".
+fn count_of(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }
