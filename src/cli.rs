@@ -48,9 +48,33 @@ pub struct ModelArgs {
     /// Prepend <|endoftext|> (50256) to every prompt, on both sides
     #[arg(long)]
     pub prepend_bos: bool,
-    /// Python that runs the bundled reference script [default: $GPT2_PARITY_PYTHON, else the build's venv]
-    #[arg(long, value_name = "PATH")]
-    pub python: Option<PathBuf>,
+}
+
+/// Tolerances and where the report goes.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Absolute tolerance: |a - b| <= atol + rtol * |b|
+    #[arg(long, default_value = "1e-4", value_parser = parse_tolerance)]
+    pub atol: f64,
+    /// Relative tolerance
+    #[arg(long, default_value = "1e-5", value_parser = parse_tolerance)]
+    pub rtol: f64,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Write the report here instead of stdout ("-" is stdout); written whole or not at all
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+impl ReportArgs {
+    pub fn tolerance(&self) -> Tolerance {
+        Tolerance { atol: self.atol, rtol: self.rtol }
+    }
+
+    /// The report file, `None` for stdout (`--output -` or none).
+    pub fn output_file(&self) -> Option<&Path> {
+        self.output.as_deref().filter(|path| *path != Path::new("-"))
+    }
 }
 
 /// Where and how the forward passes run.
@@ -94,21 +118,15 @@ pub struct CompareArgs {
     /// Reference file (gpt2-parity-reference/1); without it the bundled script makes one (cached)
     #[arg(long, value_name = "FILE")]
     pub reference: Option<PathBuf>,
-    /// Absolute tolerance: |a - b| <= atol + rtol * |b|
-    #[arg(long, default_value = "1e-4", value_parser = parse_tolerance)]
-    pub atol: f64,
-    /// Relative tolerance
-    #[arg(long, default_value = "1e-5", value_parser = parse_tolerance)]
-    pub rtol: f64,
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
+    /// Python that runs the bundled reference script [default: $GPT2_PARITY_PYTHON, else the build's venv]
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    #[command(flatten)]
+    pub report: ReportArgs,
     /// Show every metric in the table (RMSE, cosine, max relative diff, elements outside allclose,
     /// smallest passing atol, KL, top-5 overlap); JSON always has them all
     #[arg(long)]
     pub wide: bool,
-    /// Write the report here instead of stdout ("-" is stdout); written whole or not at all
-    #[arg(long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
     /// Compare even when the reference was made from other weights (its digest differs)
     #[arg(long)]
     pub allow_other_weights: bool,
@@ -138,33 +156,15 @@ pub struct CompareArgs {
 pub struct ExplainArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// A step counts as a pure per-position shift when its difference's spread over the vocabulary is within atol
-    #[arg(long, default_value = "1e-4", value_parser = parse_tolerance)]
-    pub atol: f64,
-    /// Relative tolerance, for the comparisons behind each row
-    #[arg(long, default_value = "1e-5", value_parser = parse_tolerance)]
-    pub rtol: f64,
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
-    /// Write the report here instead of stdout ("-" is stdout); written whole or not at all
-    #[arg(long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    /// Tolerances and output; with explain, a step whose difference spreads by at most atol over
+    /// the vocabulary counts as a pure per-position shift
+    #[command(flatten)]
+    pub report: ReportArgs,
     #[command(flatten)]
     pub compute: ComputeArgs,
     /// Also attribute TransformerLens's refactor_factored_attn_matrices (applied last)
     #[arg(long)]
     pub refactor_factored_attn_matrices: bool,
-}
-
-impl ExplainArgs {
-    pub fn tolerance(&self) -> Tolerance {
-        Tolerance { atol: self.atol, rtol: self.rtol }
-    }
-
-    /// The report file, `None` for stdout.
-    pub fn output_file(&self) -> Option<&Path> {
-        stdout_or_file(self.output.as_deref())
-    }
 }
 
 #[derive(Debug, Args)]
@@ -174,13 +174,12 @@ pub struct ReferenceArgs {
     /// Reference file to write (safetensors, gpt2-parity-reference/1)
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Python that runs the bundled reference script [default: $GPT2_PARITY_PYTHON, else the build's venv]
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
 }
 
 impl CompareArgs {
-    pub fn tolerance(&self) -> Tolerance {
-        Tolerance { atol: self.atol, rtol: self.rtol }
-    }
-
     pub fn processing(&self) -> ProcessingOptions {
         ProcessingOptions {
             fold_ln: !self.no_fold_ln,
@@ -191,10 +190,6 @@ impl CompareArgs {
         }
     }
 
-    /// The report file, `None` for stdout.
-    pub fn output_file(&self) -> Option<&Path> {
-        stdout_or_file(self.output.as_deref())
-    }
 }
 
 impl ModelArgs {
@@ -207,11 +202,6 @@ impl ModelArgs {
         prompts.extend(self.prompts.iter().cloned());
         Ok(prompts)
     }
-}
-
-/// `--output -` and no `--output` both mean stdout.
-fn stdout_or_file(output: Option<&Path>) -> Option<&Path> {
-    output.filter(|path| *path != Path::new("-"))
 }
 
 fn parse_tolerance(text: &str) -> Result<f64, String> {

@@ -25,7 +25,7 @@ struct PromptCase {
 
 /// Runs the comparison and writes the report; returns whether parity holds.
 pub fn run(args: &CompareArgs) -> Result<bool> {
-    if let Some(path) = args.output_file() {
+    if let Some(path) = args.report.output_file() {
         check_writable(path)?;
     }
     args.compute.apply()?;
@@ -47,7 +47,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         }
         None => {
             inputs.tokenize_all(&requested, args.model.prepend_bos)?;
-            let python = find_python(args.model.python.as_deref())?;
+            let python = find_python(args.python.as_deref())?;
             let request = ReferenceRequest {
                 model: &inputs.files,
                 weights_digest: &checkpoint.digest,
@@ -67,7 +67,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         vocab: config.vocab_size as usize,
         d_model: config.n_embd as usize,
         snapshots: config.n_layer as usize + 1,
-        tolerance: args.tolerance(),
+        tolerance: args.report.tolerance(),
         token_text: &token_text,
     };
     let mut repeatability = Repeatability { runs: args.repeat, identical: true, max_abs_diff: 0.0 };
@@ -135,7 +135,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         worst: WorstElement::collect(&prompts),
         prompts,
     };
-    emit(&report.render(args.format, args.wide), args.output_file())?;
+    emit(&report.render(args.report.format, args.wide), args.report.output_file())?;
     Ok(report.passed)
 }
 

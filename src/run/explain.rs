@@ -16,7 +16,7 @@ use crate::report::explain::{ExplainReport, ExplainedPrompt};
 use crate::report::{ModelInfo, Tool, SCHEMA_VERSION};
 
 pub fn run(args: &ExplainArgs) -> Result<bool> {
-    if let Some(path) = args.output_file() {
+    if let Some(path) = args.report.output_file() {
         check_writable(path)?;
     }
     args.compute.apply()?;
@@ -25,7 +25,7 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
     let tokens = inputs.tokenize_all(&prompts, args.model.prepend_bos)?;
     let checkpoint = Checkpoint::open(&inputs.files.weights)?;
     let unprocessed = checkpoint.weights(&inputs.config, &inputs.files.weights, args.compute.device)?;
-    let tolerance = args.tolerance();
+    let tolerance = args.report.tolerance();
     let vocab = inputs.config.vocab_size as usize;
     let token_text = |id: i64| inputs.tokenizer.token_text(id);
     let logits_of = |weights: &Weights| -> Result<Vec<Vec<f32>>> { tokens.iter().map(|ids| to_vec(&forward(weights, ids).logits)).collect() };
@@ -70,7 +70,7 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
         conclusions: conclusions(&rows, tolerance),
         rows,
     };
-    emit(&report.render(args.format), args.output_file())?;
+    emit(&report.render(args.report.format), args.report.output_file())?;
     Ok(true)
 }
 

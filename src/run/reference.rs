@@ -11,7 +11,7 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
     let prompts = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;
     inputs.tokenize_all(&prompts, args.model.prepend_bos)?;
-    let python = find_python(args.model.python.as_deref())?;
+    let python = find_python(args.python.as_deref())?;
     let digest = Checkpoint::open(&inputs.files.weights)?.digest;
     let request =
         ReferenceRequest { model: &inputs.files, weights_digest: &digest, prompts: &prompts, prepend_bos: args.model.prepend_bos };
