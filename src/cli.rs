@@ -2,7 +2,7 @@
 //! any model work starts, so that a typo costs milliseconds, not a model load.
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::compare::Tolerance;
@@ -54,10 +54,10 @@ pub struct ModelArgs {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Absolute tolerance: |a - b| <= atol + rtol * |b|
-    #[arg(long, default_value = "1e-4", value_parser = parse_tolerance)]
+    #[arg(long, default_value = "1e-4", value_parser = parse_tolerance, allow_negative_numbers = true)]
     pub atol: f64,
     /// Relative tolerance
-    #[arg(long, default_value = "1e-5", value_parser = parse_tolerance)]
+    #[arg(long, default_value = "1e-5", value_parser = parse_tolerance, allow_negative_numbers = true)]
     pub rtol: f64,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
@@ -189,7 +189,6 @@ impl CompareArgs {
             refactor_factored_attn_matrices: self.refactor_factored_attn_matrices,
         }
     }
-
 }
 
 impl ModelArgs {
@@ -226,12 +225,15 @@ fn parse_device(text: &str) -> Result<tch::Device, String> {
 
 /// Fails unless a file can be created in `path`'s directory: checked before any model work.
 pub fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        bail!("cannot write {}: it is a directory; choose a file path for --output", path.display());
+    }
     let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
         bail!("cannot write {}: directory {} does not exist; create it or choose another --output", path.display(), dir.display());
     }
-    tempfile::Builder::new().prefix(".gpt2-parity-probe-").tempfile_in(dir).with_context(|| {
-        format!("cannot write {}: directory {} is not writable; choose another --output", path.display(), dir.display())
+    tempfile::Builder::new().prefix(".gpt2-parity-probe-").tempfile_in(dir).map_err(|error| {
+        anyhow!("cannot write {}: directory {} is not writable ({error}); choose another --output", path.display(), dir.display())
     })?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! report -> exit code.
 pub mod cli;
 pub mod compare;
+pub mod interrupt;
 pub mod model;
 pub mod output;
 pub mod prompts;

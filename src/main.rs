@@ -8,6 +8,7 @@ use gpt2_parity::run;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    gpt2_parity::interrupt::install_handler();
     let outcome = match &cli.command {
         Command::Compare(args) => run::compare::run(args),
         Command::Explain(args) => run::explain::run(args),

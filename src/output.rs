@@ -5,19 +5,16 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::interrupt::TempFile;
+
+/// Writes `content` to `path` whole or not at all.
 ///
 /// A process killed mid-write leaves the target as it was (or absent) and, at worst, a
 /// `.gpt2-parity-*` temporary file beside it, never a partial target.
 pub fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".gpt2-parity-");
-    // tempfile creates owner-only files; a report gets the usual 0666 minus the umask.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let mut file = builder
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write {}: no temporary file in {}", path.display(), dir.display()))?;
+    let mut file =
+        TempFile::new_in(dir, "").with_context(|| format!("cannot write {}: no temporary file in {}", path.display(), dir.display()))?;
     file.write_all(content).and_then(|()| file.as_file().sync_all()).with_context(|| format!("cannot write {}", path.display()))?;
     file.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())

@@ -35,7 +35,9 @@ pub fn parse_prompts(bytes: &[u8], origin: &Path) -> Result<Vec<String>> {
             Value::String(prompt) => prompt,
             Value::Object(mut object) => match object.remove("prompt") {
                 Some(Value::String(prompt)) => prompt,
-                _ => bail!("prompts file {origin}, line {line_number}: the object has no string field \"prompt\"; write {{\"prompt\": \"...\"}}"),
+                _ => bail!(
+                    "prompts file {origin}, line {line_number}: the object has no string field \"prompt\"; write {{\"prompt\": \"...\"}}"
+                ),
             },
             _ => bail!("prompts file {origin}, line {line_number}: expected a JSON string or {{\"prompt\": \"...\"}}"),
         };

@@ -133,6 +133,16 @@ fn empty_prompt_without_reference() {
 }
 
 #[test]
+fn empty_prompt_with_prepend_bos_is_accepted() {
+    // <|endoftext|> alone is one token to predict from: the bundled script makes the reference.
+    let scratch = Scratch::new();
+    let output = compare(&scratch, &fixture_dir(), None, &["", "--prepend-bos", "--format", "json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&std::fs::read(scratch.report()).unwrap()).unwrap();
+    assert_eq!(report["prompts"][0]["tokens"], serde_json::json!([50256]));
+}
+
+#[test]
 fn empty_prompt_with_reference() {
     let scratch = Scratch::new();
     let output = compare_fixture_with(&scratch, &[""]);
@@ -142,7 +152,8 @@ fn empty_prompt_with_reference() {
 #[test]
 fn empty_prompt_in_reference_command() {
     let scratch = Scratch::new();
-    let output = gpt2_parity().arg("reference").arg("").arg("--model").arg(fixture_dir()).arg("--output").arg(scratch.report()).output().unwrap();
+    let output =
+        gpt2_parity().arg("reference").arg("").arg("--model").arg(fixture_dir()).arg("--output").arg(scratch.report()).output().unwrap();
     assert_one_line_error(&output, &scratch.report(), &["prompt \"\"", "--prepend-bos"]);
 }
 
@@ -285,12 +296,14 @@ fn config_lacks_a_field() {
 
 #[test]
 fn config_with_impossible_values() {
-    let cases: [(&str, Value, &str); 5] = [
+    let cases: [(&str, Value, &str); 7] = [
         ("n_head", serde_json::json!(5), "not divisible by n_head = 5"),
         ("n_embd", serde_json::json!(i64::MAX), "n_embd = 9223372036854775807 is out of range"),
         ("n_layer", serde_json::json!(0), "n_layer = 0 is out of range"),
         ("vocab_size", serde_json::json!("50257"), "invalid type"),
         ("activation_function", serde_json::json!("relu"), "\"relu\" is not supported"),
+        ("layer_norm_epsilon", serde_json::json!(0.0), "layer_norm_epsilon = 0 must be a positive number"),
+        ("tie_word_embeddings", serde_json::json!(false), "tie_word_embeddings differs from GPT-2's default"),
     ];
     for (field, value, message) in cases {
         let scratch = Scratch::new();
@@ -327,7 +340,8 @@ fn weights_empty() {
 
 #[test]
 fn weights_with_a_corrupt_header() {
-    let corruptions: [(&str, fn(&mut Vec<u8>)); 3] = [
+    type Corruption = (&'static str, fn(&mut Vec<u8>));
+    let corruptions: [Corruption; 3] = [
         ("garbage JSON", |bytes| bytes[8..20].copy_from_slice(b"}}}}}}}}}}}}")),
         ("header length beyond the file", |bytes| bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes())),
         ("offsets beyond the data", |bytes| {
@@ -388,6 +402,20 @@ fn weights_with_an_unexpected_tensor() {
     });
     let output = compare(&scratch, &dir, Some(&fixture_reference()), &["--allow-other-weights"]);
     assert_one_line_error(&output, &scratch.report(), &["transformer.h.3.ln_1.weight", "unexpected tensor"]);
+}
+
+// Enabled once run/compare.rs calls `Checkpoint::audit` right after `Checkpoint::open`: then a
+// broken tensor is named before the digest check and before the bundled script runs on it.
+#[test]
+fn weights_with_a_wrong_dtype_are_named_before_the_reference_is_checked_or_made() {
+    for reference in [Some(fixture_reference()), None] {
+        let scratch = Scratch::new();
+        let dir = edited_model(&scratch, |model| {
+            model.tensors.get_mut("transformer.h.1.ln_2.weight").unwrap().0 = safetensors::Dtype::I32;
+        });
+        let output = compare(&scratch, &dir, reference.as_deref(), &["Hello World"]);
+        assert_one_line_error(&output, &scratch.report(), &["transformer.h.1.ln_2.weight", "dtype I32"]);
+    }
 }
 
 #[test]
@@ -465,6 +493,46 @@ fn reference_without_metadata() {
     let path = edited_reference(&scratch, |reference| reference.metadata.clear());
     let output = compare(&scratch, &fixture_dir(), Some(&path), &[]);
     assert_one_line_error(&output, &scratch.report(), &["edited.safetensors", "no metadata key \"format\"", "reference-format.md"]);
+}
+
+#[test]
+fn reference_with_malformed_metadata_or_shapes() {
+    type Edit = fn(&mut EditableSafetensors);
+    let cases: [(&str, Edit, &[&str]); 8] = [
+        (
+            "prompts not JSON",
+            |r| drop(r.metadata.insert("prompts".into(), "[\"Hello World\"".into())),
+            &["metadata \"prompts\"", "JSON array"],
+        ),
+        ("no prompts", |r| drop(r.metadata.insert("prompts".into(), "[]".into())), &["holds no prompts"]),
+        ("prepend_bos", |r| drop(r.metadata.insert("prepend_bos".into(), "yes".into())), &["\"prepend_bos\" is \"yes\""]),
+        ("dtype", |r| drop(r.metadata.insert("dtype".into(), "float16".into())), &["computed in float16", "float32"]),
+        ("producer", |r| drop(r.metadata.insert("producer".into(), "{python".into())), &["\"producer\" is not JSON"]),
+        ("weights", |r| drop(r.metadata.remove("weights")), &["no metadata key \"weights\""]),
+        (
+            "tokens rank",
+            |r| drop(r.tensors.insert("prompt.2.tokens".into(), (safetensors::Dtype::I64, vec![1, 1], 0i64.to_le_bytes().to_vec()))),
+            &["prompt.2.tokens", "expected [T]"],
+        ),
+        (
+            "resid shape",
+            |r| {
+                let (_, shape, _) = r.tensors.get_mut("prompt.0.resid").unwrap();
+                shape.truncate(2);
+                shape[1] *= 32;
+            },
+            &["prompt.0.resid", "expected [L+1, 2, D]"],
+        ),
+    ];
+    for (what, edit, names) in cases {
+        let scratch = Scratch::new();
+        let path = edited_reference(&scratch, edit);
+        let output = compare(&scratch, &fixture_dir(), Some(&path), &[]);
+        eprintln!("{what}:");
+        let mut names = names.to_vec();
+        names.push("edited.safetensors");
+        assert_one_line_error(&output, &scratch.report(), &names);
+    }
 }
 
 #[test]
@@ -574,6 +642,80 @@ fn reference_with_nan_or_inf_fails_with_exit_1_and_says_where() {
     }
 }
 
+// ---------------------------------------------------------------- Python and the reference script
+
+/// A stand-in for Python that fails the way `stderr` says.
+fn failing_python(scratch: &Scratch, stderr: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = scratch.file("python", format!("#!/bin/sh\ncat >&2 <<'EOF'\n{stderr}\nEOF\nexit 1\n").as_bytes());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Exit 2 and one error line last on stderr (after the "making the reference" progress line).
+#[track_caller]
+fn assert_script_error(output: &Output, report: &Path, names: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|line| line.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    assert_eq!(stderr.lines().last(), Some(errors[0]), "the error comes last: {stderr}");
+    assert!(stderr.lines().all(|line| line.starts_with("error: ") || line.starts_with("making the reference")), "{stderr}");
+    for name in names {
+        assert!(errors[0].contains(name), "the error names {name:?}: {stderr}");
+    }
+    eprintln!("{}", errors[0]);
+    assert!(!report.exists());
+}
+
+#[test]
+fn the_reference_script_failing_is_one_error_line_with_its_message() {
+    let scratch = Scratch::new();
+    let python = failing_python(&scratch, "Traceback (most recent call last):\n  File x\nRuntimeError: CUDA out of memory");
+    let output = compare(&scratch, &fixture_dir(), None, &["Hello World", "--python", python.to_str().unwrap()]);
+    assert_script_error(&output, &scratch.report(), &["reference script failed", "tiny-gpt2", "RuntimeError: CUDA out of memory"]);
+}
+
+#[test]
+fn a_python_without_torch_names_the_setup() {
+    let scratch = Scratch::new();
+    let python = failing_python(&scratch, "ModuleNotFoundError: No module named 'torch'");
+    let output = compare(&scratch, &fixture_dir(), None, &["Hello World", "--python", python.to_str().unwrap()]);
+    assert_script_error(&output, &scratch.report(), &["No module named 'torch'", "make setup", "--reference"]);
+}
+
+#[test]
+fn a_python_that_does_not_exist_names_the_setup() {
+    let scratch = Scratch::new();
+    let python = scratch.path("no-such-python");
+    let output = compare(&scratch, &fixture_dir(), None, &["Hello World", "--python", python.to_str().unwrap()]);
+    assert_one_line_error(&output, &scratch.report(), &["no-such-python", "does not exist", "make setup"]);
+}
+
+#[test]
+fn a_python_that_cannot_be_run_names_the_setup() {
+    let scratch = Scratch::new();
+    let python = scratch.file("python", b"not executable");
+    let output = compare(&scratch, &fixture_dir(), None, &["Hello World", "--python", python.to_str().unwrap()]);
+    assert_script_error(&output, &scratch.report(), &["cannot run", "python", "make setup"]);
+}
+
+#[test]
+fn a_cache_directory_that_cannot_be_created() {
+    let scratch = Scratch::new();
+    let file = scratch.file("a-file", b"");
+    let output = gpt2_parity()
+        .env("GPT2_PARITY_CACHE", file.join("cache"))
+        .args(["compare", "Hello World", "--model"])
+        .arg(fixture_dir())
+        .arg("--output")
+        .arg(scratch.report())
+        .output()
+        .unwrap();
+    assert_one_line_error(&output, &scratch.report(), &["cannot create directory", "a-file/cache/references"]);
+}
+
 // ---------------------------------------------------------------- output
 
 #[test]
@@ -581,11 +723,7 @@ fn output_in_a_missing_directory_is_checked_before_any_model_work() {
     let scratch = Scratch::new();
     let report = scratch.path("no-such-dir").join("report.json");
     // The model does not exist either: the output is checked first.
-    let output = gpt2_parity()
-        .args(["compare", "Hello World", "--model", "./no/such/model", "--output"])
-        .arg(&report)
-        .output()
-        .unwrap();
+    let output = gpt2_parity().args(["compare", "Hello World", "--model", "./no/such/model", "--output"]).arg(&report).output().unwrap();
     assert_one_line_error(&output, &report, &["report.json", "no-such-dir", "does not exist", "--output"]);
 }
 
@@ -599,11 +737,7 @@ fn output_in_a_read_only_directory() {
     let probe = read_only.join("probe");
     let dir = if std::fs::write(&probe, b"").is_ok() { PathBuf::from("/proc") } else { read_only.clone() };
     let report = dir.join("gpt2-parity-report.json");
-    let output = gpt2_parity()
-        .args(["compare", "Hello World", "--model", "./no/such/model", "--output"])
-        .arg(&report)
-        .output()
-        .unwrap();
+    let output = gpt2_parity().args(["compare", "Hello World", "--model", "./no/such/model", "--output"]).arg(&report).output().unwrap();
     assert_one_line_error(&output, &report, &["gpt2-parity-report.json", dir.to_str().unwrap(), "not writable", "--output"]);
     std::fs::set_permissions(&read_only, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
@@ -649,14 +783,23 @@ fn an_error_leaves_an_existing_report_untouched() {
 fn reference_command_output_in_a_missing_directory() {
     let scratch = Scratch::new();
     let target = scratch.path("no-such-dir").join("ref.safetensors");
-    let output = gpt2_parity()
-        .args(["reference", "Hello World", "--model"])
-        .arg(fixture_dir())
-        .arg("--output")
-        .arg(&target)
-        .output()
-        .unwrap();
+    let output =
+        gpt2_parity().args(["reference", "Hello World", "--model"]).arg(fixture_dir()).arg("--output").arg(&target).output().unwrap();
     assert_one_line_error(&output, &target, &["ref.safetensors", "does not exist"]);
+}
+
+#[test]
+fn a_cuda_device_that_does_not_exist() {
+    let scratch = Scratch::new();
+    let output = compare_fixture_with(&scratch, &["--device", "cuda:99"]);
+    assert_one_line_error(&output, &scratch.report(), &["--device cuda:99", "CUDA devices", "--device cpu"]);
+}
+
+#[test]
+fn prepend_bos_with_a_reference_made_without_it() {
+    let scratch = Scratch::new();
+    let output = compare_fixture_with(&scratch, &["--prepend-bos"]);
+    assert_one_line_error(&output, &scratch.report(), &["--prepend-bos", "tiny-gpt2.safetensors", "<|endoftext|>", "drop the flag"]);
 }
 
 // ---------------------------------------------------------------- command line (clap)
@@ -688,13 +831,17 @@ fn bad_tolerances_are_usage_errors() {
 
 #[test]
 fn unknown_flags_and_values_are_usage_errors() {
-    let cases: [&[&str]; 5] =
-        [&["--no-such-flag"], &["--format", "yaml"], &["--device", "tpu"], &["--atol"], &["--prepend-bos=maybe"]];
+    let cases: [&[&str]; 5] = [&["--no-such-flag"], &["--format", "yaml"], &["--device", "tpu"], &["--atol"], &["--prepend-bos=maybe"]];
     for args in cases {
         let scratch = Scratch::new();
         let output = compare_fixture_with(&scratch, args);
         assert_usage_error(&output, &scratch.report());
     }
+    let scratch = Scratch::new();
+    assert_usage_error(&compare_fixture_with(&scratch, &["--threads", "0"]), &scratch.report());
+    let output = gpt2_parity().args(["reference", "Hello World", "--model"]).arg(fixture_dir()).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "reference needs --output");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--output"));
     let output = gpt2_parity().arg("frobnicate").output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     let output = gpt2_parity().output().unwrap();

@@ -224,7 +224,13 @@ fn must_not_panic(reader: &str, iteration: usize, input: &[u8], exercise: impl F
 }
 
 /// Drives one reader; returns (inputs tried, inputs accepted).
-fn fuzz(reader: &str, seed: u64, corpus: &[Vec<u8>], mut make: impl FnMut(&mut Rng) -> Vec<u8>, exercise: impl Fn(&[u8]) -> bool) -> (usize, usize) {
+fn fuzz(
+    reader: &str,
+    seed: u64,
+    corpus: &[Vec<u8>],
+    mut make: impl FnMut(&mut Rng) -> Vec<u8>,
+    exercise: impl Fn(&[u8]) -> bool,
+) -> (usize, usize) {
     let mut rng = Rng::new(seed);
     let started = Instant::now();
     let (mut tried, mut accepted) = (0, 0);
@@ -418,7 +424,18 @@ fn mutate_tensors(rng: &mut Rng, bytes: &[u8]) -> Option<Vec<u8>> {
                 if rng.chance(30) {
                     metadata.remove(&key);
                 } else {
-                    let value = rng.pick(&["", "true", "false", "[]", "[\"a\"]", "[\"a\",\"b\",\"c\",\"d\",\"e\"]", "{}", "[1]", "float16", "nul\u{0}"]);
+                    let value = rng.pick(&[
+                        "",
+                        "true",
+                        "false",
+                        "[]",
+                        "[\"a\"]",
+                        "[\"a\",\"b\",\"c\",\"d\",\"e\"]",
+                        "{}",
+                        "[1]",
+                        "float16",
+                        "nul\u{0}",
+                    ]);
                     metadata.insert(key, value.to_string());
                 }
             }
@@ -513,7 +530,8 @@ fn the_config_reader_never_panics() {
     let corpus: Vec<Vec<u8>> = vec![
         fixture,
         br#"{"vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12}"#.to_vec(),
-        br#"{"vocab_size": 5, "n_positions": 8, "n_embd": 4, "n_layer": 1, "n_head": 2, "n_inner": 16, "layer_norm_epsilon": 1e-5}"#.to_vec(),
+        br#"{"vocab_size": 5, "n_positions": 8, "n_embd": 4, "n_layer": 1, "n_head": 2, "n_inner": 16, "layer_norm_epsilon": 1e-5}"#
+            .to_vec(),
     ];
     let (tried, accepted) = fuzz(
         "config reader",
@@ -582,4 +600,20 @@ fn the_prompts_reader_never_panics() {
     );
     assert!(tried >= 5000, "only {tried} inputs in the time cap");
     assert!(accepted > 0 && accepted < tried, "the mutations reach both outcomes ({accepted} of {tried} accepted)");
+}
+
+// ---------------------------------------------------------------- cargo-fuzz seeds
+
+/// The seeds fuzz/ starts from are valid inputs, so that `cargo fuzz run` begins on the paths
+/// that matter.
+#[test]
+fn the_cargo_fuzz_seeds_are_valid_inputs() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let reference = ReferenceFile::open(&seeds.join("fuzz_reference/small.safetensors")).unwrap();
+    reference.check_model(&small_config(), WEIGHTS, false).unwrap();
+    assert_eq!(reference.prompt(1).unwrap().tokens.len(), 3);
+    let config = seeds.join("fuzz_config/config.json");
+    Gpt2Config::parse(&std::fs::read(&config).unwrap(), &config).unwrap();
+    let prompts = seeds.join("fuzz_prompts/prompts.jsonl");
+    assert!(!parse_prompts(&std::fs::read(&prompts).unwrap(), &prompts).unwrap().is_empty());
 }

@@ -100,7 +100,14 @@ impl PromptEffect {
 }
 
 impl StepRow {
-    pub fn new(name: String, kind: RowKind, steps: Vec<Step>, changed_tensors: Vec<TensorChange>, per_prompt: Vec<PromptEffect>, tolerance: Tolerance) -> Self {
+    pub fn new(
+        name: String,
+        kind: RowKind,
+        steps: Vec<Step>,
+        changed_tensors: Vec<TensorChange>,
+        per_prompt: Vec<PromptEffect>,
+        tolerance: Tolerance,
+    ) -> Self {
         let max = |field: fn(&PromptEffect) -> f64| per_prompt.iter().map(field).fold(0.0, f64::max);
         let min = |field: fn(&PromptEffect) -> f64| per_prompt.iter().map(field).fold(f64::INFINITY, f64::min);
         let shift_spread = max(|effect| effect.shift_spread);
@@ -207,7 +214,8 @@ pub fn conclusions(rows: &[StepRow], tolerance: Tolerance) -> Vec<String> {
 
 /// "-59.52 at position 0, -60.01 at position 1, ..." (the first three positions).
 pub fn describe_shift(shift: &[f64]) -> String {
-    let shown: Vec<String> = shift.iter().take(3).enumerate().map(|(position, value)| format!("{value:.4} at position {position}")).collect();
+    let shown: Vec<String> =
+        shift.iter().take(3).enumerate().map(|(position, value)| format!("{value:.4} at position {position}")).collect();
     let more = if shift.len() > 3 { ", ..." } else { "" };
     format!("{}{more}", shown.join(", "))
 }

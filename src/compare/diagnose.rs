@@ -28,7 +28,8 @@ impl Cause {
     fn sentence(&self) -> String {
         match self {
             Cause::NonFinite { count, first_at } => {
-                let at = first_at.as_ref().map(|at| format!(", the first at position {} token {} {:?}", at.position, at.token_id, at.token));
+                let at =
+                    first_at.as_ref().map(|at| format!(", the first at position {} token {} {:?}", at.position, at.token_id, at.token));
                 format!("{count} values are NaN or infinite{}; non-finite logits always fail.", at.unwrap_or_default())
             }
             Cause::PerPositionShift => "the logits differ only by a per-position shift; softmax is unchanged. Was one side made with \
@@ -75,9 +76,8 @@ pub fn likely_cause(comparison: &Comparison, candidate: &[f32], reference: &[f32
 /// The least-squares scale s with candidate - shift ≈ s × (reference - shift), when it explains
 /// every element within tolerance and is not 1.
 fn common_scale(candidate: &[f32], reference: &[f32], vocab: usize, tolerance: Tolerance) -> Option<f64> {
-    let centered_rows = || {
-        candidate.chunks_exact(vocab).zip(reference.chunks_exact(vocab)).map(|(c, r)| (c, finite_mean(c), r, finite_mean(r)))
-    };
+    let centered_rows =
+        || candidate.chunks_exact(vocab).zip(reference.chunks_exact(vocab)).map(|(c, r)| (c, finite_mean(c), r, finite_mean(r)));
     let (mut cross, mut square) = (0.0, 0.0);
     for (c_row, c_mean, r_row, r_mean) in centered_rows() {
         for (&c, &r) in c_row.iter().zip(r_row) {

@@ -150,7 +150,14 @@ pub fn compare_logits(
         position_shift.push(candidate_mean - reference_mean);
         let outside_before = totals.violations_under(criterion);
         for (column, (&c, &r)) in candidate_row.iter().zip(reference_row).enumerate() {
-            totals.add_element(position * vocab + column, f64::from(c), f64::from(r), (candidate_mean, reference_mean), criterion, tolerance);
+            totals.add_element(
+                position * vocab + column,
+                f64::from(c),
+                f64::from(r),
+                (candidate_mean, reference_mean),
+                criterion,
+                tolerance,
+            );
         }
         if totals.violations_under(criterion) > outside_before {
             totals.positions_outside.push(position);
@@ -326,8 +333,13 @@ pub fn compare_resid(
 
 /// Mean over the finite values (NaN when there are none).
 pub fn finite_mean(values: &[f32]) -> f64 {
-    let (sum, count) = values.iter().map(|&v| f64::from(v)).filter(|v| v.is_finite()).fold((0.0, 0usize), |(sum, count), v| (sum + v, count + 1));
-    if count == 0 { f64::NAN } else { sum / count as f64 }
+    let (sum, count) =
+        values.iter().map(|&v| f64::from(v)).filter(|v| v.is_finite()).fold((0.0, 0usize), |(sum, count), v| (sum + v, count + 1));
+    if count == 0 {
+        f64::NAN
+    } else {
+        sum / count as f64
+    }
 }
 
 /// Mean and sample standard deviation over the finite values.

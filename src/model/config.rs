@@ -86,7 +86,10 @@ impl Gpt2Config {
             bail!("{origin}: layer_norm_epsilon = {} must be a positive number; fix config.json", self.layer_norm_epsilon);
         }
         if self.activation_function != "gelu_new" {
-            bail!("{origin}: activation_function \"{}\" is not supported (GPT-2 uses \"gelu_new\"); this tool checks GPT-2 only", self.activation_function);
+            bail!(
+                "{origin}: activation_function \"{}\" is not supported (GPT-2 uses \"gelu_new\"); this tool checks GPT-2 only",
+                self.activation_function
+            );
         }
         let unsupported = [
             ("scale_attn_weights", self.scale_attn_weights == Some(false)),

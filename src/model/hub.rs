@@ -30,7 +30,9 @@ pub fn resolve(model: &str) -> Result<ModelFiles> {
         return local_files(model, path);
     }
     if path.exists() && !looks_like_hub_id(model) {
-        bail!("--model {model} is a file, not a directory; pass the directory that holds config.json, model.safetensors and tokenizer.json");
+        bail!(
+            "--model {model} is a file, not a directory; pass the directory that holds config.json, model.safetensors and tokenizer.json"
+        );
     }
     if !looks_like_hub_id(model) {
         bail!("model directory {model} does not exist; pass a directory with config.json and model.safetensors, or a Hub id such as {DEFAULT_MODEL}");
@@ -97,7 +99,9 @@ fn hub_files(model_id: &str) -> Result<ModelFiles> {
         let api = ApiBuilder::from_cache(Cache::new(cache_dir.clone()))
             .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .build()
-            .map_err(|error| anyhow::anyhow!("cannot set up the Hugging Face download client for {model_id} ({error}); pass a local directory"))?;
+            .map_err(|error| {
+                anyhow::anyhow!("cannot set up the Hugging Face download client for {model_id} ({error}); pass a local directory")
+            })?;
         api.model(model_id.to_owned()).get(file).map_err(|error| {
             anyhow::anyhow!(
                 "model {model_id} is no directory and not in the Hugging Face cache {}, and fetching {file} failed ({error}): \

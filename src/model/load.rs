@@ -40,9 +40,8 @@ impl Checkpoint {
     }
 
     fn tensors(&self, origin: &Path) -> Result<SafeTensors<'_>> {
-        SafeTensors::deserialize(&self.map).map_err(|error| {
-            anyhow!("{} is not a readable safetensors file ({error}); re-download or re-save the model", origin.display())
-        })
+        SafeTensors::deserialize(&self.map)
+            .map_err(|error| anyhow!("{} is not a readable safetensors file ({error}); re-download or re-save the model", origin.display()))
     }
 
     /// Checks every tensor's presence, shape and dtype against `config`, and that no unknown
@@ -202,6 +201,9 @@ fn kind_of(name: &str, view: &TensorView, origin: &Path) -> Result<Kind> {
         Dtype::F32 => Kind::Float,
         Dtype::F16 => Kind::Half,
         Dtype::BF16 => Kind::BFloat16,
-        other => bail!("{}: tensor {name} has dtype {other:?}; GPT-2 weights must be F32, F16 or BF16: re-save the model in float32", origin.display()),
+        other => bail!(
+            "{}: tensor {name} has dtype {other:?}; GPT-2 weights must be F32, F16 or BF16: re-save the model in float32",
+            origin.display()
+        ),
     })
 }

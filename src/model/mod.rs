@@ -134,10 +134,7 @@ impl Weights {
         }
         named.extend(affine("ln_f", self.ln_f.as_ref()));
         let (unembed_weight, unembed_bias) = match &self.unembed {
-            Unembed::Tied => (
-                self.token_embedding.tr(),
-                Tensor::zeros([self.config.vocab_size], (tch::Kind::Float, device)),
-            ),
+            Unembed::Tied => (self.token_embedding.tr(), Tensor::zeros([self.config.vocab_size], (tch::Kind::Float, device))),
             Unembed::Untied { weight, bias } => (weight.shallow_clone(), bias.shallow_clone()),
         };
         named.extend([("unembed.weight".to_owned(), unembed_weight), ("unembed.bias".to_owned(), unembed_bias)]);

@@ -5,10 +5,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::ReferenceFile;
+use crate::interrupt::{self, TempFile};
 use crate::model::hub::ModelFiles;
 use crate::output::write_atomically;
 
@@ -120,7 +121,9 @@ fn cache_key(request: &ReferenceRequest) -> String {
 /// Runs the bundled script; it writes `output` atomically itself.
 pub fn produce(python: &Path, request: &ReferenceRequest, output: &Path) -> Result<()> {
     let work_dir = output.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(work_dir).with_context(|| format!("cannot create directory {}", work_dir.display()))?;
+    std::fs::create_dir_all(work_dir).map_err(|error| {
+        anyhow!("cannot create directory {}: {error}; choose a writable location (GPT2_PARITY_CACHE moves the cache)", work_dir.display())
+    })?;
     let script = temp_file_with(work_dir, ".py", SCRIPT.as_bytes())?;
     let prompt_lines: String =
         request.prompts.iter().map(|prompt| serde_json::to_string(prompt).map(|line| line + "\n")).collect::<Result<_, _>>()?;
@@ -145,7 +148,7 @@ pub fn produce(python: &Path, request: &ReferenceRequest, output: &Path) -> Resu
         command.arg("--prepend-bos");
     }
     eprintln!("making the reference with {} (Hugging Face transformers, eager, float32)", python.display());
-    let result = command.output().with_context(|| format!("cannot run {}; {SETUP_HINT}", python.display()))?;
+    let result = interrupt::run_child(&mut command).map_err(|error| anyhow!("cannot run {}: {error}; {SETUP_HINT}", python.display()))?;
     if !result.status.success() {
         let stderr = String::from_utf8_lossy(&result.stderr);
         let last_line = stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("no message").trim();
@@ -157,12 +160,13 @@ pub fn produce(python: &Path, request: &ReferenceRequest, output: &Path) -> Resu
     Ok(())
 }
 
-fn temp_file_with(dir: &Path, suffix: &str, content: &[u8]) -> Result<tempfile::NamedTempFile> {
-    let mut file = tempfile::Builder::new()
-        .prefix(".gpt2-parity-")
-        .suffix(suffix)
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write a temporary file in {}", dir.display()))?;
+fn temp_file_with(dir: &Path, suffix: &str, content: &[u8]) -> Result<TempFile> {
+    let mut file = TempFile::new_in(dir, suffix).map_err(|error| {
+        anyhow!(
+            "cannot write a temporary file in {}: {error}; choose a writable location (GPT2_PARITY_CACHE moves the cache)",
+            dir.display()
+        )
+    })?;
     file.write_all(content)?;
     file.flush()?;
     Ok(file)

@@ -28,8 +28,15 @@ pub struct ExplainedPrompt {
     pub tokens: Vec<i64>,
 }
 
-const HEADER: [&str; 7] =
-    ["weights", "tensors changed (largest relative change)", "max |logit diff|", "shift spread (effect)", "log-softmax max |diff|", "top-1", "share of raw diff"];
+const HEADER: [&str; 7] = [
+    "weights",
+    "tensors changed (largest relative change)",
+    "max |logit diff|",
+    "shift spread (effect)",
+    "log-softmax max |diff|",
+    "top-1",
+    "share of raw diff",
+];
 
 impl ExplainReport {
     pub fn render(&self, format: Format) -> String {

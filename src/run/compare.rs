@@ -7,13 +7,12 @@ use super::{to_vec, ModelInputs};
 use crate::cli::{check_writable, CompareArgs};
 use crate::compare::{compare_logits, compare_resid, diagnose, Comparison, Criterion, Tolerance};
 use crate::model::gpt2::forward;
-use crate::model::load::Checkpoint;
 use crate::model::process::process;
 use crate::model::Weights;
 use crate::output::emit;
 use crate::reference::bundled::{cached_reference, find_python, ReferenceRequest};
 use crate::reference::{PromptReference, ReferenceFile};
-use crate::report::{ModelInfo, PromptReport, ReferenceInfo, Report, Repeatability, Tool, WorstElement, SCHEMA_VERSION};
+use crate::report::{ModelInfo, PromptReport, ReferenceInfo, Repeatability, Report, Tool, WorstElement, SCHEMA_VERSION};
 use crate::tokenize::{abbreviate, END_OF_TEXT};
 
 /// One prompt to check: its text, its token ids and where the reference holds it.
@@ -31,7 +30,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     args.compute.apply()?;
     let requested = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;
-    let checkpoint = Checkpoint::open(&inputs.files.weights)?;
+    let checkpoint = inputs.open_checkpoint()?;
 
     let (reference, prepend_bos, bundled) = match &args.reference {
         Some(path) => {
@@ -227,7 +226,14 @@ impl Comparer<'_> {
 
     /// Logits against the reference's, plus the residual stream when the reference has it
     /// (centered over d_model first for the processed model, whose residual stream is mean-free).
-    fn against_reference(&self, name: &str, criterion: Criterion, candidate: &Candidate, reference: &PromptReference, processed: bool) -> Comparison {
+    fn against_reference(
+        &self,
+        name: &str,
+        criterion: Criterion,
+        candidate: &Candidate,
+        reference: &PromptReference,
+        processed: bool,
+    ) -> Comparison {
         let mut comparison = self.logits(name, criterion, &candidate.logits, &reference.logits);
         if let Some(resid) = &reference.resid {
             comparison.resid = Some(compare_resid(&candidate.resid, resid, self.d_model, self.snapshots, processed, self.tolerance));

@@ -8,7 +8,6 @@ use crate::cli::{check_writable, ExplainArgs};
 use crate::compare::attribution::{conclusions, relative_change, PromptEffect, RowKind, StepRow, TensorChange};
 use crate::compare::{compare_logits, Criterion};
 use crate::model::gpt2::forward;
-use crate::model::load::Checkpoint;
 use crate::model::process::{process, ProcessingOptions, Step};
 use crate::model::Weights;
 use crate::output::emit;
@@ -23,12 +22,13 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
     let prompts = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;
     let tokens = inputs.tokenize_all(&prompts, args.model.prepend_bos)?;
-    let checkpoint = Checkpoint::open(&inputs.files.weights)?;
+    let checkpoint = inputs.open_checkpoint()?;
     let unprocessed = checkpoint.weights(&inputs.config, &inputs.files.weights, args.compute.device)?;
     let tolerance = args.report.tolerance();
     let vocab = inputs.config.vocab_size as usize;
     let token_text = |id: i64| inputs.tokenizer.token_text(id);
-    let logits_of = |weights: &Weights| -> Result<Vec<Vec<f32>>> { tokens.iter().map(|ids| to_vec(&forward(weights, ids).logits)).collect() };
+    let logits_of =
+        |weights: &Weights| -> Result<Vec<Vec<f32>>> { tokens.iter().map(|ids| to_vec(&forward(weights, ids).logits)).collect() };
 
     let mut steps = vec![Step::FoldLn, Step::CenterWritingWeights, Step::CenterUnembed, Step::FoldValueBiases];
     if args.refactor_factored_attn_matrices {

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
 use crate::model::hub::{self, ModelFiles};
+use crate::model::load::Checkpoint;
 use crate::model::Gpt2Config;
 use crate::tokenize::Gpt2Tokenizer;
 
@@ -24,6 +25,14 @@ impl ModelInputs {
         let config = Gpt2Config::read(&files.config)?;
         let tokenizer = Gpt2Tokenizer::load(&files.tokenizer)?;
         Ok(Self { files, config, tokenizer })
+    }
+
+    /// Opens the weights and checks every tensor's name, shape and dtype against config.json,
+    /// before anything (a digest comparison, the reference script) relies on them.
+    pub fn open_checkpoint(&self) -> Result<Checkpoint> {
+        let checkpoint = Checkpoint::open(&self.files.weights)?;
+        checkpoint.audit(&self.config, &self.files.weights)?;
+        Ok(checkpoint)
     }
 
     /// Tokenizes every prompt, refusing empty or over-long ones.

@@ -3,7 +3,6 @@ use anyhow::Result;
 
 use super::ModelInputs;
 use crate::cli::{check_writable, ReferenceArgs};
-use crate::model::load::Checkpoint;
 use crate::reference::bundled::{find_python, produce, ReferenceRequest};
 
 pub fn run(args: &ReferenceArgs) -> Result<()> {
@@ -12,7 +11,7 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
     let inputs = ModelInputs::resolve(&args.model.model)?;
     inputs.tokenize_all(&prompts, args.model.prepend_bos)?;
     let python = find_python(args.python.as_deref())?;
-    let digest = Checkpoint::open(&inputs.files.weights)?.digest;
+    let digest = inputs.open_checkpoint()?.digest;
     let request =
         ReferenceRequest { model: &inputs.files, weights_digest: &digest, prompts: &prompts, prepend_bos: args.model.prepend_bos };
     produce(&python, &request, &args.output)?;

@@ -1,0 +1,52 @@
+//! Ctrl-C stops a run promptly, with status 130, and leaves no temporary files.
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn files_in(dir: &Path) -> Vec<String> {
+    walk(dir).into_iter().map(|path| path.strip_prefix(dir).unwrap().display().to_string()).collect()
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.flatten().flat_map(|entry| if entry.path().is_dir() { walk(&entry.path()) } else { vec![entry.path()] }).collect()
+}
+
+/// Interrupts `compare` while the bundled reference script runs (or, on a fast machine,
+/// just before), at several moments.
+#[test]
+fn ctrl_c_while_the_reference_is_made_stops_promptly_and_cleans_up() {
+    for delay_ms in [300, 1500, 3000] {
+        let cache = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("gpt2-parity"))
+            .env("HF_HUB_OFFLINE", "1")
+            .env("GPT2_PARITY_CACHE", cache.path())
+            .env_remove("GPT2_PARITY_PYTHON")
+            .args(["compare", "Hello World", "--model"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-gpt2"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // SAFETY: kill(2) on a child this test spawned and has not reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        let signalled = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(signalled.elapsed() < Duration::from_secs(20), "still running 20 s after Ctrl-C");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let elapsed = signalled.elapsed();
+        if status.code() == Some(0) {
+            continue; // finished before the signal landed: nothing to check at this delay
+        }
+        assert_eq!(status.code(), Some(130), "after {delay_ms} ms: {status:?}");
+        assert!(elapsed < Duration::from_secs(10), "took {elapsed:?} to stop");
+        let leftovers: Vec<String> =
+            files_in(cache.path()).into_iter().filter(|name| name.contains(".gpt2-parity-") || name.ends_with(".tmp")).collect();
+        assert!(leftovers.is_empty(), "after {delay_ms} ms: temporary files left: {leftovers:?}");
+        eprintln!("interrupted after {delay_ms} ms: stopped in {elapsed:?}, cache holds {:?}", files_in(cache.path()));
+    }
+}
