@@ -9,15 +9,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use assert_cmd::Command;
-use common::{fixture_dir, fixture_reference, EditableSafetensors};
+use common::{fixture_dir, fixture_reference, gpt2_parity, EditableSafetensors};
 use serde_json::Value;
-
-fn gpt2_parity() -> Command {
-    let mut command = Command::cargo_bin("gpt2-parity").unwrap();
-    command.env("HF_HUB_OFFLINE", "1").env_remove("GPT2_PARITY_PYTHON").env_remove("RUST_BACKTRACE");
-    command
-}
 
 /// A scratch directory holding the report path each case passes as `--output`.
 struct Scratch {
@@ -760,7 +753,7 @@ fn output_that_is_a_directory() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: ") && stderr.contains("report-dir"), "{stderr}");
+    assert!(stderr.starts_with("error: ") && stderr.contains("report-dir") && stderr.contains("it is a directory"), "{stderr}");
     assert!(dir.is_dir() && std::fs::read_dir(&dir).unwrap().next().is_none(), "the directory is left as it was");
     let leftovers: Vec<_> = std::fs::read_dir(scratch.dir.path())
         .unwrap()

@@ -1,18 +1,11 @@
 //! The binary as CI jobs and scripts use it: exit codes, one-line errors, the JSON report.
 mod common;
 
-use assert_cmd::Command;
-use common::{fixture_bos_reference, fixture_dir, fixture_reference, EditableSafetensors};
+use common::{fixture_bos_reference, fixture_dir, fixture_reference, gpt2_parity, EditableSafetensors};
 use predicates::prelude::*;
 use serde_json::Value;
 
-fn gpt2_parity() -> Command {
-    let mut command = Command::cargo_bin("gpt2-parity").unwrap();
-    command.env("HF_HUB_OFFLINE", "1").env_remove("GPT2_PARITY_PYTHON");
-    command
-}
-
-fn compare_fixture() -> Command {
+fn compare_fixture() -> assert_cmd::Command {
     let mut command = gpt2_parity();
     command.arg("compare").arg("--model").arg(fixture_dir()).arg("--reference").arg(fixture_reference());
     command

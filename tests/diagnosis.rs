@@ -1,8 +1,7 @@
 //! Each likely cause fires on a reference perturbed to show it, and none on the clean one.
 mod common;
 
-use assert_cmd::Command;
-use common::{fixture_bos_reference, fixture_dir, fixture_reference, EditableSafetensors};
+use common::{fixture_bos_reference, fixture_dir, fixture_reference, gpt2_parity, EditableSafetensors};
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -15,9 +14,7 @@ fn compare_with(edit: impl FnOnce(&mut EditableSafetensors)) -> (Option<i32>, Va
     let mut reference = EditableSafetensors::read(&fixture_reference());
     edit(&mut reference);
     reference.write(&path);
-    let output = Command::cargo_bin("gpt2-parity")
-        .unwrap()
-        .env("HF_HUB_OFFLINE", "1")
+    let output = gpt2_parity()
         .args(["compare", "Hello World", "--format", "json", "--model"])
         .arg(fixture_dir())
         .arg("--reference")
@@ -111,9 +108,7 @@ fn a_bos_mismatch_is_named() {
     let mut reference = EditableSafetensors::read(&fixture_bos_reference());
     reference.metadata.insert("prepend_bos".into(), "false".into());
     reference.write(&path);
-    Command::cargo_bin("gpt2-parity")
-        .unwrap()
-        .env("HF_HUB_OFFLINE", "1")
+    gpt2_parity()
         .args(["compare", "--model"])
         .arg(fixture_dir())
         .arg("--reference")

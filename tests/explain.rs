@@ -2,14 +2,11 @@
 //! other step leaves log-probabilities alone.
 mod common;
 
-use assert_cmd::Command;
-use common::{fixture_dir, repo_path};
+use common::{fixture_dir, gpt2_parity, repo_path};
 use serde_json::Value;
 
 fn explain(format: &str) -> std::process::Output {
-    Command::cargo_bin("gpt2-parity")
-        .unwrap()
-        .env("HF_HUB_OFFLINE", "1")
+    gpt2_parity()
         .args(["explain", "--format", format, "--model"])
         .arg(fixture_dir())
         .arg("--prompts-file")

@@ -3,8 +3,7 @@
 //! the factors change, and the logits do not.
 mod common;
 
-use assert_cmd::Command;
-use common::{fixture_dir, fixture_reference, load_fixture, max_abs_diff};
+use common::{fixture_dir, fixture_reference, gpt2_parity, load_fixture, max_abs_diff};
 use gpt2_parity::model::gpt2::forward;
 use gpt2_parity::model::process::{process, ProcessingOptions};
 use gpt2_parity::model::{Block, Weights};
@@ -147,10 +146,7 @@ fn refactoring_is_off_by_default_and_pure() {
 
 #[test]
 fn the_cli_flag_is_recorded_in_the_json_report() {
-    let output = Command::cargo_bin("gpt2-parity")
-        .unwrap()
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("GPT2_PARITY_PYTHON")
+    let output = gpt2_parity()
         .arg("compare")
         .arg("--model")
         .arg(fixture_dir())
@@ -164,9 +160,7 @@ fn the_cli_flag_is_recorded_in_the_json_report() {
     assert_eq!(report["processing"]["refactor_factored_attn_matrices"], Value::Bool(true), "{}", report["processing"]);
     assert_eq!(report["passed"], Value::Bool(true));
 
-    let default = Command::cargo_bin("gpt2-parity")
-        .unwrap()
-        .env("HF_HUB_OFFLINE", "1")
+    let default = gpt2_parity()
         .arg("compare")
         .arg("--model")
         .arg(fixture_dir())

@@ -1,14 +1,11 @@
 //! Same answer every run, and well-behaved in pipes.
 mod common;
 
-use assert_cmd::Command;
-use common::{fixture_dir, fixture_reference};
+use common::{fixture_dir, fixture_reference, gpt2_parity};
 use serde_json::Value;
 
 fn compare_json(extra: &[&str]) -> (Option<i32>, Vec<u8>) {
-    let output = Command::cargo_bin("gpt2-parity")
-        .unwrap()
-        .env("HF_HUB_OFFLINE", "1")
+    let output = gpt2_parity()
         .args(["compare", "--format", "json", "--model"])
         .arg(fixture_dir())
         .arg("--reference")

@@ -3,8 +3,7 @@
 //! processing and with none (scripts/make_fixtures.sh; a separate file to keep fixtures/ small).
 mod common;
 
-use assert_cmd::Command;
-use common::{fixture_dir, load_fixture, max_abs_diff, repo_path, tensor};
+use common::{fixture_dir, gpt2_parity, load_fixture, max_abs_diff, repo_path, tensor};
 use gpt2_parity::model::gpt2::forward;
 use gpt2_parity::model::process::{process, ProcessingOptions};
 use gpt2_parity::reference::ReferenceFile;
@@ -83,10 +82,7 @@ fn our_logits_match_transformer_lens_processed_and_unprocessed() {
 
 #[test]
 fn compare_reports_the_transformer_lens_rows_within_tolerance() {
-    let output = Command::cargo_bin("gpt2-parity")
-        .unwrap()
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("GPT2_PARITY_PYTHON")
+    let output = gpt2_parity()
         .arg("compare")
         .arg("--model")
         .arg(fixture_dir())

@@ -8,6 +8,13 @@ use gpt2_parity::model::{Gpt2Config, Weights};
 use gpt2_parity::reference::ReferenceFile;
 use gpt2_parity::tokenize::Gpt2Tokenizer;
 
+/// The binary, offline, with no Python or backtrace settings inherited from the caller.
+pub fn gpt2_parity() -> assert_cmd::Command {
+    let mut command = assert_cmd::Command::cargo_bin("gpt2-parity").unwrap();
+    command.env("HF_HUB_OFFLINE", "1").env_remove("GPT2_PARITY_PYTHON").env_remove("RUST_BACKTRACE");
+    command
+}
+
 pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
