@@ -8,7 +8,7 @@ use crate::cli::{check_writable, ExplainArgs};
 use crate::compare::attribution::{conclusions, relative_change, PromptEffect, RowKind, StepRow, TensorChange};
 use crate::compare::{compare_logits, Criterion};
 use crate::model::gpt2::forward;
-use crate::model::process::{process, ProcessingOptions, Step};
+use crate::model::process::{process, ProcessingOptions};
 use crate::model::Weights;
 use crate::output::emit;
 use crate::report::explain::{ExplainReport, ExplainedPrompt};
@@ -30,10 +30,8 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
     let logits_of =
         |weights: &Weights| -> Result<Vec<Vec<f32>>> { tokens.iter().map(|ids| to_vec(&forward(weights, ids).logits)).collect() };
 
-    let mut steps = vec![Step::FoldLn, Step::CenterWritingWeights, Step::CenterUnembed, Step::FoldValueBiases];
-    if args.refactor_factored_attn_matrices {
-        steps.push(Step::RefactorFactoredAttnMatrices);
-    }
+    let steps =
+        ProcessingOptions { refactor_factored_attn_matrices: args.refactor_factored_attn_matrices, ..ProcessingOptions::default() }.steps();
     let base_logits = logits_of(&unprocessed)?;
     let all_logits = logits_of(&process(unprocessed.shallow_clone(), ProcessingOptions::only(&steps)))?;
     let variants = std::iter::once(("no processing (untied unembedding only)".to_owned(), RowKind::Baseline, Vec::new()))
