@@ -56,8 +56,10 @@ impl Checkpoint {
         reader.finish(config)
     }
 
-    /// Builds the weights on `device`, naming any missing, unexpected or misshapen tensor.
-    pub fn weights(&self, config: &Gpt2Config, origin: &Path, device: Device) -> Result<Weights> {
+    /// Builds the weights on `device`, naming any missing, unexpected or misshapen tensor. Takes
+    /// the checkpoint so that its map (as large as the model) is released once the tensors hold
+    /// their copies.
+    pub fn into_weights(self, config: &Gpt2Config, origin: &Path, device: Device) -> Result<Weights> {
         self.audit(config, origin)?;
         let tensors = self.tensors(origin)?;
         let mut reader = TensorReader::new(&tensors, origin, device);

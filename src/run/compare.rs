@@ -31,6 +31,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     let requested = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;
     let checkpoint = inputs.open_checkpoint()?;
+    let digest = checkpoint.digest.clone();
 
     let (reference, prepend_bos, bundled) = match &args.reference {
         Some(path) => {
@@ -49,17 +50,17 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
             let python = find_python(args.python.as_deref())?;
             let request = ReferenceRequest {
                 model: &inputs.files,
-                weights_digest: &checkpoint.digest,
+                weights_digest: &digest,
                 prompts: &requested,
                 prepend_bos: args.model.prepend_bos,
             };
             (ReferenceFile::open(&cached_reference(&python, &request)?)?, args.model.prepend_bos, true)
         }
     };
-    reference.check_model(&inputs.config, &checkpoint.digest, args.allow_other_weights)?;
+    reference.check_model(&inputs.config, &digest, args.allow_other_weights)?;
     let cases = select_cases(&inputs, &reference, &requested, prepend_bos)?;
 
-    let weights = checkpoint.weights(&inputs.config, &inputs.files.weights, args.compute.device)?;
+    let weights = checkpoint.into_weights(&inputs.config, &inputs.files.weights, args.compute.device)?;
     let config = &inputs.config;
     let token_text = |id: i64| inputs.tokenizer.token_text(id);
     let comparer = Comparer {
@@ -116,7 +117,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     let report = Report {
         schema_version: SCHEMA_VERSION,
         tool: Tool::current(),
-        model: ModelInfo::new(&inputs, &checkpoint.digest),
+        model: ModelInfo::new(&inputs, &digest),
         reference: ReferenceInfo {
             path: reference.path().display().to_string(),
             bundled,

@@ -23,7 +23,8 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
     let inputs = ModelInputs::resolve(&args.model.model)?;
     let tokens = inputs.tokenize_all(&prompts, args.model.prepend_bos)?;
     let checkpoint = inputs.open_checkpoint()?;
-    let unprocessed = checkpoint.weights(&inputs.config, &inputs.files.weights, args.compute.device)?;
+    let digest = checkpoint.digest.clone();
+    let unprocessed = checkpoint.into_weights(&inputs.config, &inputs.files.weights, args.compute.device)?;
     let tolerance = args.report.tolerance();
     let vocab = inputs.config.vocab_size as usize;
     let token_text = |id: i64| inputs.tokenizer.token_text(id);
@@ -60,7 +61,7 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
     let report = ExplainReport {
         schema_version: SCHEMA_VERSION,
         tool: Tool::current(),
-        model: ModelInfo::new(&inputs, &checkpoint.digest),
+        model: ModelInfo::new(&inputs, &digest),
         tolerance,
         prepend_bos: args.model.prepend_bos,
         device: args.compute.device_name(),

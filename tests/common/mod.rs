@@ -43,10 +43,11 @@ pub fn load_fixture() -> Fixture {
     let dir = fixture_dir();
     let config = Gpt2Config::read(&dir.join("config.json")).expect("fixture config");
     let checkpoint = Checkpoint::open(&dir.join("model.safetensors")).expect("fixture weights");
-    let weights = checkpoint.weights(&config, &dir.join("model.safetensors"), tch::Device::Cpu).expect("fixture tensors");
+    let digest = checkpoint.digest.clone();
+    let weights = checkpoint.into_weights(&config, &dir.join("model.safetensors"), tch::Device::Cpu).expect("fixture tensors");
     let tokenizer = Gpt2Tokenizer::load(&dir.join("tokenizer.json")).expect("fixture tokenizer");
     let reference = ReferenceFile::open(&fixture_reference()).expect("fixture reference");
-    Fixture { config, weights, digest: checkpoint.digest, tokenizer, reference }
+    Fixture { config, weights, digest, tokenizer, reference }
 }
 
 pub fn tensor(values: &[f32], shape: &[i64]) -> tch::Tensor {
