@@ -71,6 +71,11 @@ impl ReportArgs {
         Tolerance { atol: self.atol, rtol: self.rtol }
     }
 
+    /// Fails unless the report file, if any, can be written: checked before any model work.
+    pub fn check_output(&self) -> Result<()> {
+        self.output_file().map_or(Ok(()), check_writable)
+    }
+
     /// The report file, `None` for stdout (`--output -` or none).
     pub fn output_file(&self) -> Option<&Path> {
         self.output.as_deref().filter(|path| *path != Path::new("-"))

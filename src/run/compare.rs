@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 
 use super::{to_vec, ModelInputs};
-use crate::cli::{check_writable, CompareArgs};
+use crate::cli::CompareArgs;
 use crate::compare::{compare_logits, compare_resid, diagnose, Comparison, Criterion, Tolerance};
 use crate::model::gpt2::forward;
 use crate::model::process::process;
@@ -24,9 +24,7 @@ struct PromptCase {
 
 /// Runs the comparison and writes the report; returns whether parity holds.
 pub fn run(args: &CompareArgs) -> Result<bool> {
-    if let Some(path) = args.report.output_file() {
-        check_writable(path)?;
-    }
+    args.report.check_output()?;
     args.compute.apply()?;
     let requested = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;

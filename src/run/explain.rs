@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::{to_vec, ModelInputs};
-use crate::cli::{check_writable, ExplainArgs};
+use crate::cli::ExplainArgs;
 use crate::compare::attribution::{conclusions, relative_change, PromptEffect, RowKind, StepRow, TensorChange};
 use crate::compare::{compare_logits, Criterion};
 use crate::model::gpt2::forward;
@@ -15,9 +15,7 @@ use crate::report::explain::{ExplainReport, ExplainedPrompt};
 use crate::report::{ModelInfo, Tool, SCHEMA_VERSION};
 
 pub fn run(args: &ExplainArgs) -> Result<bool> {
-    if let Some(path) = args.report.output_file() {
-        check_writable(path)?;
-    }
+    args.report.check_output()?;
     args.compute.apply()?;
     let prompts = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;
