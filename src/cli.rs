@@ -123,6 +123,10 @@ pub struct CompareArgs {
     /// Reference file (gpt2-parity-reference/1); without it the bundled script makes one (cached)
     #[arg(long, value_name = "FILE")]
     pub reference: Option<PathBuf>,
+    /// Without --reference: have the bundled script add TransformerLens's logits, processed with
+    /// this run's switches (needs scripts/requirements-tl.txt in its Python)
+    #[arg(long, conflicts_with = "reference")]
+    pub transformer_lens: bool,
     /// Python that runs the bundled reference script [default: $GPT2_PARITY_PYTHON, else the build's venv]
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
@@ -179,6 +183,10 @@ pub struct ReferenceArgs {
     /// Reference file to write (safetensors, gpt2-parity-reference/1)
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Also record TransformerLens's logits, processed with its defaults and unprocessed (needs
+    /// scripts/requirements-tl.txt in the script's Python)
+    #[arg(long)]
+    pub transformer_lens: bool,
     /// Python that runs the bundled reference script [default: $GPT2_PARITY_PYTHON, else the build's venv]
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,

@@ -217,3 +217,14 @@ fn invalid_tolerances_and_unknown_flags_are_exit_2() {
         compare_fixture().args(bad).assert().code(2);
     }
 }
+
+#[test]
+fn transformer_lens_logits_without_transformer_lens_installed_is_exit_2_naming_the_requirements() {
+    gpt2_parity()
+        .env("GPT2_PARITY_CACHE", tempfile::tempdir().unwrap().path())
+        .args(["compare", "Hello World", "--transformer-lens", "--model"])
+        .arg(fixture_dir())
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("transformer_lens is not installed").and(predicate::str::contains("requirements-tl.txt")));
+}

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use super::ReferenceFile;
 use crate::interrupt::{self, TempFile};
 use crate::model::hub::ModelFiles;
+use crate::model::process::ProcessingOptions;
 use crate::output::write_atomically;
 
 const SCRIPT: &str = include_str!("../../scripts/dump_reference.py");
@@ -22,6 +23,9 @@ pub struct ReferenceRequest<'a> {
     pub weights_digest: &'a str,
     pub prompts: &'a [String],
     pub prepend_bos: bool,
+    /// Also TransformerLens's logits, processed with these switches (needs transformer_lens
+    /// in the script's Python: scripts/requirements-tl.txt).
+    pub transformer_lens: Option<ProcessingOptions>,
 }
 
 /// The Python that runs the script: `--python`, else GPT2_PARITY_PYTHON, else the venv whose
@@ -107,7 +111,10 @@ fn file_digest(path: &Path) -> Result<String> {
 
 fn cache_key(request: &ReferenceRequest) -> String {
     let mut hasher = Sha256::new();
-    for part in [SCRIPT, request.weights_digest, &request.model.source, if request.prepend_bos { "bos" } else { "no-bos" }] {
+    let transformer_lens = request.transformer_lens.map(|options| format!("{options:?}")).unwrap_or_default();
+    for part in
+        [SCRIPT, request.weights_digest, &request.model.source, if request.prepend_bos { "bos" } else { "no-bos" }, &transformer_lens]
+    {
         hasher.update(part.as_bytes());
         hasher.update([0]);
     }
@@ -146,6 +153,16 @@ pub fn produce(python: &Path, request: &ReferenceRequest, output: &Path) -> Resu
         .stderr(Stdio::piped());
     if request.prepend_bos {
         command.arg("--prepend-bos");
+    }
+    if let Some(options) = request.transformer_lens {
+        command.arg("--transformer-lens");
+        let skipped = [
+            (options.fold_ln, "--no-fold-ln"),
+            (options.center_writing_weights, "--no-center-writing-weights"),
+            (options.center_unembed, "--no-center-unembed"),
+            (options.fold_value_biases, "--no-fold-value-biases"),
+        ];
+        command.args(skipped.iter().filter(|(enabled, _)| !enabled).map(|(_, flag)| flag));
     }
     eprintln!("making the reference with {} (Hugging Face transformers, eager, float32)", python.display());
     let result = interrupt::run_child(&mut command).map_err(|error| anyhow!("cannot run {}: {error}; {SETUP_HINT}", python.display()))?;

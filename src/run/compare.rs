@@ -51,6 +51,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
                 weights_digest: &digest,
                 prompts: &requested,
                 prepend_bos: args.model.prepend_bos,
+                transformer_lens: args.transformer_lens.then(|| args.processing()),
             };
             (ReferenceFile::open(&cached_reference(&python, &request)?)?, args.model.prepend_bos, true)
         }

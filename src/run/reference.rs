@@ -3,6 +3,7 @@ use anyhow::Result;
 
 use super::ModelInputs;
 use crate::cli::{check_writable, ReferenceArgs};
+use crate::model::process::ProcessingOptions;
 use crate::reference::bundled::{find_python, produce, ReferenceRequest};
 
 pub fn run(args: &ReferenceArgs) -> Result<()> {
@@ -12,8 +13,13 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
     inputs.tokenize_all(&prompts, args.model.prepend_bos)?;
     let python = find_python(args.python.as_deref())?;
     let digest = inputs.open_checkpoint()?.digest;
-    let request =
-        ReferenceRequest { model: &inputs.files, weights_digest: &digest, prompts: &prompts, prepend_bos: args.model.prepend_bos };
+    let request = ReferenceRequest {
+        model: &inputs.files,
+        weights_digest: &digest,
+        prompts: &prompts,
+        prepend_bos: args.model.prepend_bos,
+        transformer_lens: args.transformer_lens.then(ProcessingOptions::default),
+    };
     produce(&python, &request, &args.output)?;
     eprintln!("wrote {} ({} prompts)", args.output.display(), prompts.len());
     Ok(())
