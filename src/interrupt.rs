@@ -35,17 +35,32 @@ fn on_interrupt() {
 
 /// Removes the registered temporary files and exits with status 130.
 fn exit_now() -> ! {
-    for path in lock(&TEMPORARY_FILES).drain(..) {
+    // The list stays locked until the process is gone, so that no thread creates a temporary
+    // file meanwhile (creation happens under the same lock).
+    let mut registered = lock(&TEMPORARY_FILES);
+    for path in registered.drain(..) {
         let _ = std::fs::remove_file(path);
     }
     eprintln!("interrupted");
-    std::process::exit(INTERRUPTED_STATUS)
+    // SAFETY: _exit ends the process at once. Unlike exit, it runs no atexit handlers or C++
+    // static destructors: libtorch's take long enough for other threads to go on working.
+    unsafe { libc::_exit(INTERRUPTED_STATUS) }
 }
 
 /// Runs `command` to completion, letting Ctrl-C interrupt it; exits if it was interrupted.
 pub fn run_child(command: &mut std::process::Command) -> io::Result<std::process::Output> {
-    let child = command.spawn()?;
-    *lock(&CHILD) = Some(child.id());
+    // Spawned under the lock, so that Ctrl-C either comes before the child exists (and the
+    // process exits without starting it) or finds it recorded.
+    let child = {
+        let mut recorded = lock(&CHILD);
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            drop(recorded);
+            exit_now();
+        }
+        let child = command.spawn()?;
+        *recorded = Some(child.id());
+        child
+    };
     let output = child.wait_with_output();
     *lock(&CHILD) = None;
     if INTERRUPTED.load(Ordering::SeqCst) {
@@ -75,8 +90,11 @@ impl TempFile {
         builder.prefix(".gpt2-parity-").suffix(suffix);
         // tempfile creates owner-only files; what the tool writes gets the usual 0666 minus the umask.
         builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        // Created under the lock: Ctrl-C's clean-up sees every temporary file that exists.
+        let mut registered = lock(&TEMPORARY_FILES);
         let file = builder.tempfile_in(dir)?;
-        lock(&TEMPORARY_FILES).push(file.path().to_path_buf());
+        registered.push(file.path().to_path_buf());
+        drop(registered);
         let registration = Registration(file.path().to_path_buf());
         Ok(Self { file, _registration: registration })
     }

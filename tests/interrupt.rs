@@ -15,7 +15,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 /// just before), at several moments.
 #[test]
 fn ctrl_c_while_the_reference_is_made_stops_promptly_and_cleans_up() {
-    for delay_ms in [300, 1500, 3000] {
+    for delay_ms in [150, 200, 250, 300, 400, 600, 1000, 1500, 3000] {
         let cache = tempfile::tempdir().unwrap();
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("gpt2-parity"))
             .env("HF_HUB_OFFLINE", "1")
@@ -42,7 +42,10 @@ fn ctrl_c_while_the_reference_is_made_stops_promptly_and_cleans_up() {
         if status.code() == Some(0) {
             continue; // finished before the signal landed: nothing to check at this delay
         }
-        assert_eq!(status.code(), Some(130), "after {delay_ms} ms: {status:?}");
+        // Killed by the signal itself: it came while libtorch was still loading, before main()
+        // installed the handler, when nothing has been written yet.
+        let before_main = std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGINT);
+        assert!(before_main || status.code() == Some(130), "after {delay_ms} ms: {status:?}");
         assert!(elapsed < Duration::from_secs(10), "took {elapsed:?} to stop");
         let leftovers: Vec<String> =
             files_in(cache.path()).into_iter().filter(|name| name.contains(".gpt2-parity-") || name.ends_with(".tmp")).collect();
