@@ -37,6 +37,7 @@ measure() {
 export HF_HUB_OFFLINE=1
 echo "one prompt ($prompt), $(nproc) cores, $(uname -m); wall time and peak RSS"
 measure "gpt2-parity compare --reference (unprocessed + processed)" "$binary" compare --model "$model" --reference "$reference"
+measure "gpt2-parity compare --reference --threads 2" "$binary" compare --model "$model" --reference "$reference" --threads 2
 measure "gpt2-parity explain (8 weight sets)" "$binary" explain "$prompt" --model "$model"
 measure "python: torch + transformers, HF eager forward" "$python" bench/python_workflow.py "$model" "$prompt"
 if [ -n "${TL_PYTHON:-}" ]; then
