@@ -4,6 +4,7 @@
 //! Data flow: cli -> model::hub (files) -> model::load (weights) -> model::gpt2 (unprocessed)
 //! -> model::process -> model::gpt2 (processed); reference (read or bundled) -> compare ->
 //! report -> exit code.
+pub mod cache;
 pub mod cli;
 pub mod compare;
 pub mod interrupt;

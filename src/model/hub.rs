@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use hf_hub::{api::sync::ApiBuilder, Cache, Repo};
 
+use crate::cache::env_path;
+
 /// The files one model is made of.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
@@ -65,7 +67,6 @@ fn local_files(source: &str, dir: &Path) -> Result<ModelFiles> {
 
 /// The hub cache directory, by huggingface_hub's rules.
 pub fn hub_cache_dir() -> PathBuf {
-    let env_path = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from);
     if let Some(cache) = env_path("HF_HUB_CACHE") {
         return cache;
     }

@@ -8,10 +8,10 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use memmap2::Mmap;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
-use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 use super::{Affine, Block, Gpt2Config, Unembed, Weights};
+use crate::cache::file_digest;
 
 /// A checkpoint file opened for reading, with its content digest.
 pub struct Checkpoint {
@@ -33,7 +33,7 @@ impl Checkpoint {
         // SAFETY: the map is read-only; a checkpoint rewritten under a running check is a misuse
         // that at worst yields wrong numbers, which the digest recorded in the report exposes.
         let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map {shown}"))?;
-        let digest = format!("sha256:{:x}", Sha256::digest(&map[..]));
+        let digest = file_digest(path, &map[..]);
         let checkpoint = Self { map, digest };
         checkpoint.tensors(path)?;
         Ok(checkpoint)

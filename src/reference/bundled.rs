@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::ReferenceFile;
+use crate::cache::cache_dir;
 use crate::interrupt::{self, TempFile};
 use crate::model::hub::ModelFiles;
 use crate::model::process::ProcessingOptions;
@@ -42,17 +43,6 @@ pub fn find_python(explicit: Option<&Path>) -> Result<PathBuf> {
         Some(python) if python.exists() => Ok(python),
         _ => bail!("no Python to run the reference script; {SETUP_HINT}"),
     }
-}
-
-/// The tool's own cache directory: GPT2_PARITY_CACHE, else XDG_CACHE_HOME/gpt2-parity, else ~/.cache/gpt2-parity.
-pub fn cache_dir() -> PathBuf {
-    let env_path = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from);
-    env_path("GPT2_PARITY_CACHE").unwrap_or_else(|| {
-        env_path("XDG_CACHE_HOME")
-            .or_else(|| env_path("HOME").map(|home| home.join(".cache")))
-            .unwrap_or_else(std::env::temp_dir)
-            .join("gpt2-parity")
-    })
 }
 
 /// A reference for `request`, from the cache when a valid entry exists, else made now.
