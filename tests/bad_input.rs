@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{fixture_dir, fixture_reference, gpt2_parity, EditableSafetensors};
+use common::{compare_fixture, fixture_dir, fixture_reference, gpt2_parity, EditableSafetensors};
 use serde_json::Value;
 
 /// A scratch directory holding the report path each case passes as `--output`.
@@ -740,16 +740,7 @@ fn output_that_is_a_directory() {
     let scratch = Scratch::new();
     let dir = scratch.path("report-dir");
     std::fs::create_dir(&dir).unwrap();
-    let output = gpt2_parity()
-        .arg("compare")
-        .arg("--model")
-        .arg(fixture_dir())
-        .arg("--reference")
-        .arg(fixture_reference())
-        .arg("--output")
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let output = compare_fixture().arg("--output").arg(&dir).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

@@ -1,15 +1,9 @@
 //! The binary as CI jobs and scripts use it: exit codes, one-line errors, the JSON report.
 mod common;
 
-use common::{fixture_bos_reference, fixture_dir, fixture_reference, gpt2_parity, EditableSafetensors};
+use common::{compare_fixture, fixture_bos_reference, fixture_dir, fixture_reference, gpt2_parity, EditableSafetensors};
 use predicates::prelude::*;
 use serde_json::Value;
-
-fn compare_fixture() -> assert_cmd::Command {
-    let mut command = gpt2_parity();
-    command.arg("compare").arg("--model").arg(fixture_dir()).arg("--reference").arg(fixture_reference());
-    command
-}
 
 fn json_report(output: &std::process::Output) -> Value {
     serde_json::from_slice(&output.stdout).expect("stdout is exactly one JSON document")

@@ -15,6 +15,13 @@ pub fn gpt2_parity() -> assert_cmd::Command {
     command
 }
 
+/// `compare` on the committed fixture and its reference.
+pub fn compare_fixture() -> assert_cmd::Command {
+    let mut command = gpt2_parity();
+    command.arg("compare").arg("--model").arg(fixture_dir()).arg("--reference").arg(fixture_reference());
+    command
+}
+
 pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
