@@ -180,7 +180,7 @@ pub struct ExplainArgs {
 pub struct ReferenceArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Reference file to write (safetensors, gpt2-parity-reference/1)
+    /// Reference file to write (safetensors, gpt2-parity-reference/1), written whole or not at all; "-" is stdout
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
     /// Also record TransformerLens's logits, processed with its defaults and unprocessed (needs

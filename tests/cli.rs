@@ -222,3 +222,15 @@ fn transformer_lens_logits_without_transformer_lens_installed_is_exit_2_naming_t
         .code(2)
         .stderr(predicate::str::contains("transformer_lens is not installed").and(predicate::str::contains("requirements-tl.txt")));
 }
+
+#[test]
+fn reference_writes_a_file_that_compare_reads_and_can_write_to_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("made.safetensors");
+    gpt2_parity().args(["reference", "Hello World", "tab\there", "--model"]).arg(fixture_dir()).arg("--output").arg(&file).assert().code(0);
+    let to_stdout =
+        gpt2_parity().args(["reference", "Hello World", "tab\there", "--output", "-", "--model"]).arg(fixture_dir()).output().unwrap();
+    assert_eq!(to_stdout.status.code(), Some(0));
+    assert_eq!(to_stdout.stdout, std::fs::read(&file).unwrap(), "the same bytes either way");
+    gpt2_parity().arg("compare").arg("--model").arg(fixture_dir()).arg("--reference").arg(&file).assert().code(0);
+}

@@ -139,7 +139,8 @@ pub fn produce(python: &Path, request: &ReferenceRequest, output: &Path) -> Resu
         .env("TRANSFORMERS_VERBOSITY", "error")
         .env("PYTHONIOENCODING", "utf-8")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        // `--output -`: the script writes the file to its stdout, which is ours.
+        .stdout(if output == Path::new("-") { Stdio::inherit() } else { Stdio::null() })
         .stderr(Stdio::piped());
     if request.prepend_bos {
         command.arg("--prepend-bos");

@@ -240,7 +240,7 @@ fn prompt_heading(index: usize, total: usize, prompt: &PromptReport) -> String {
 }
 
 /// "1 prompt", "8 prompts".
-fn count_of(count: usize, noun: &str) -> String {
+pub fn count_of(count: usize, noun: &str) -> String {
     if count == 1 {
         format!("1 {noun}")
     } else {

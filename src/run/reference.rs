@@ -1,13 +1,19 @@
 //! `gpt2-parity reference`: writes a reference file with the bundled script.
+use std::path::Path;
+
 use anyhow::Result;
 
 use super::ModelInputs;
 use crate::cli::{check_writable, ReferenceArgs};
 use crate::model::process::ProcessingOptions;
 use crate::reference::bundled::{find_python, produce, ReferenceRequest};
+use crate::report::count_of;
 
 pub fn run(args: &ReferenceArgs) -> Result<()> {
-    check_writable(&args.output)?;
+    let to_stdout = args.output == Path::new("-");
+    if !to_stdout {
+        check_writable(&args.output)?;
+    }
     let prompts = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;
     inputs.tokenize_all(&prompts, args.model.prepend_bos)?;
@@ -21,6 +27,7 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
         transformer_lens: args.transformer_lens.then(ProcessingOptions::default),
     };
     produce(&python, &request, &args.output)?;
-    eprintln!("wrote {} ({} prompts)", args.output.display(), prompts.len());
+    let written = if to_stdout { "the reference to stdout".to_owned() } else { args.output.display().to_string() };
+    eprintln!("wrote {written} ({})", count_of(prompts.len(), "prompt"));
     Ok(())
 }
