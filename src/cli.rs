@@ -89,7 +89,7 @@ pub struct ComputeArgs {
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: tch::Device,
     /// libtorch's CPU threads. Results are bit-identical run to run for one thread count; another
-    /// count may change the last bits, so the default is 1 (deterministic everywhere, slower on long prompts)
+    /// count may change the last bits, so the default is 1, whatever the machine's cores (slower on long prompts)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub threads: i32,
 }
