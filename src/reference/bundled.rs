@@ -57,7 +57,7 @@ pub fn cached_reference(python: &Path, request: &ReferenceRequest) -> Result<Pat
             eprintln!("cached reference {} is unusable ({problem}); rebuilding it", path.display());
         }
         produce(python, request, &path)?;
-        let digest = file_digest(&path)?;
+        let digest = content_checksum(&path)?;
         write_atomically(&checksum, format!("{digest}\n").as_bytes())
             .with_context(|| format!("cannot record the checksum of cached reference {}", path.display()))?;
     }
@@ -73,7 +73,7 @@ fn cache_entry_problem(path: &Path, checksum: &Path, request: &ReferenceRequest)
         Ok(text) => text.trim().to_owned(),
         Err(_) => return Some("no checksum recorded".to_owned()),
     };
-    match file_digest(path) {
+    match content_checksum(path) {
         Ok(digest) if digest == recorded => {}
         Ok(_) => return Some("its bytes differ from the checksum recorded when it was made".to_owned()),
         Err(error) => return Some(format!("{error:#}")),
@@ -92,7 +92,9 @@ fn checksum_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn file_digest(path: &Path) -> Result<String> {
+/// SHA-256 of the file as it is on disk now. Unlike `cache::file_digest` it never trusts a
+/// remembered value: its job is to notice a cache entry whose bytes changed.
+fn content_checksum(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).with_context(|| format!("cannot read {}", path.display()))?;
