@@ -111,3 +111,68 @@ impl EditableSafetensors {
         self.tensors.insert(name.to_owned(), (safetensors::Dtype::I64, vec![values.len()], data));
     }
 }
+
+/// A generated model with real GPT-2 magnitudes (logits near -60, std near 17, three residual
+/// dimensions in the hundreds: tests/support/numpy_gpt2.py --gpt2-magnitudes), 2 layers,
+/// d_model 128, the full vocabulary, and a Hugging Face reference for it from the bundled script.
+pub struct RealMagnitudeModel {
+    pub dir: PathBuf,
+    pub reference: PathBuf,
+}
+
+/// The prompts of the real-magnitude model's reference; the first is the generator's calibration text.
+pub const REAL_MAGNITUDE_PROMPTS: [&str; 3] = [
+    "Hello World. The quick brown fox jumps over the lazy dog, and GPT-2 predicts the next token of ordinary English text.",
+    "Hello World",
+    "  two spaces\tand a tab, digits 12345 and é😀",
+];
+
+/// The real-magnitude model, made on first use and kept under the build's temporary folder,
+/// keyed by the generator's and the reference script's contents, so later test binaries and
+/// runs reuse it (a few seconds to make).
+pub fn real_magnitude_model() -> &'static RealMagnitudeModel {
+    static MODEL: std::sync::OnceLock<RealMagnitudeModel> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        use sha2::Digest;
+        let mut key = sha2::Sha256::new();
+        for source in ["tests/support/numpy_gpt2.py", "scripts/dump_reference.py", "tests/common/mod.rs"] {
+            key.update(std::fs::read(repo_path(source)).unwrap());
+        }
+        let key: String = key.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("real-magnitude-{key}"));
+        if !root.join("reference.safetensors").exists() {
+            // Made aside and renamed into place whole: test binaries may race to make it.
+            let staging = tempfile::TempDir::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+            let dir = staging.path().join("model");
+            make_model(&dir, &["--gpt2-magnitudes", "--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--n-positions", "64"]);
+            make_reference(&dir, &staging.path().join("reference.safetensors"), &REAL_MAGNITUDE_PROMPTS);
+            // A racer that got there first leaves an equal directory: keep theirs.
+            let staged = staging.keep();
+            if std::fs::rename(&staged, &root).is_err() {
+                std::fs::remove_dir_all(&staged).unwrap();
+            }
+        }
+        RealMagnitudeModel { dir: root.join("model"), reference: root.join("reference.safetensors") }
+    })
+}
+
+/// Writes a random GPT-2 with the fixture's tokenizer to `dir` (tests/support/numpy_gpt2.py
+/// make-model, seed 7, with `shape` naming the sizes and any other switch).
+pub fn make_model(dir: &Path, shape: &[&str]) {
+    let tokenizer = fixture_dir().join("tokenizer.json");
+    let output = std::process::Command::new(repo_path(".venv/bin/python"))
+        .arg(repo_path("tests/support/numpy_gpt2.py"))
+        .args(["make-model", "--seed", "7", "--out"])
+        .arg(dir)
+        .arg("--tokenizer")
+        .arg(tokenizer)
+        .args(shape)
+        .output()
+        .expect("cannot run tests/support/numpy_gpt2.py; run `make setup` first");
+    assert!(output.status.success(), "numpy_gpt2.py make-model failed:\n{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Writes a Hugging Face reference for `model` with `gpt2-parity reference` (the bundled script).
+pub fn make_reference(model: &Path, output: &Path, prompts: &[&str]) {
+    gpt2_parity().arg("reference").arg("--model").arg(model).arg("--output").arg(output).arg("--").args(prompts).assert().success();
+}

@@ -14,8 +14,14 @@ It imports only numpy, safetensors.numpy, tokenizers and the standard library.
 
 Usage:
   numpy_gpt2.py make-model --out DIR --seed N --n-layer L --n-embd D --n-head H
-                           --n-positions P --tokenizer PATH
+                           --n-positions P --tokenizer PATH [--gpt2-magnitudes]
   numpy_gpt2.py reference --model DIR --output FILE [--prepend-bos] PROMPT...
+
+make-model --gpt2-magnitudes gives the model real GPT-2's numeric character instead of
+logits of order 1: logits averaging about -60 with std about 17 over the vocabulary, and
+three residual dimensions (GPT-2 small's 138, 378 and 447, scaled to the width) holding
+values of several hundred from block 0 on ("massive activations"). Tolerances, rounding
+and weight processing behave at that scale as they do on GPT-2 itself.
 
 The reference file follows format gpt2-parity-reference/1 (docs/reference-format.md):
 prompt.{i}.tokens int64 [T], prompt.{i}.logits float32 [T, V] and
@@ -45,7 +51,7 @@ TOOL = "tests/support/numpy_gpt2.py"
 
 # ---------------------------------------------------------------- make-model
 
-def make_model(out, seed, n_layer, n_embd, n_head, n_positions, tokenizer_path):
+def make_model(out, seed, n_layer, n_embd, n_head, n_positions, tokenizer_path, gpt2_magnitudes):
     if n_embd % n_head != 0:
         sys.exit(f"n_embd {n_embd} is not divisible by n_head {n_head}")
     rng = np.random.default_rng(seed)
@@ -107,12 +113,70 @@ def make_model(out, seed, n_layer, n_embd, n_head, n_positions, tokenizer_path):
         "bos_token_id": END_OF_TEXT,
         "eos_token_id": END_OF_TEXT,
     }
+    if gpt2_magnitudes:
+        give_gpt2_magnitudes(tensors, config, rng, Tokenizer.from_file(tokenizer_path))
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.json"), "w", encoding="utf-8") as handle:
         json.dump(config, handle, indent=2)
         handle.write("\n")
     safetensors.numpy.save_file(tensors, os.path.join(out, WEIGHTS_FILE), metadata={"format": "pt"})
     shutil.copyfile(tokenizer_path, os.path.join(out, "tokenizer.json"))
+    # Hugging Face's AutoTokenizer (the bundled reference script) wants the config beside it.
+    tokenizer_config = os.path.join(os.path.dirname(tokenizer_path), "tokenizer_config.json")
+    if os.path.isfile(tokenizer_config):
+        shutil.copyfile(tokenizer_config, os.path.join(out, "tokenizer_config.json"))
+
+
+# GPT-2 small's massive-activation dimensions (of 768), and values of the size they reach.
+MASSIVE_DIMS = (138, 378, 447)
+MASSIVE_VALUES = (-250.0, 180.0, 420.0)
+LOGIT_MEAN, LOGIT_STD = -60.0, 17.0
+RESID_GROWTH = 60.0
+SHARED_ROW_SHARE = 0.25
+CALIBRATION_TEXT = ("Hello World. The quick brown fox jumps over the lazy dog, "
+                    "and GPT-2 predicts the next token of ordinary English text.")
+
+
+def give_gpt2_magnitudes(tensors, config, rng, tokenizer):
+    """Rescales a random model in place to GPT-2's numeric character (see the module docstring).
+
+    Block 0's MLP output bias writes the massive values, so every later residual carries
+    them; as in GPT-2, the LayerNorms give those dimensions small gains. The final LayerNorm's
+    gain and its bias along the direction that shifts all logits alike are then solved for,
+    on a calibration text run through the float64 forward, so the logits' mean and std come
+    out at GPT-2's there (and near them on other text).
+    """
+    d = config["n_embd"]
+    dims = [index * d // 768 for index in MASSIVE_DIMS]
+    # Block 0 writes large values into every dimension, as GPT-2's first MLP does (an
+    # extension of the embeddings): the residual stream grows well above the embeddings'
+    # scale, and the massive dimensions on top.
+    tensors["h.0.mlp.c_proj.weight"] *= RESID_GROWTH
+    tensors["h.0.mlp.c_proj.bias"][dims] += np.asarray(MASSIVE_VALUES, dtype=np.float32)
+    # A smaller shared row than the default model's keeps the logits' mean from swinging as
+    # much with the context; ln_f's bias sets most of the mean, as a context-free offset.
+    wte = tensors["wte.weight"]
+    tensors["wte.weight"] = (wte - (1.0 - SHARED_ROW_SHARE) * wte.mean(axis=0)).astype(np.float32)
+    norms = [f"h.{layer}.{name}.weight" for layer in range(config["n_layer"]) for name in ("ln_1", "ln_2")]
+    for name in norms + ["ln_f.weight"]:
+        tensors[name][dims] = (0.1 * (1.0 + 0.1 * rng.standard_normal(len(dims)))).astype(np.float32)
+
+    weights = {name: value.astype(np.float64) for name, value in tensors.items() if not name.endswith(".attn.bias")}
+    tokens = tokenizer.encode(CALIBRATION_TEXT, add_special_tokens=False).ids[: config["n_positions"]]
+    final = residual_stream(weights, config, tokens)[-1]
+    normalized = layer_norm(final, 1.0, 0.0, config["layer_norm_epsilon"])
+    wte = weights["wte.weight"]
+    gain_part = (normalized * weights["ln_f.weight"]) @ wte.T
+    # The ln_f bias that moves every token's logit most evenly: least squares on wte b = 1.
+    shift_direction = np.linalg.lstsq(wte, np.ones(VOCAB), rcond=None)[0]
+    shift_part = shift_direction @ wte.T
+    bias_part = weights["ln_f.bias"] @ wte.T
+    gain, shift = 1.0, 0.0
+    for _ in range(20):
+        shift = (LOGIT_MEAN - (gain * gain_part + bias_part).mean()) / shift_part.mean()
+        gain *= LOGIT_STD / (gain * gain_part + shift * shift_part + bias_part).std()
+    tensors["ln_f.weight"] = (gain * weights["ln_f.weight"]).astype(np.float32)
+    tensors["ln_f.bias"] = (weights["ln_f.bias"] + shift * shift_direction).astype(np.float32)
 
 
 # ---------------------------------------------------------------- loading
@@ -181,6 +245,14 @@ def attention(x, w, b, wo, bo, n_head):
 
 def forward(weights, config, tokens):
     """Logits [T, V] and residual stream [L+1, T, D], float64."""
+    resid = residual_stream(weights, config, tokens)
+    eps = config.get("layer_norm_epsilon", EPS)
+    final = layer_norm(resid[-1], weights["ln_f.weight"], weights["ln_f.bias"], eps)
+    return final @ weights["wte.weight"].T, resid
+
+
+def residual_stream(weights, config, tokens):
+    """The embeddings, then each block's output: [L+1, T, D]."""
     eps = config.get("layer_norm_epsilon", EPS)
     n_head = config["n_head"]
     x = weights["wte.weight"][tokens] + weights["wpe.weight"][: len(tokens)]
@@ -194,9 +266,7 @@ def forward(weights, config, tokens):
         h = gelu_new(m @ p("mlp.c_fc.weight") + p("mlp.c_fc.bias"))
         x = x + h @ p("mlp.c_proj.weight") + p("mlp.c_proj.bias")
         resid.append(x)
-    final = layer_norm(x, weights["ln_f.weight"], weights["ln_f.bias"], eps)
-    logits = final @ weights["wte.weight"].T
-    return logits, np.stack(resid)
+    return np.stack(resid)
 
 
 # ---------------------------------------------------------------- reference
@@ -254,6 +324,8 @@ def main(argv):
     make.add_argument("--n-head", type=int, required=True)
     make.add_argument("--n-positions", type=int, required=True)
     make.add_argument("--tokenizer", required=True, help="tokenizer.json to copy into the model")
+    make.add_argument("--gpt2-magnitudes", action="store_true",
+                      help="logits near -60 (std 17) and three residual dims in the hundreds, as GPT-2's")
     ref = commands.add_parser("reference", help="write a gpt2-parity-reference/1 file")
     ref.add_argument("--model", required=True)
     ref.add_argument("--output", required=True)
@@ -262,7 +334,7 @@ def main(argv):
     args = parser.parse_args(argv)
     if args.command == "make-model":
         make_model(args.out, args.seed, args.n_layer, args.n_embd, args.n_head,
-                   args.n_positions, args.tokenizer)
+                   args.n_positions, args.tokenizer, args.gpt2_magnitudes)
     else:
         reference(args.model, args.output, args.prepend_bos, args.prompts)
 
