@@ -12,7 +12,7 @@ run's switches in the `transformer_lens_processing` metadata entry.
 
 The gpt2-parity binary embeds this file and runs it as
 `python dump_reference.py ...`, so it must stay self-contained: it imports
-torch, transformers and safetensors only (transformer_lens only when asked).
+torch and transformers only (transformer_lens only when asked).
 
 Usage:
   dump_reference.py --model ID|DIR --output FILE [--model-name NAME]
@@ -27,17 +27,19 @@ exit status 2.
 """
 
 import argparse
+import contextlib
 import copy
 import hashlib
 import json
+import math
 import os
 import platform
+import shutil
 import struct
 import sys
 import tempfile
 from importlib import metadata as package_metadata
 
-import safetensors.torch
 import torch
 import transformers
 from transformers import AutoTokenizer, GPT2LMHeadModel
@@ -262,26 +264,56 @@ def producer(with_tl):
     return json.dumps(versions)
 
 
-def serialize(tensors, meta):
-    """safetensors bytes with a canonical header, so equal inputs give equal files.
+# safetensors lays tensors out by dtype alignment, largest first, then by name; the streamed
+# file follows the same rule, so its bytes are what safetensors.torch.save would write.
+SAFETENSORS_DTYPES = {torch.int64: "I64", torch.float32: "F32"}
 
-    safetensors itself writes the metadata in hash-map order, which changes from
-    run to run; re-emitting its JSON header with sorted keys fixes that (tensor
-    offsets are relative to the data section, so they stay valid).
+
+def plan_file(shapes, meta):
+    """The file's header, and its tensor names in data order, for {name: (dtype, shape)}.
+
+    Known before the first forward pass (token counts fix every shape), so each prompt's
+    tensors can be written as soon as they are computed. The JSON header has sorted keys, so
+    that equal inputs give equal files (safetensors itself writes metadata in hash-map order).
     """
-    tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in tensors.items()}
-    blob = safetensors.torch.save(tensors, metadata=meta)
-    size = struct.unpack("<Q", blob[:8])[0]
-    header = json.loads(blob[8:8 + size])
+    order = sorted(shapes, key=lambda name: (-shapes[name][0].itemsize, name))
+    header, offset = {"__metadata__": meta}, 0
+    for name in order:
+        dtype, shape = shapes[name]
+        end = offset + dtype.itemsize * math.prod(shape)
+        header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, end]}
+        offset = end
     text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + blob[8 + size:]
+    return struct.pack("<Q", len(text)) + text, order
 
 
-def write_reference(path, blob):
+def write_tensors(out, header, order, shapes, tensor_for):
+    """Writes the header, then tensor_for(name) for each name in data order, checked against the plan."""
+    out.write(header)
+    for name in order:
+        tensor = tensor_for(name).detach().cpu().contiguous()
+        dtype, shape = shapes[name]
+        if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape):
+            raise RuntimeError(f"{name} came out {tensor.dtype} {tuple(tensor.shape)}, the header says {dtype} {tuple(shape)}")
+        array = tensor.numpy()
+        out.write(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+
+
+@contextlib.contextmanager
+def output_file(path):
+    """A binary file whose content becomes `path` whole or not at all.
+
+    It is a temporary file beside `path`, renamed into place when the block completes and
+    removed when it fails or is interrupted. For `-`, an anonymous temporary file is copied to
+    stdout at the end, so that a run that fails midway writes nothing there either.
+    """
     if path == "-":
-        sys.stdout.buffer.write(blob)
-        sys.stdout.buffer.flush()
+        with tempfile.TemporaryFile() as spool:
+            yield spool
+            spool.seek(0)
+            shutil.copyfileobj(spool, sys.stdout.buffer, 1 << 20)
+            sys.stdout.buffer.flush()
         return
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -289,7 +321,7 @@ def write_reference(path, blob):
     handle, temp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out:
-            out.write(blob)
+            yield out
         os.chmod(temp, 0o666 & ~current_umask())  # mkstemp creates the file owner-only
         os.replace(temp, path)
     except BaseException:
@@ -311,26 +343,53 @@ def first_line(err):
 
 # ---------------------------------------------------------------- main
 
-def run(args):
+class PromptForwards:
+    """tensor_for(name) for write_tensors: a prompt's forward passes run when the file reaches
+    its first float tensor, and its tensors are dropped as they are written. A prompt's float
+    tensors are adjacent in the file ("prompt.1.*" sorts before "prompt.10.*"), so one prompt's
+    outputs are held at a time."""
+
+    def __init__(self, model, tl_models, token_lists):
+        self.model, self.tl_models, self.token_lists = model, tl_models, token_lists
+        self.index, self.pending = None, {}
+
+    def __call__(self, name):
+        _, index, field = name.split(".")
+        ids = self.token_lists[int(index)]
+        if field == "tokens":
+            return torch.tensor(ids, dtype=torch.int64)
+        if index != self.index:
+            logits, resid = hf_forward(self.model, ids)
+            self.index, self.pending = index, {"logits": logits, "resid": resid}
+            for suffix, tl_model in self.tl_models.items():
+                self.pending[suffix] = tl_forward(tl_model, ids)
+        return self.pending.pop(field)
+
+
+def tensor_shapes(config, token_lists, tl_suffixes):
+    """{name: (dtype, shape)} of every tensor the file holds."""
+    vocab, layers, width = config.vocab_size, config.n_layer, config.n_embd
+    shapes = {}
+    for i, ids in enumerate(token_lists):
+        positions = len(ids)
+        shapes[f"prompt.{i}.tokens"] = (torch.int64, (positions,))
+        shapes[f"prompt.{i}.logits"] = (torch.float32, (positions, vocab))
+        shapes[f"prompt.{i}.resid"] = (torch.float32, (layers + 1, positions, width))
+        for suffix in tl_suffixes:
+            shapes[f"prompt.{i}.{suffix}"] = (torch.float32, (positions, vocab))
+    return shapes
+
+
+def prepare(args):
+    """What the file needs before the first forward pass: a tensor source, every tensor's
+    shape, and the metadata."""
     prompts = collect_prompts(args)
     transformers.utils.logging.disable_progress_bar()
     model, tokenizer = load_model(args.model)
     digest = weights_digest(args.model)
     limit = model.config.n_positions
     token_lists = [tokenize(tokenizer, p, args.prepend_bos, limit, i) for i, p in enumerate(prompts)]
-
-    tensors = {}
-    for i, ids in enumerate(token_lists):
-        logits, resid = hf_forward(model, ids)
-        tensors[f"prompt.{i}.tokens"] = torch.tensor(ids, dtype=torch.int64)
-        tensors[f"prompt.{i}.logits"] = logits
-        tensors[f"prompt.{i}.resid"] = resid
-    if args.transformer_lens:
-        tl_models = load_tl_models(args.model, model, tokenizer, tl_processing(args))
-        for suffix, tl_model in tl_models.items():
-            for i, ids in enumerate(token_lists):
-                tensors[f"prompt.{i}.{suffix}"] = tl_forward(tl_model, ids)
-
+    tl_models = load_tl_models(args.model, model, tokenizer, tl_processing(args)) if args.transformer_lens else {}
     meta = {
         "format": FORMAT,
         "prompts": json.dumps(prompts, ensure_ascii=False),
@@ -343,7 +402,15 @@ def run(args):
     }
     if args.transformer_lens:
         meta["transformer_lens_processing"] = json.dumps(tl_processing(args))
-    write_reference(args.output, serialize(tensors, meta))
+    shapes = tensor_shapes(model.config, token_lists, tl_models)
+    return PromptForwards(model, tl_models, token_lists), shapes, meta
+
+
+def run(args):
+    forwards, shapes, meta = prepare(args)
+    header, order = plan_file(shapes, meta)
+    with output_file(args.output) as out:
+        write_tensors(out, header, order, shapes, forwards)
 
 
 def main(argv=None):
