@@ -64,6 +64,10 @@ pub struct ReportArgs {
     /// Write the report here instead of stdout ("-" is stdout); written whole or not at all
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// After the report, print to stderr where the time went (libtorch start, tokenizer, model
+    /// load, digest, reference, processing, forward, statistics, render), CPU time and peak RSS
+    #[arg(long)]
+    pub timings: bool,
 }
 
 impl ReportArgs {

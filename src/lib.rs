@@ -14,4 +14,5 @@ pub mod prompts;
 pub mod reference;
 pub mod report;
 pub mod run;
+pub mod timings;
 pub mod tokenize;

@@ -7,13 +7,17 @@ use gpt2_parity::cli::{Cli, Command};
 use gpt2_parity::run;
 
 fn main() -> ExitCode {
+    gpt2_parity::timings::record_process_start();
     let cli = Cli::parse();
     gpt2_parity::interrupt::install_handler();
-    let outcome = match &cli.command {
-        Command::Compare(args) => run::compare::run(args),
-        Command::Explain(args) => run::explain::run(args),
-        Command::Reference(args) => run::reference::run(args).map(|()| true),
+    let (outcome, timings) = match &cli.command {
+        Command::Compare(args) => (run::compare::run(args), args.report.timings),
+        Command::Explain(args) => (run::explain::run(args), args.report.timings),
+        Command::Reference(args) => (run::reference::run(args).map(|()| true), false),
     };
+    if timings {
+        eprint!("{}", gpt2_parity::timings::render());
+    }
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

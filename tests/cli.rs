@@ -234,3 +234,21 @@ fn reference_writes_a_file_that_compare_reads_and_can_write_to_stdout() {
     assert_eq!(to_stdout.stdout, std::fs::read(&file).unwrap(), "the same bytes either way");
     gpt2_parity().arg("compare").arg("--model").arg(fixture_dir()).arg("--reference").arg(&file).assert().code(0);
 }
+
+#[test]
+fn timings_go_to_stderr_and_leave_the_report_unchanged() {
+    let plain = compare_fixture().args(["--format", "json"]).output().unwrap();
+    let timed = compare_fixture().args(["--format", "json", "--timings"]).output().unwrap();
+    assert_eq!(timed.status.code(), Some(0), "{}", String::from_utf8_lossy(&timed.stderr));
+    assert_eq!(timed.stdout, plain.stdout, "the report is the same bytes with --timings");
+    let stderr = String::from_utf8_lossy(&timed.stderr);
+    for phase in
+        ["libtorch start", "tokenizer", "model load", "digest", "reference", "processing", "forward", "statistics", "render", "total"]
+    {
+        let line = stderr.lines().find(|line| line.trim_start().starts_with(phase)).unwrap_or_else(|| panic!("no {phase} line: {stderr}"));
+        let seconds: Vec<f64> = line.split_whitespace().rev().take(2).map(|field| field.parse().unwrap()).collect();
+        assert!(seconds.iter().all(|s| *s >= 0.0), "{line}");
+    }
+    assert!(stderr.contains("peak RSS"), "{stderr}");
+    assert!(plain.stderr.is_empty() || !String::from_utf8_lossy(&plain.stderr).contains("timings"), "timings only when asked");
+}

@@ -4,6 +4,7 @@
 use tch::{Kind, Tensor};
 
 use super::{Affine, Block, Unembed, Weights};
+use crate::timings::{timed, Phase};
 
 /// What one prompt produces.
 pub struct Activations {
@@ -15,6 +16,10 @@ pub struct Activations {
 
 /// Runs the model on one prompt's token ids (already checked against n_positions).
 pub fn forward(weights: &Weights, tokens: &[i64]) -> Activations {
+    timed(Phase::Forward, || forward_untimed(weights, tokens))
+}
+
+fn forward_untimed(weights: &Weights, tokens: &[i64]) -> Activations {
     let _no_grad = tch::no_grad_guard();
     let device = weights.token_embedding.device();
     let config = &weights.config;

@@ -12,6 +12,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::{Affine, Block, Gpt2Config, Unembed, Weights};
 use crate::cache::file_digest;
+use crate::timings::{timed, Phase};
 
 /// A checkpoint file opened for reading, with its content digest.
 pub struct Checkpoint {
@@ -25,17 +26,10 @@ impl Checkpoint {
     /// tensor offsets; no tensor is copied), so that a truncated or corrupt download is named
     /// as such before anything else looks at it.
     pub fn open(path: &Path) -> Result<Self> {
-        let shown = path.display();
-        let file = File::open(path).map_err(|error| anyhow!("cannot open weights {shown}: {error}; check the model directory"))?;
-        if file.metadata().is_ok_and(|metadata| metadata.is_dir()) {
-            bail!("weights {shown} is a directory, not a safetensors file; re-download or re-save the model");
-        }
-        // SAFETY: the map is read-only; a checkpoint rewritten under a running check is a misuse
-        // that at worst yields wrong numbers, which the digest recorded in the report exposes.
-        let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map {shown}"))?;
-        let digest = file_digest(path, &map[..]);
+        let map = timed(Phase::ModelLoad, || map_file(path))?;
+        let digest = timed(Phase::Digest, || file_digest(path, &map[..]));
         let checkpoint = Self { map, digest };
-        checkpoint.tensors(path)?;
+        timed(Phase::ModelLoad, || checkpoint.tensors(path))?;
         Ok(checkpoint)
     }
 
@@ -48,6 +42,10 @@ impl Checkpoint {
     /// tensor is left over, without copying anything into libtorch: cheap enough to run before
     /// any other work, so that a checkpoint that does not fit its config.json fails first.
     pub fn audit(&self, config: &Gpt2Config, origin: &Path) -> Result<()> {
+        timed(Phase::ModelLoad, || self.check(config, origin))
+    }
+
+    fn check(&self, config: &Gpt2Config, origin: &Path) -> Result<()> {
         let tensors = self.tensors(origin)?;
         let mut reader = TensorReader::new(&tensors, origin, Device::Cpu);
         for (name, shape) in expected_tensors(config) {
@@ -60,7 +58,11 @@ impl Checkpoint {
     /// the checkpoint so that its map (as large as the model) is released once the tensors hold
     /// their copies.
     pub fn into_weights(self, config: &Gpt2Config, origin: &Path, device: Device) -> Result<Weights> {
-        self.audit(config, origin)?;
+        timed(Phase::ModelLoad, || self.build(config, origin, device))
+    }
+
+    fn build(self, config: &Gpt2Config, origin: &Path, device: Device) -> Result<Weights> {
+        self.check(config, origin)?;
         let tensors = self.tensors(origin)?;
         let mut reader = TensorReader::new(&tensors, origin, device);
         let (v, p, d, m) = (config.vocab_size, config.n_positions, config.n_embd, config.mlp_width());
@@ -208,4 +210,17 @@ fn kind_of(name: &str, view: &TensorView, origin: &Path) -> Result<Kind> {
             origin.display()
         ),
     })
+}
+
+/// Maps the weights file read-only.
+fn map_file(path: &Path) -> Result<Mmap> {
+    let shown = path.display();
+    let file = File::open(path).map_err(|error| anyhow!("cannot open weights {shown}: {error}; check the model directory"))?;
+    if file.metadata().is_ok_and(|metadata| metadata.is_dir()) {
+        bail!("weights {shown} is a directory, not a safetensors file; re-download or re-save the model");
+    }
+    // SAFETY: the map is read-only; a checkpoint rewritten under a running check is a misuse
+    // that at worst yields wrong numbers, which the digest recorded in the report exposes.
+    let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map {shown}"))?;
+    Ok(map)
 }

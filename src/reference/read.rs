@@ -11,6 +11,7 @@ use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use serde::Serialize;
 
 use crate::model::Gpt2Config;
+use crate::timings::{timed, Phase};
 
 pub const FORMAT: &str = "gpt2-parity-reference/1";
 
@@ -80,10 +81,12 @@ impl ReferenceFile {
     }
 
     fn from_parts(bytes: Bytes, path: &Path) -> Result<Self> {
-        let meta = parse_meta(&bytes, path)?;
-        let reference = Self { path: path.to_path_buf(), bytes, meta };
-        reference.check_structure()?;
-        Ok(reference)
+        timed(Phase::Reference, || {
+            let meta = parse_meta(&bytes, path)?;
+            let reference = Self { path: path.to_path_buf(), bytes, meta };
+            reference.check_structure()?;
+            Ok(reference)
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -167,16 +170,18 @@ impl ReferenceFile {
 
     /// Loads prompt `index`'s tensors.
     pub fn prompt(&self, index: usize) -> Result<PromptReference> {
-        let tensors = self.tensors()?;
-        let floats = |name: &str| -> Result<Option<Vec<f32>>> {
-            Ok(self.optional_view(&tensors, index, name, Dtype::F32)?.map(|view| decode_f32(view.data())))
-        };
-        Ok(PromptReference {
-            tokens: self.tokens(index)?,
-            logits: decode_f32(self.view(&tensors, index, "logits", Dtype::F32)?.data()),
-            resid: floats("resid")?,
-            tl_processed_logits: floats("tl_processed_logits")?,
-            tl_unprocessed_logits: floats("tl_unprocessed_logits")?,
+        timed(Phase::Reference, || {
+            let tensors = self.tensors()?;
+            let floats = |name: &str| -> Result<Option<Vec<f32>>> {
+                Ok(self.optional_view(&tensors, index, name, Dtype::F32)?.map(|view| decode_f32(view.data())))
+            };
+            Ok(PromptReference {
+                tokens: self.tokens(index)?,
+                logits: decode_f32(self.view(&tensors, index, "logits", Dtype::F32)?.data()),
+                resid: floats("resid")?,
+                tl_processed_logits: floats("tl_processed_logits")?,
+                tl_unprocessed_logits: floats("tl_unprocessed_logits")?,
+            })
         })
     }
 

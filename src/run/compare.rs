@@ -13,6 +13,7 @@ use crate::output::emit;
 use crate::reference::bundled::{cached_reference, find_python, ReferenceRequest};
 use crate::reference::{PromptReference, ReferenceFile};
 use crate::report::{ModelInfo, PromptReport, ReferenceInfo, Repeatability, Report, Tool, WorstElement, SCHEMA_VERSION};
+use crate::timings::{timed, Phase};
 use crate::tokenize::{abbreviate, END_OF_TEXT};
 
 /// One prompt to check: its text, its token ids and where the reference holds it.
@@ -53,7 +54,8 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
                 prepend_bos: args.model.prepend_bos,
                 transformer_lens: args.transformer_lens.then(|| args.processing()),
             };
-            (ReferenceFile::open(&cached_reference(&python, &request)?)?, args.model.prepend_bos, true)
+            let made = timed(Phase::Reference, || cached_reference(&python, &request))?;
+            (ReferenceFile::open(&made)?, args.model.prepend_bos, true)
         }
     };
     reference.check_model(&inputs.config, &digest, args.allow_other_weights)?;
@@ -85,7 +87,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
 
     // Pass 2: the processed model, made from the same tensors (one copy of the weights at a time).
     let processing = args.processing();
-    let processed = process(weights, processing);
+    let processed = timed(Phase::Processing, || process(weights, processing));
     let shift_criterion = if processing.center_unembed { Criterion::ShiftInvariant } else { Criterion::Raw };
     for ((case, comparisons), unprocessed) in cases.iter().zip(&mut reports).zip(&unprocessed_logits) {
         let reference_prompt = reference.prompt(case.reference_index)?;
@@ -134,7 +136,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         worst: WorstElement::collect(&prompts),
         prompts,
     };
-    emit(&report.render(args.report.format, args.wide), args.report.output_file())?;
+    timed(Phase::Render, || emit(&report.render(args.report.format, args.wide), args.report.output_file()))?;
     Ok(report.passed)
 }
 
@@ -221,7 +223,7 @@ struct Comparer<'a> {
 
 impl Comparer<'_> {
     fn logits(&self, name: &str, criterion: Criterion, candidate: &[f32], reference: &[f32]) -> Comparison {
-        compare_logits(name, criterion, candidate, reference, self.vocab, self.tolerance, self.token_text)
+        timed(Phase::Statistics, || compare_logits(name, criterion, candidate, reference, self.vocab, self.tolerance, self.token_text))
     }
 
     /// Logits against the reference's, plus the residual stream when the reference has it
@@ -236,7 +238,9 @@ impl Comparer<'_> {
     ) -> Comparison {
         let mut comparison = self.logits(name, criterion, &candidate.logits, &reference.logits);
         if let Some(resid) = &reference.resid {
-            comparison.resid = Some(compare_resid(&candidate.resid, resid, self.d_model, self.snapshots, processed, self.tolerance));
+            comparison.resid = Some(timed(Phase::Statistics, || {
+                compare_resid(&candidate.resid, resid, self.d_model, self.snapshots, processed, self.tolerance)
+            }));
         }
         comparison
     }

@@ -13,6 +13,7 @@ use crate::model::Weights;
 use crate::output::emit;
 use crate::report::explain::{ExplainReport, ExplainedPrompt};
 use crate::report::{ModelInfo, Tool, SCHEMA_VERSION};
+use crate::timings::{timed, Phase};
 
 pub fn run(args: &ExplainArgs) -> Result<bool> {
     args.report.check_output()?;
@@ -32,7 +33,7 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
     let steps =
         ProcessingOptions { refactor_factored_attn_matrices: args.refactor_factored_attn_matrices, ..ProcessingOptions::default() }.steps();
     let base_logits = logits_of(&unprocessed)?;
-    let all_logits = logits_of(&process(unprocessed.shallow_clone(), ProcessingOptions::only(&steps)))?;
+    let all_logits = logits_of(&timed(Phase::Processing, || process(unprocessed.shallow_clone(), ProcessingOptions::only(&steps))))?;
     let variants = std::iter::once(("no processing (untied unembedding only)".to_owned(), RowKind::Baseline, Vec::new()))
         .chain(steps.iter().map(|step| (format!("{} alone", step.name()), RowKind::Alone, vec![*step])))
         .chain((2..=steps.len()).map(|count| {
@@ -42,15 +43,17 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
 
     let mut rows = Vec::new();
     for (name, kind, row_steps) in variants {
-        let weights = process(unprocessed.shallow_clone(), ProcessingOptions::only(&row_steps));
-        let changed_tensors = changed_tensors(&unprocessed, &weights);
+        let weights = timed(Phase::Processing, || process(unprocessed.shallow_clone(), ProcessingOptions::only(&row_steps)));
+        let changed_tensors = timed(Phase::Statistics, || changed_tensors(&unprocessed, &weights));
         let per_prompt = logits_of(&weights)?
             .iter()
             .zip(&base_logits)
             .zip(&all_logits)
             .map(|((row_logits, base), all)| {
-                let comparison = compare_logits(&name, Criterion::Raw, row_logits, base, vocab, tolerance, &token_text);
-                PromptEffect::new(&comparison, row_logits, base, all)
+                timed(Phase::Statistics, || {
+                    let comparison = compare_logits(&name, Criterion::Raw, row_logits, base, vocab, tolerance, &token_text);
+                    PromptEffect::new(&comparison, row_logits, base, all)
+                })
             })
             .collect();
         rows.push(StepRow::new(name, kind, row_steps, changed_tensors, per_prompt, tolerance));
@@ -67,7 +70,7 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
         conclusions: conclusions(&rows, tolerance),
         rows,
     };
-    emit(&report.render(args.report.format), args.report.output_file())?;
+    timed(Phase::Render, || emit(&report.render(args.report.format), args.report.output_file()))?;
     Ok(true)
 }
 

@@ -10,6 +10,7 @@ use tch::Tensor;
 use crate::model::hub::{self, ModelFiles};
 use crate::model::load::Checkpoint;
 use crate::model::Gpt2Config;
+use crate::timings::{timed, Phase};
 use crate::tokenize::Gpt2Tokenizer;
 
 /// A model's files, config and tokenizer: what every command needs before touching weights.
@@ -23,7 +24,7 @@ impl ModelInputs {
     pub fn resolve(model: &str) -> Result<Self> {
         let files = hub::resolve(model)?;
         let config = Gpt2Config::read(&files.config)?;
-        let tokenizer = Gpt2Tokenizer::load(&files.tokenizer)?;
+        let tokenizer = timed(Phase::Tokenizer, || Gpt2Tokenizer::load(&files.tokenizer))?;
         Ok(Self { files, config, tokenizer })
     }
 
@@ -40,7 +41,9 @@ impl ModelInputs {
         if prompts.is_empty() {
             bail!("no prompts: give them as arguments (e.g. \"Hello World\") or with --prompts-file");
         }
-        prompts.iter().map(|prompt| self.tokenizer.encode(prompt, prepend_bos, self.config.n_positions)).collect()
+        timed(Phase::Tokenizer, || {
+            prompts.iter().map(|prompt| self.tokenizer.encode(prompt, prepend_bos, self.config.n_positions)).collect()
+        })
     }
 }
 
