@@ -18,11 +18,6 @@ impl Tolerance {
     pub fn allows(&self, candidate: f64, reference: f64) -> bool {
         (candidate - reference).abs() <= self.atol + self.rtol * reference.abs()
     }
-
-    /// The atol this pair needs at this rtol.
-    fn needed_atol(&self, candidate: f64, reference: f64) -> f64 {
-        ((candidate - reference).abs() - self.rtol * reference.abs()).max(0.0)
-    }
 }
 
 /// How a comparison passes.
@@ -43,6 +38,37 @@ pub struct DiffLocation {
     pub token: String,
 }
 
+/// How a criterion sees one element: the |diff| it judges and the part of the bound that rtol
+/// contributes (the element passes when `abs_diff <= atol + rtol_allowance`).
+#[derive(Debug, Clone, Copy)]
+struct Judgement {
+    abs_diff: f64,
+    rtol_allowance: f64,
+}
+
+impl Judgement {
+    /// `means` are the position's means over the vocabulary (candidate, reference).
+    fn of(criterion: Criterion, tolerance: Tolerance, candidate: f64, reference: f64, (c_mean, r_mean): (f64, f64)) -> Self {
+        match criterion {
+            Criterion::Raw => Self { abs_diff: (candidate - reference).abs(), rtol_allowance: tolerance.rtol * reference.abs() },
+            Criterion::ShiftInvariant => {
+                let (candidate, reference) = (candidate - c_mean, reference - r_mean);
+                Self { abs_diff: (candidate - reference).abs(), rtol_allowance: tolerance.rtol * reference.abs() }
+            }
+        }
+    }
+
+    fn fails(&self, tolerance: Tolerance) -> bool {
+        self.abs_diff > tolerance.atol + self.rtol_allowance
+    }
+
+    /// How far the |diff| exceeds what rtol alone allows: the atol this element needs (when
+    /// positive). The element with the largest excess is the criterion's worst.
+    fn excess(&self) -> f64 {
+        self.abs_diff - self.rtol_allowance
+    }
+}
+
 /// One row of a prompt's table (and one object in the JSON report).
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
@@ -53,8 +79,19 @@ pub struct Comparison {
     /// Sample standard deviation (n - 1), as torch.std computes it.
     pub candidate_std: f64,
     pub reference_std: f64,
+    /// Max |diff| over all elements, raw whatever the criterion; NaN when a value is non-finite.
     pub max_abs_diff: f64,
+    /// Where `max_abs_diff` sits.
+    pub raw_max_abs_diff_at: Option<DiffLocation>,
+    /// The element worst under this comparison's criterion: the one furthest outside (or
+    /// closest to) allclose, i.e. the one that sets `min_passing_atol`; for a shift-invariant
+    /// comparison judged on centered values. With non-finite values, the first of them.
     pub max_abs_diff_at: Option<DiffLocation>,
+    /// |diff| at `max_abs_diff_at` as the criterion judges it (centered for shift-invariant).
+    pub worst_abs_diff: f64,
+    /// True when a raw comparison's worst element sits in a position that passes once its mean
+    /// is removed: the whole position is shifted, and the token named is arbitrary.
+    pub worst_is_position_shift: bool,
     pub mean_abs_diff: f64,
     /// Root of the mean squared difference.
     pub rmse: f64,
@@ -86,8 +123,12 @@ pub struct Comparison {
     pub top1_agreement: f64,
     /// Mean share of the reference's top 5 tokens that are in the candidate's top 5.
     pub top5_overlap: f64,
-    /// NaN or infinite values, on either side; any fails the comparison.
+    /// Elements where either side is NaN or infinite; any fails the comparison, and every
+    /// statistic that would cover them is NaN.
     pub non_finite: usize,
+    /// Non-finite values on each side.
+    pub candidate_non_finite: usize,
+    pub reference_non_finite: usize,
     pub first_non_finite_at: Option<DiffLocation>,
     /// Per residual-stream index, when both sides have it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,12 +157,17 @@ struct Totals {
     reference_norm2: f64,
     max_abs_diff: f64,
     max_at: Option<usize>,
+    worst_excess: f64,
+    worst_abs_diff: f64,
+    worst_at: Option<usize>,
     max_rel_diff: f64,
     centered_max_abs_diff: f64,
     violations: usize,
     centered_violations: usize,
     min_passing_atol: f64,
     non_finite: usize,
+    candidate_non_finite: usize,
+    reference_non_finite: usize,
     first_non_finite: Option<usize>,
     log_softmax_max_abs_diff: f64,
     kl_sum: f64,
@@ -130,6 +176,7 @@ struct Totals {
     top1_agreements: usize,
     top5_overlap_sum: f64,
     positions_outside: Vec<usize>,
+    centered_positions_outside: Vec<usize>,
 }
 
 /// Compares two [positions, vocab] logit matrices. `token_text` names vocabulary entries.
@@ -149,6 +196,7 @@ pub fn compare_logits(
         let (candidate_mean, reference_mean) = (finite_mean(candidate_row), finite_mean(reference_row));
         position_shift.push(candidate_mean - reference_mean);
         let outside_before = totals.violations_under(criterion);
+        let centered_before = totals.centered_violations;
         for (column, (&c, &r)) in candidate_row.iter().zip(reference_row).enumerate() {
             totals.add_element(
                 position * vocab + column,
@@ -162,6 +210,9 @@ pub fn compare_logits(
         if totals.violations_under(criterion) > outside_before {
             totals.positions_outside.push(position);
         }
+        if totals.centered_violations > centered_before {
+            totals.centered_positions_outside.push(position);
+        }
         totals.add_distributions(candidate_row, reference_row);
     }
     let positions = position_shift.len().max(1) as f64;
@@ -173,6 +224,11 @@ pub fn compare_logits(
     let (reference_mean, reference_std) = mean_and_std(reference);
     let outside_allclose = totals.violations_under(criterion);
     let finite = totals.finite.max(1) as f64;
+    let worst_at = totals.first_non_finite.or(totals.worst_at);
+    let worst_is_position_shift = criterion == Criterion::Raw
+        && totals.first_non_finite.is_none()
+        && totals.worst_excess > tolerance.atol
+        && worst_at.is_some_and(|index| !totals.centered_positions_outside.contains(&(index / vocab)));
     let mut comparison = Comparison {
         name: name.to_owned(),
         criterion,
@@ -181,7 +237,10 @@ pub fn compare_logits(
         candidate_std,
         reference_std,
         max_abs_diff: totals.max_abs_diff,
-        max_abs_diff_at: totals.max_at.map(location),
+        raw_max_abs_diff_at: totals.max_at.map(location),
+        max_abs_diff_at: worst_at.map(location),
+        worst_abs_diff: totals.worst_abs_diff,
+        worst_is_position_shift,
         mean_abs_diff: totals.abs_diff_sum / finite,
         rmse: (totals.squared_diff_sum / finite).sqrt(),
         cosine_similarity: totals.dot / (totals.candidate_norm2.sqrt() * totals.reference_norm2.sqrt()),
@@ -200,15 +259,46 @@ pub fn compare_logits(
         top1_agreement: totals.top1_agreements as f64 / positions,
         top5_overlap: totals.top5_overlap_sum / positions,
         non_finite: totals.non_finite,
+        candidate_non_finite: totals.candidate_non_finite,
+        reference_non_finite: totals.reference_non_finite,
         first_non_finite_at: totals.first_non_finite.map(location),
         resid: None,
         likely_cause: None,
         passed: totals.non_finite == 0 && outside_allclose == 0,
     };
+    if totals.non_finite > 0 {
+        comparison.cannot_compute_differences();
+    }
     if !comparison.passed {
         comparison.likely_cause = likely_cause(&comparison, candidate, reference, vocab, tolerance);
     }
     comparison
+}
+
+impl Comparison {
+    /// With a non-finite value on either side no difference statistic is defined: each is NaN
+    /// (`null` in JSON, "NaN" in tables) rather than a figure over the finite rest, which would
+    /// look like agreement. Counts and locations stay.
+    fn cannot_compute_differences(&mut self) {
+        for statistic in [
+            &mut self.max_abs_diff,
+            &mut self.worst_abs_diff,
+            &mut self.mean_abs_diff,
+            &mut self.rmse,
+            &mut self.cosine_similarity,
+            &mut self.max_rel_diff,
+            &mut self.centered_max_abs_diff,
+            &mut self.min_passing_atol,
+            &mut self.log_softmax_max_abs_diff,
+            &mut self.kl_mean,
+            &mut self.kl_max,
+            &mut self.top1_agreement,
+            &mut self.top5_overlap,
+        ] {
+            *statistic = f64::NAN;
+        }
+        self.raw_max_abs_diff_at = None;
+    }
 }
 
 impl Totals {
@@ -219,9 +309,11 @@ impl Totals {
         }
     }
 
-    fn add_element(&mut self, index: usize, c: f64, r: f64, (c_mean, r_mean): (f64, f64), criterion: Criterion, tolerance: Tolerance) {
+    fn add_element(&mut self, index: usize, c: f64, r: f64, means: (f64, f64), criterion: Criterion, tolerance: Tolerance) {
         if !(c.is_finite() && r.is_finite()) {
             self.non_finite += 1;
+            self.candidate_non_finite += usize::from(!c.is_finite());
+            self.reference_non_finite += usize::from(!r.is_finite());
             self.first_non_finite.get_or_insert(index);
             return;
         }
@@ -239,15 +331,21 @@ impl Totals {
         if r != 0.0 {
             self.max_rel_diff = self.max_rel_diff.max(diff / r.abs());
         }
-        let (c_centered, r_centered) = (c - c_mean, r - r_mean);
-        self.centered_max_abs_diff = self.centered_max_abs_diff.max((c_centered - r_centered).abs());
-        self.violations += usize::from(!tolerance.allows(c, r));
-        self.centered_violations += usize::from(!tolerance.allows(c_centered, r_centered));
-        let needed = match criterion {
-            Criterion::Raw => tolerance.needed_atol(c, r),
-            Criterion::ShiftInvariant => tolerance.needed_atol(c_centered, r_centered),
+        let raw = Judgement::of(Criterion::Raw, tolerance, c, r, means);
+        let centered = Judgement::of(Criterion::ShiftInvariant, tolerance, c, r, means);
+        self.centered_max_abs_diff = self.centered_max_abs_diff.max(centered.abs_diff);
+        self.violations += usize::from(raw.fails(tolerance));
+        self.centered_violations += usize::from(centered.fails(tolerance));
+        let judged = match criterion {
+            Criterion::Raw => raw,
+            Criterion::ShiftInvariant => centered,
         };
-        self.min_passing_atol = self.min_passing_atol.max(needed);
+        self.min_passing_atol = self.min_passing_atol.max(judged.excess());
+        if self.worst_at.is_none() || judged.excess() > self.worst_excess {
+            self.worst_excess = judged.excess();
+            self.worst_abs_diff = judged.abs_diff;
+            self.worst_at = Some(index);
+        }
     }
 
     /// Next-token distributions of one position: log-softmax, KL and top-k agreement.
@@ -342,16 +440,15 @@ pub fn finite_mean(values: &[f32]) -> f64 {
     }
 }
 
-/// Mean and sample standard deviation over the finite values.
+/// Mean and sample standard deviation, NaN when a value is non-finite: the table's mean and
+/// std columns then show which side holds it.
 pub fn mean_and_std(values: &[f32]) -> (f64, f64) {
-    let finite = || values.iter().map(|&v| f64::from(v)).filter(|v| v.is_finite());
-    let count = finite().count();
-    let mean = finite_mean(values);
-    if count == 0 {
-        return (mean, f64::NAN);
+    if values.iter().any(|v| !v.is_finite()) {
+        return (f64::NAN, f64::NAN);
     }
-    let squares: f64 = finite().map(|v| (v - mean) * (v - mean)).sum();
-    let std = if count > 1 { (squares / (count - 1) as f64).sqrt() } else { 0.0 };
+    let mean = finite_mean(values);
+    let squares: f64 = values.iter().map(|&v| (f64::from(v) - mean) * (f64::from(v) - mean)).sum();
+    let std = if values.len() > 1 { (squares / (values.len() - 1) as f64).sqrt() } else { 0.0 };
     (mean, std)
 }
 
@@ -438,5 +535,94 @@ mod tests {
         for (found, expected) in shift_free.position_shift.iter().zip(expected_shift) {
             assert!((found - expected).abs() < 1e-6);
         }
+    }
+
+    /// A deterministic stream of uniform numbers in [0, 1) (splitmix64).
+    fn uniform(seed: u64) -> impl FnMut() -> f64 {
+        let mut state = seed;
+        move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) as f64 / (u64::MAX as f64 + 1.0)
+        }
+    }
+
+    /// GPT-2-sized magnitudes (mean near -60, std ~17) over `positions` x `vocab`, and a
+    /// candidate that differs by float32-sized noise.
+    fn gpt2_like(seed: u64, positions: usize, vocab: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut next = uniform(seed);
+        let reference: Vec<f32> = (0..positions * vocab).map(|_| (-60.0 + 17.0 * 3f64.sqrt() * (2.0 * next() - 1.0)) as f32).collect();
+        let candidate = reference.iter().map(|&r| r * (1.0 + 2e-7 * (2.0 * next() as f32 - 1.0))).collect();
+        (candidate, reference)
+    }
+
+    #[test]
+    fn the_worst_element_is_the_planted_fault_under_either_criterion() {
+        let tolerance = Tolerance { atol: 1e-4, rtol: 1e-5 };
+        let (positions, vocab) = (7, 500);
+        for seed in 0..20 {
+            let mut next = uniform(1000 + seed);
+            let (mut candidate, reference) = gpt2_like(seed, positions, vocab);
+            // center_unembed's shift: every position moves by minus its mean, tens of units.
+            for row in candidate.chunks_exact_mut(vocab) {
+                let mean = finite_mean(row) as f32;
+                row.iter_mut().for_each(|value| *value -= mean);
+            }
+            let (position, token) = ((next() * positions as f64) as usize, (next() * vocab as f64) as usize);
+            candidate[position * vocab + token] += 0.01;
+            let planted = Some(DiffLocation { position, token_id: token as i64, token: format!("t{token}") });
+            let name = |id: i64| format!("t{id}");
+            let shift_free = compare_logits("free", Criterion::ShiftInvariant, &candidate, &reference, vocab, tolerance, &name);
+            assert!(!shift_free.passed);
+            assert_eq!(shift_free.max_abs_diff_at, planted, "seed {seed}");
+            assert_eq!(shift_free.outside_allclose, 1, "seed {seed}");
+            assert!((shift_free.worst_abs_diff - 0.01).abs() < 1e-3, "the centered |diff| is reported: {}", shift_free.worst_abs_diff);
+            assert!(shift_free.max_abs_diff > 10.0, "the raw figure stays the shift: {}", shift_free.max_abs_diff);
+            assert_ne!(shift_free.raw_max_abs_diff_at, planted, "the raw maximum sits in the shift, elsewhere");
+
+            let (mut candidate, reference) = gpt2_like(seed, positions, vocab);
+            candidate[position * vocab + token] -= 0.01;
+            let raw = compare_logits("raw", Criterion::Raw, &candidate, &reference, vocab, tolerance, &name);
+            assert_eq!(raw.max_abs_diff_at, planted, "seed {seed}");
+            assert_eq!(raw.raw_max_abs_diff_at, planted, "seed {seed}");
+            assert!(!raw.worst_is_position_shift);
+        }
+    }
+
+    #[test]
+    fn a_failing_pure_shift_names_the_position_not_a_token() {
+        let shifted: Vec<f32> = REFERENCE.iter().map(|&value| value + 1.0).collect();
+        let raw = compare_logits("raw", Criterion::Raw, &shifted, &REFERENCE, 6, TOLERANCE, &|id| id.to_string());
+        assert!(!raw.passed && raw.worst_is_position_shift);
+        let c = hand_made();
+        assert!(!c.worst_is_position_shift, "a real difference names its token");
+    }
+
+    #[test]
+    fn statistics_over_non_finite_values_are_nan_and_each_side_is_counted() {
+        let mut candidate = CANDIDATE;
+        candidate[3] = f32::INFINITY;
+        candidate[9] = f32::NAN;
+        let mut reference = REFERENCE;
+        reference[10] = f32::NAN;
+        let c = compare_logits("nan", Criterion::ShiftInvariant, &candidate, &reference, 6, TOLERANCE, &|id| format!("t{id}"));
+        assert_eq!((c.non_finite, c.candidate_non_finite, c.reference_non_finite), (3, 2, 1));
+        for (name, value) in [
+            ("max_abs_diff", c.max_abs_diff),
+            ("mean_abs_diff", c.mean_abs_diff),
+            ("rmse", c.rmse),
+            ("centered_max_abs_diff", c.centered_max_abs_diff),
+            ("min_passing_atol", c.min_passing_atol),
+            ("kl_mean", c.kl_mean),
+            ("top1_agreement", c.top1_agreement),
+            ("candidate_mean", c.candidate_mean),
+            ("reference_std", c.reference_std),
+        ] {
+            assert!(value.is_nan(), "{name} = {value}");
+        }
+        assert_eq!(c.max_abs_diff_at.as_ref().map(|at| (at.position, at.token_id)), Some((0, 3)), "the first non-finite element");
+        assert!(serde_json::to_value(&c).unwrap()["max_abs_diff"].is_null());
     }
 }

@@ -7,7 +7,7 @@ mod table;
 
 use serde::Serialize;
 
-use crate::compare::{Comparison, Tolerance};
+use crate::compare::{Comparison, Criterion, Tolerance};
 use crate::model::process::ProcessingOptions;
 
 /// Bumped when a field changes meaning or disappears; adding fields keeps it.
@@ -49,39 +49,75 @@ pub struct Repeatability {
     pub max_abs_diff: f64,
 }
 
+/// Per comparison name, the element worst under that comparison's criterion over all prompts.
 #[derive(Debug, Serialize)]
 pub struct WorstElement {
     pub comparison: String,
+    pub criterion: Criterion,
     pub prompt: String,
+    /// Index into `prompts`.
+    pub prompt_index: usize,
     pub position: usize,
     pub token_id: i64,
     pub token: String,
+    /// |diff| as the criterion judges it (centered for shift-invariant comparisons); NaN
+    /// (null) when the element is non-finite.
     pub abs_diff: f64,
+    /// The raw max |diff| of this comparison over all prompts, wherever it sits.
+    pub raw_max_abs_diff: f64,
 }
 
 impl WorstElement {
-    /// For each comparison name, in first-seen order, the prompt and element with the largest |diff|.
+    /// For each comparison name, in first-seen order, the prompt and element worst under the
+    /// comparison's criterion: a non-finite value first, else the largest atol needed, else the
+    /// largest |diff|.
     pub fn collect(prompts: &[PromptReport]) -> Vec<WorstElement> {
-        let mut worst: Vec<WorstElement> = Vec::new();
-        for prompt in prompts {
+        let mut worst: Vec<(WorstElement, &Comparison)> = Vec::new();
+        for (prompt_index, prompt) in prompts.iter().enumerate() {
             for comparison in &prompt.comparisons {
                 let Some(at) = &comparison.max_abs_diff_at else { continue };
+                let known = worst.iter_mut().find(|(known, _)| known.comparison == comparison.name);
+                let raw_max_abs_diff =
+                    nan_max(known.as_ref().map_or(f64::NEG_INFINITY, |(known, _)| known.raw_max_abs_diff), comparison.max_abs_diff);
                 let candidate = WorstElement {
                     comparison: comparison.name.clone(),
+                    criterion: comparison.criterion,
                     prompt: prompt.prompt.clone(),
+                    prompt_index,
                     position: at.position,
                     token_id: at.token_id,
                     token: at.token.clone(),
-                    abs_diff: comparison.max_abs_diff,
+                    abs_diff: comparison.worst_abs_diff,
+                    raw_max_abs_diff,
                 };
-                match worst.iter_mut().find(|known| known.comparison == comparison.name) {
-                    Some(known) if known.abs_diff < candidate.abs_diff => *known = candidate,
-                    Some(_) => {}
-                    None => worst.push(candidate),
+                match known {
+                    Some((known, known_comparison)) if severity(known_comparison) < severity(comparison) => {
+                        *known = candidate;
+                        *known_comparison = comparison;
+                    }
+                    Some((known, _)) => known.raw_max_abs_diff = raw_max_abs_diff,
+                    None => worst.push((candidate, comparison)),
                 }
             }
         }
-        worst
+        worst.into_iter().map(|(worst, _)| worst).collect()
+    }
+}
+
+/// How badly a comparison fails, for ranking prompts: non-finite values, then the atol needed,
+/// then the criterion's worst |diff| (the figures are NaN only with non-finite values, so two
+/// such prompts compare as equal and the first is kept).
+fn severity(comparison: &Comparison) -> (bool, f64, f64) {
+    (comparison.non_finite > 0, comparison.min_passing_atol, comparison.worst_abs_diff)
+}
+
+/// The larger of two figures, NaN when either is: a statistic that cannot be computed on one
+/// prompt cannot be computed over all of them.
+pub fn nan_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
     }
 }
 
@@ -221,11 +257,16 @@ fn comparison_table(comparisons: &[Comparison], wide: bool) -> (Vec<&'static str
     (header, rows)
 }
 
+/// "" for raw comparisons, " (shift-free)" for shift-invariant ones.
+fn criterion_suffix(criterion: Criterion) -> &'static str {
+    match criterion {
+        Criterion::Raw => "",
+        Criterion::ShiftInvariant => " (shift-free)",
+    }
+}
+
 fn verdict(comparison: &Comparison) -> String {
-    let basis = match comparison.criterion {
-        crate::compare::Criterion::Raw => "",
-        crate::compare::Criterion::ShiftInvariant => " (shift-free)",
-    };
+    let basis = criterion_suffix(comparison.criterion);
     if comparison.passed {
         format!("pass{basis}")
     } else if comparison.non_finite > 0 {

@@ -1,7 +1,7 @@
 //! The terminal table: one block per prompt, its notes, and a closing PASS/FAIL line.
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
 
-use super::{comparison_table, prompt_heading, Report};
+use super::{comparison_table, criterion_suffix, prompt_heading, Report};
 
 pub fn render(report: &Report, wide: bool) -> String {
     let mut out = format!(
@@ -31,8 +31,15 @@ pub fn render(report: &Report, wide: bool) -> String {
     if !report.passed {
         for worst in &report.worst {
             out.push_str(&format!(
-                "worst {}: |diff| {:.2e} in prompt {:?}, position {}, token {} {:?}\n",
-                worst.comparison, worst.abs_diff, worst.prompt, worst.position, worst.token_id, worst.token
+                "worst {}{}: |diff| {:.2e} in prompt {} {:?}, position {}, token {} {:?}\n",
+                worst.comparison,
+                criterion_suffix(worst.criterion),
+                worst.abs_diff,
+                worst.prompt_index + 1,
+                crate::tokenize::abbreviate(&worst.prompt),
+                worst.position,
+                worst.token_id,
+                worst.token
             ));
         }
     }
