@@ -4,8 +4,11 @@
 //! that numeric character (tests/common: real_magnitude_model).
 mod common;
 
-use common::{gpt2_parity, real_magnitude_model, EditableSafetensors, REAL_MAGNITUDE_PROMPTS};
+use std::path::{Path, PathBuf};
+
+use common::{gpt2_parity, make_reference, real_magnitude_model, repo_path, EditableSafetensors, REAL_MAGNITUDE_PROMPTS};
 use serde_json::Value;
+use tempfile::TempDir;
 
 /// Mean, standard deviation and max |value| of a float32 tensor in a safetensors file.
 fn figures(file: &EditableSafetensors, name: &str) -> (f64, f64, f64) {
@@ -35,14 +38,7 @@ fn the_generated_model_has_gpt2_magnitudes_in_the_hugging_face_reference() {
 #[test]
 fn rounding_noise_passes_at_default_tolerances() {
     let model = real_magnitude_model();
-    let output = gpt2_parity()
-        .args(["compare", "--format", "json", "--model"])
-        .arg(&model.dir)
-        .arg("--reference")
-        .arg(&model.reference)
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let (code, report) = compare(&model.dir, &model.reference, &[]);
     for prompt in report["prompts"].as_array().unwrap() {
         for comparison in prompt["comparisons"].as_array().unwrap() {
             eprintln!(
@@ -53,5 +49,123 @@ fn rounding_noise_passes_at_default_tolerances() {
             );
         }
     }
-    assert_eq!(output.status.code(), Some(0), "{report:#}");
+    assert_eq!(code, Some(0), "{report:#}");
+}
+
+/// `compare --format json` of `model` against `reference`; exit status and report.
+fn compare(model: &Path, reference: &Path, extra: &[&str]) -> (Option<i32>, Value) {
+    let output = gpt2_parity()
+        .args(["compare", "--format", "json", "--model"])
+        .arg(model)
+        .arg("--reference")
+        .arg(reference)
+        .args(extra)
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("not one JSON document ({error}); stderr:\n{}", String::from_utf8_lossy(&output.stderr)));
+    (output.status.code(), report)
+}
+
+/// A planted fault: both comparisons against the reference fail on every prompt, while our
+/// processed and unprocessed models still agree with each other (the fault is not in processing).
+fn assert_fault_caught(fault: &str, model: &Path, reference: &Path, extra: &[&str]) {
+    let (code, report) = compare(model, reference, extra);
+    assert_eq!(code, Some(1), "{fault}: {report:#}");
+    for prompt in report["prompts"].as_array().unwrap() {
+        for comparison in prompt["comparisons"].as_array().unwrap() {
+            let name = comparison["name"].as_str().unwrap();
+            eprintln!(
+                "{fault}: {name:<26} centered max |diff| {:.3e}, passed {}",
+                comparison["centered_max_abs_diff"].as_f64().unwrap(),
+                comparison["passed"]
+            );
+            assert_eq!(comparison["passed"], name == "processed-vs-unprocessed", "{fault}: {comparison}");
+        }
+    }
+}
+
+/// A copy of the real-magnitude model in `dir` with `edit` applied to its config.json.
+fn model_with_config(dir: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let copy = dir.join("model");
+    std::fs::create_dir(&copy).unwrap();
+    for entry in std::fs::read_dir(&real_magnitude_model().dir).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let config_path = copy.join("config.json");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    copy
+}
+
+#[test]
+fn a_1e_3_error_in_the_most_likely_tokens_logit_fails() {
+    let model = real_magnitude_model();
+    let dir = TempDir::new().unwrap();
+    let mut reference = EditableSafetensors::read(&model.reference);
+    let vocab = 50257;
+    let mut logits = Vec::new();
+    reference.map_f32("prompt.0.logits", |_, value| {
+        logits.push(value);
+        value
+    });
+    let last_row = &logits[logits.len() - vocab..];
+    let argmax = (0..vocab).max_by(|&a, &b| last_row[a].total_cmp(&last_row[b])).unwrap() + logits.len() - vocab;
+    eprintln!("planting +1e-3 at logit {} (value {})", argmax % vocab, logits[argmax]);
+    reference.map_f32("prompt.0.logits", |index, value| if index == argmax { value + 1e-3 } else { value });
+    let planted = dir.path().join("reference.safetensors");
+    reference.write(&planted);
+    let (code, report) = compare(&model.dir, &planted, &[REAL_MAGNITUDE_PROMPTS[0]]);
+    assert_eq!(code, Some(1), "{report:#}");
+    for comparison in report["prompts"][0]["comparisons"].as_array().unwrap() {
+        let against_reference = comparison["name"] != "processed-vs-unprocessed";
+        assert_eq!(comparison["passed"], !against_reference, "{comparison}");
+        if against_reference {
+            assert_eq!(comparison["outside_allclose"], 1, "only the planted logit fails: {comparison}");
+        }
+    }
+}
+
+#[test]
+fn a_wrong_layer_norm_epsilon_fails() {
+    let dir = TempDir::new().unwrap();
+    // The reference computes with 1e-6 where GPT-2 (and the model's config) says 1e-5.
+    let wrong = model_with_config(dir.path(), |config| config["layer_norm_epsilon"] = 1e-6.into());
+    let reference = dir.path().join("reference.safetensors");
+    make_reference(&wrong, &reference, &REAL_MAGNITUDE_PROMPTS[..1]);
+    assert_fault_caught("layer_norm_epsilon 1e-6", &real_magnitude_model().dir, &reference, &[]);
+}
+
+#[test]
+fn exact_gelu_instead_of_the_tanh_approximation_fails() {
+    let dir = TempDir::new().unwrap();
+    let exact = model_with_config(dir.path(), |config| config["activation_function"] = "gelu".into());
+    // gpt2-parity refuses a non-GPT-2 activation, so the bundled script runs directly.
+    let reference = dir.path().join("reference.safetensors");
+    let status = std::process::Command::new(repo_path(".venv/bin/python"))
+        .arg(repo_path("scripts/dump_reference.py"))
+        .arg("--model")
+        .arg(&exact)
+        .arg("--output")
+        .arg(&reference)
+        .arg(REAL_MAGNITUDE_PROMPTS[0])
+        .env("HF_HUB_OFFLINE", "1")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_fault_caught("exact GELU", &real_magnitude_model().dir, &reference, &[]);
+}
+
+#[test]
+fn a_missing_bias_fails() {
+    let dir = TempDir::new().unwrap();
+    // Our weights lose the last block's attention output bias; the reference keeps it.
+    let candidate = model_with_config(dir.path(), |_| {});
+    let weights = candidate.join("model.safetensors");
+    let mut file = EditableSafetensors::read(&weights);
+    file.map_f32("h.1.attn.c_proj.bias", |_, _| 0.0);
+    file.write(&weights);
+    assert_fault_caught("no h.1.attn.c_proj.bias", &candidate, &real_magnitude_model().reference, &["--allow-other-weights"]);
 }

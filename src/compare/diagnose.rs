@@ -91,7 +91,10 @@ fn common_scale(candidate: &[f32], reference: &[f32], vocab: usize, tolerance: T
         return None;
     }
     let explained = centered_rows().all(|(c_row, c_mean, r_row, r_mean)| {
-        c_row.iter().zip(r_row).all(|(&c, &r)| tolerance.allows(f64::from(c) - c_mean, scale * (f64::from(r) - r_mean)))
+        c_row.iter().zip(r_row).all(|(&c, &r)| {
+            let (c, r) = (f64::from(c), f64::from(r));
+            tolerance.allows_diff((c - c_mean) - scale * (r - r_mean), r)
+        })
     });
     explained.then_some(scale)
 }

@@ -16,7 +16,13 @@ pub struct Tolerance {
 
 impl Tolerance {
     pub fn allows(&self, candidate: f64, reference: f64) -> bool {
-        (candidate - reference).abs() <= self.atol + self.rtol * reference.abs()
+        self.allows_diff(candidate - reference, reference)
+    }
+
+    /// Whether a difference made at `magnitude` (the reference's value where the error arose)
+    /// is within atol + rtol * |magnitude|.
+    pub fn allows_diff(&self, diff: f64, magnitude: f64) -> bool {
+        diff.abs() <= self.atol + self.rtol * magnitude.abs()
     }
 }
 
@@ -24,10 +30,25 @@ impl Tolerance {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Criterion {
-    /// Allclose on the logits as they are.
+    /// Allclose on the logits as they are: |c - r| <= atol + rtol * |r|.
     Raw,
-    /// Allclose after subtracting each position's mean over the vocabulary from both sides.
+    /// Allclose after subtracting each position's mean over the vocabulary from both sides, with
+    /// rtol applied to the reference before centering, the magnitude at which the candidate
+    /// computed the value and so made its rounding error:
+    /// |(c - mean c) - (r - mean r)| <= atol + rtol * |r|.
     ShiftInvariant,
+}
+
+impl Criterion {
+    /// The rule in words, as the report records it.
+    pub fn definition(self) -> &'static str {
+        match self {
+            Criterion::Raw => "|c - r| <= atol + rtol * |r|",
+            Criterion::ShiftInvariant => {
+                "|(c - mean(c)) - (r - mean(r))| <= atol + rtol * |r|, means over the vocabulary per position, r before centering"
+            }
+        }
+    }
 }
 
 /// A place in a [positions, vocab] matrix: which position, which vocabulary entry.
@@ -51,9 +72,9 @@ impl Judgement {
     fn of(criterion: Criterion, tolerance: Tolerance, candidate: f64, reference: f64, (c_mean, r_mean): (f64, f64)) -> Self {
         match criterion {
             Criterion::Raw => Self { abs_diff: (candidate - reference).abs(), rtol_allowance: tolerance.rtol * reference.abs() },
+            // rtol at the reference before centering: the magnitude at which the error was made.
             Criterion::ShiftInvariant => {
-                let (candidate, reference) = (candidate - c_mean, reference - r_mean);
-                Self { abs_diff: (candidate - reference).abs(), rtol_allowance: tolerance.rtol * reference.abs() }
+                Self { abs_diff: ((candidate - c_mean) - (reference - r_mean)).abs(), rtol_allowance: tolerance.rtol * reference.abs() }
             }
         }
     }
@@ -105,7 +126,8 @@ pub struct Comparison {
     pub position_shift: Vec<f64>,
     /// Elements outside allclose, raw.
     pub violations: usize,
-    /// Elements outside allclose after centering.
+    /// Elements outside allclose after centering (rtol at the reference's magnitude before
+    /// centering, as [`Criterion::ShiftInvariant`] says).
     pub centered_violations: usize,
     /// Elements outside allclose under this comparison's criterion, and their share in percent.
     pub outside_allclose: usize,
@@ -394,7 +416,8 @@ fn top_k(row: &[f32], k: usize) -> Vec<usize> {
 }
 
 /// Compares residual streams [L+1, T, D] snapshot by snapshot. With `center_reference`, the
-/// reference is first centered over d_model, as the processed model's residual stream is.
+/// reference is first centered over d_model, as the processed model's residual stream is; rtol
+/// applies to the reference before centering either way.
 pub fn compare_resid(
     candidate: &[f32],
     reference: &[f32],
@@ -413,15 +436,16 @@ pub fn compare_resid(
             for (c_row, r_row) in candidate.chunks_exact(d_model).zip(reference.chunks_exact(d_model)) {
                 let shift = if center_reference { finite_mean(r_row) } else { 0.0 };
                 for (&c, &r) in c_row.iter().zip(r_row) {
-                    let (c, r) = (f64::from(c), f64::from(r) - shift);
-                    let diff = (c - r).abs();
+                    let (c, r) = (f64::from(c), f64::from(r));
+                    let diff = c - (r - shift);
                     if diff.is_nan() {
                         passed = false;
                         max_abs_diff = f64::NAN;
                         continue;
                     }
-                    max_abs_diff = max_abs_diff.max(diff);
-                    passed &= tolerance.allows(c, r);
+                    max_abs_diff = max_abs_diff.max(diff.abs());
+                    // Centered or not, the error was made at the reference's own magnitude.
+                    passed &= tolerance.allows_diff(diff, r);
                 }
             }
             ResidDiff { index, max_abs_diff, passed }
@@ -521,6 +545,27 @@ mod tests {
         assert_eq!(c.non_finite, 1);
         assert_eq!(c.first_non_finite_at.as_ref().map(|at| (at.position, at.token_id)), Some((1, 3)));
         assert!(!c.passed);
+    }
+
+    #[test]
+    fn shift_invariant_rtol_applies_at_the_magnitude_before_centering() {
+        // Logits near -60 (GPT-2's scale) whose centered values are a few units: rtol 1e-5 at
+        // |r| = 60 allows 6e-4 more than atol, at the centered |r| of ~3 only 3e-5 more.
+        let reference: Vec<f32> = [-57.0f32, -60.0, -63.0, -60.0, -61.5, -58.5].to_vec();
+        let tolerance = Tolerance { atol: 1e-4, rtol: 1e-5 };
+        let compare = |planted: f32| {
+            let mut candidate = reference.clone();
+            candidate[0] += planted;
+            compare_logits("scale", Criterion::ShiftInvariant, &candidate, &reference, 6, tolerance, &|id| id.to_string())
+        };
+        let noise = compare(4e-4);
+        assert!(noise.passed, "4e-4 at |r| = 57 is within 1e-4 + 1e-5 * 57: {noise:?}");
+        assert!((noise.min_passing_atol - 0.0).abs() < 1e-12);
+        let fault = compare(1e-3);
+        assert!(!fault.passed && fault.centered_violations == 1, "1e-3 at |r| = 57 is outside: {fault:?}");
+        // The needed atol: the centered diff (1e-3 less its share of the mean) minus rtol * 57.
+        let centered_diff = 1e-3 * 5.0 / 6.0;
+        assert!((fault.min_passing_atol - (centered_diff - 1e-5 * 57.0)).abs() < 1e-5, "{}", fault.min_passing_atol);
     }
 
     #[test]

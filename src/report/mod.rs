@@ -27,6 +27,8 @@ pub struct Report {
     pub model: ModelInfo,
     pub reference: ReferenceInfo,
     pub tolerance: Tolerance,
+    /// How each criterion applies the tolerance, in words (docs/metrics.md).
+    pub criteria: Criteria,
     /// The TransformerLens processing steps the processed model used.
     pub processing: ProcessingOptions,
     /// With `--repeat N`: whether N runs of every forward gave bit-identical logits.
@@ -39,6 +41,19 @@ pub struct Report {
     pub prompts: Vec<PromptReport>,
     /// Per comparison name, the element with the largest |diff| over all prompts.
     pub worst: Vec<WorstElement>,
+}
+
+/// The rule of each [`Criterion`], as [`Criterion::definition`] states it.
+#[derive(Debug, Serialize)]
+pub struct Criteria {
+    pub raw: &'static str,
+    pub shift_invariant: &'static str,
+}
+
+impl Criteria {
+    pub fn current() -> Self {
+        Self { raw: Criterion::Raw.definition(), shift_invariant: Criterion::ShiftInvariant.definition() }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]

@@ -12,7 +12,7 @@ use crate::model::Weights;
 use crate::output::emit;
 use crate::reference::bundled::{cached_reference, find_python, ReferenceRequest};
 use crate::reference::{PromptReference, ReferenceFile};
-use crate::report::{ModelInfo, PromptReport, ReferenceInfo, Repeatability, Report, Tool, WorstElement, SCHEMA_VERSION};
+use crate::report::{Criteria, ModelInfo, PromptReport, ReferenceInfo, Repeatability, Report, Tool, WorstElement, SCHEMA_VERSION};
 use crate::timings::{timed, Phase};
 use crate::tokenize::{abbreviate, END_OF_TEXT};
 
@@ -128,6 +128,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
             producer: reference.meta.producer.clone(),
         },
         tolerance: comparer.tolerance,
+        criteria: Criteria::current(),
         processing,
         repeatability: (args.repeat > 1).then_some(repeatability),
         prepend_bos,
