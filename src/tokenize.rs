@@ -42,10 +42,33 @@ impl Gpt2Tokenizer {
         Ok(ids)
     }
 
-    /// The text of one vocabulary entry, for naming where a difference sits.
+    /// The text of one vocabulary entry, for naming where a difference sits. A byte-level entry
+    /// that is not whole UTF-8 (a fragment of a multi-byte character) shows its bytes as `\xNN`
+    /// escapes rather than as "�".
     pub fn token_text(&self, id: i64) -> String {
-        u32::try_from(id).ok().and_then(|id| self.inner.decode(&[id], false).ok()).unwrap_or_else(|| format!("<{id}>"))
+        let Ok(id) = u32::try_from(id) else { return format!("<{id}>") };
+        let bytes = self.inner.id_to_token(id).and_then(|entry| entry.chars().map(byte_of_char).collect::<Option<Vec<u8>>>());
+        match bytes {
+            Some(bytes) => bytes.utf8_chunks().fold(String::new(), |mut text, chunk| {
+                text.push_str(chunk.valid());
+                text.extend(chunk.invalid().iter().map(|byte| format!("\\x{byte:02x}")));
+                text
+            }),
+            None => self.inner.decode(&[id], false).unwrap_or_else(|_| format!("<{id}>")),
+        }
     }
+}
+
+/// GPT-2's byte-level alphabet read backwards: the byte a vocabulary character stands for.
+/// Printable Latin-1 bytes stand for themselves; the other 68 bytes, in order, for U+0100 on.
+fn byte_of_char(c: char) -> Option<u8> {
+    let printable = |byte: u32| matches!(byte, 0x21..=0x7e | 0xa1..=0xac | 0xae..=0xff);
+    let code = u32::from(c);
+    if printable(code) {
+        return u8::try_from(code).ok();
+    }
+    let offset = code.checked_sub(0x100)?;
+    (0u32..=0xff).filter(|&byte| !printable(byte)).nth(offset as usize).and_then(|byte| u8::try_from(byte).ok())
 }
 
 /// Shortens long prompts in messages to their first 40 characters.

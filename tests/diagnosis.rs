@@ -117,3 +117,126 @@ fn a_bos_mismatch_is_named() {
         .code(2)
         .stderr(predicate::str::contains("<|endoftext|>").and(predicate::str::contains("--prepend-bos")));
 }
+
+fn comparison<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["prompts"][0]["comparisons"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no {name}"))
+}
+
+fn kinds(comparison: &Value) -> Vec<&str> {
+    comparison["findings"].as_array().unwrap().iter().map(|finding| finding["kind"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn a_single_bad_logit_is_a_single_element_and_the_residual_stream_agrees() {
+    let (code, report, _) = compare_with(|reference| {
+        reference.map_f32("prompt.0.logits", |index, value| if index == VOCAB + 234 { value + 0.01 } else { value });
+    });
+    assert_eq!(code, Some(1));
+    for name in ["unprocessed-vs-reference", "processed-vs-reference"] {
+        let row = comparison(&report, name);
+        assert_eq!(row["likely_cause"]["kind"], "single_element", "{name}: {row}");
+        assert_eq!(row["likely_cause"]["at"]["position"], 1);
+        assert_eq!(row["likely_cause"]["at"]["token_id"], 234);
+        assert_eq!(kinds(row), ["single_element", "residual_agrees"], "{name}");
+    }
+    let notes = notes(&report);
+    assert!(notes.contains("A single element is outside tolerance: position 1, token 234"), "{notes}");
+    assert!(notes.contains("The residual stream agrees at every block"), "{notes}");
+    for unsupported in ["position embedding", "only position", "noise", "center_unembed (e.g."] {
+        assert!(!notes.contains(unsupported), "{unsupported:?} in {notes}");
+    }
+}
+
+#[test]
+fn float32_noise_at_zero_atol_is_called_noise_with_the_smallest_passing_atol() {
+    let output = gpt2_parity()
+        .args(["compare", "Hello World", "--atol", "0", "--format", "json", "--model"])
+        .arg(fixture_dir())
+        .arg("--reference")
+        .arg(fixture_reference())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let row = comparison(&report, "unprocessed-vs-reference");
+    let cause = &row["likely_cause"];
+    assert_eq!(cause["kind"], "noise", "{row}");
+    assert_eq!(cause["min_passing_atol"], row["min_passing_atol"]);
+    assert!(!kinds(row).contains(&"residual_diverges"), "noise is not blamed on a block: {row}");
+    let notes = notes(&report);
+    assert!(notes.contains("rounding noise") && notes.contains("smallest passing atol"), "{notes}");
+    assert!(!notes.contains("position embedding") && !notes.contains("diverges at"), "{notes}");
+}
+
+#[test]
+fn a_divergence_in_the_residual_stream_is_placed_at_its_block() {
+    let (code, report, _) = compare_with(|reference| {
+        // resid is [L + 1, T, D] with T = 2, D = 32: from snapshot 2 on (the output of h.1), every value is off.
+        reference.map_f32("prompt.0.resid", |index, value| if index >= 2 * 2 * 32 { value + 0.5 } else { value });
+        reference.map_f32("prompt.0.logits", |index, value| value + 0.01 * (index % 7) as f32);
+    });
+    assert_eq!(code, Some(1));
+    let row = unprocessed_row(&report);
+    let diverges = row["findings"].as_array().unwrap().iter().find(|finding| finding["kind"] == "residual_diverges").expect("found");
+    assert_eq!(diverges["index"], 2, "{row}");
+    assert!(notes(&report).contains("first diverges at the output of block h.1"));
+}
+
+#[test]
+fn a_shift_against_transformer_lens_is_judged_by_the_switches_the_reference_records() {
+    let output = gpt2_parity()
+        .args(["compare", "Hello World", "--no-center-unembed", "--format", "json", "--model"])
+        .arg(fixture_dir())
+        .arg("--reference")
+        .arg(common::repo_path("fixtures/reference/tiny-gpt2-tl.safetensors"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let row = comparison(&report, "processed-vs-transformer-lens");
+    assert_eq!(row["likely_cause"]["kind"], "per_position_shift");
+    assert_eq!(row["likely_cause"]["ours_center_unembed"], false);
+    assert_eq!(row["likely_cause"]["reference_center_unembed"], true);
+    let notes = notes(&report);
+    assert!(notes.contains("our logits were made without it, the reference's with it"), "{notes}");
+    assert!(notes.contains("drop --no-center-unembed"), "{notes}");
+}
+
+#[test]
+fn non_finite_values_in_our_model_are_null_statistics_and_named_as_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixture_dir().join(file), dir.path().join(file)).unwrap();
+    }
+    let mut weights = EditableSafetensors::read(&fixture_dir().join("model.safetensors"));
+    let name = weights.tensors.keys().find(|name| name.ends_with("ln_f.weight")).unwrap().clone();
+    weights.map_f32(&name, |_, _| f32::NAN);
+    weights.write(&dir.path().join("model.safetensors"));
+    let run = |format: &str| {
+        gpt2_parity()
+            .args(["compare", "Hello World", "--allow-other-weights", "--format", format, "--model"])
+            .arg(dir.path())
+            .arg("--reference")
+            .arg(fixture_reference())
+            .output()
+            .unwrap()
+    };
+    let output = run("json");
+    assert_eq!(output.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let row = unprocessed_row(&report);
+    for field in ["max_abs_diff", "mean_abs_diff", "kl_mean", "min_passing_atol", "centered_max_abs_diff", "candidate_mean"] {
+        assert!(row[field].is_null(), "{field}: {}", row[field]);
+    }
+    assert!(row["reference_mean"].is_f64());
+    assert_eq!(row["candidate_non_finite"], 2 * VOCAB);
+    assert_eq!(row["reference_non_finite"], 0);
+    assert_eq!(row["likely_cause"]["first_side"], "ours");
+    let worst = report["worst"].as_array().unwrap();
+    assert_eq!(worst.len(), 3, "every comparison keeps its worst entry: {worst:?}");
+    assert!(worst[0]["abs_diff"].is_null());
+    assert!(notes(&report).contains("Ours hold 100514 NaN/Inf values and the reference none"), "{}", notes(&report));
+    let table = String::from_utf8(run("table").stdout).unwrap();
+    assert!(table.contains("NaN"), "{table}");
+    assert!(!table.contains("0.00e0"), "{table}");
+}

@@ -93,3 +93,19 @@ fn rows_and_the_worst_element_name_the_planted_faults() {
         assert!(shift_free["raw_max_abs_diff"].as_f64().unwrap() > 0.5, "the raw figure, center_unembed's shift, stays: {shift_free}");
     }
 }
+
+#[test]
+fn byte_fragment_tokens_show_their_bytes_not_a_replacement_character() {
+    let tokenizer = gpt2_parity::tokenize::Gpt2Tokenizer::load(&fixture_dir().join("tokenizer.json")).unwrap();
+    assert_eq!(tokenizer.token_text(234), "\\x8c");
+    assert_eq!(tokenizer.token_text(447), "\\xe2\\x80", "the first two bytes of a three-byte character");
+    assert_eq!(tokenizer.token_text(1240), "ience");
+    assert_eq!(tokenizer.token_text(50256), "<|endoftext|>");
+    assert_eq!(tokenizer.token_text(tokenizer_id(&tokenizer, " World")), " World");
+}
+
+fn tokenizer_id(tokenizer: &gpt2_parity::tokenize::Gpt2Tokenizer, text: &str) -> i64 {
+    let ids = tokenizer.encode(text, false, 1024).unwrap();
+    assert_eq!(ids.len(), 1);
+    ids[0]
+}

@@ -1,76 +1,329 @@
-//! What a difference most likely means, in plain words: the expected per-position shift of
-//! center_unembed (not a bug), or for a failing comparison the most likely cause this tool can
-//! detect (a shift, a shift plus a scale, one position far off, a permuted vocabulary,
-//! non-finite values), else where in the residual stream it starts.
+//! What a difference means, in plain words: the expected per-position shift of center_unembed
+//! (not a bug), or for a failing comparison every finding the evidence supports: non-finite
+//! values and on which side, a per-position shift (checked against what each side's processing
+//! switches say), a shift plus a scale, a permuted vocabulary, a single element, a single
+//! position, rounding noise, switches that differ from the reference's, and where the residual
+//! stream diverges. Every check runs; nothing is said that the numbers do not show.
 use serde::Serialize;
 
 use super::attribution::describe_shift;
-use super::stats::{finite_mean, DiffLocation};
+use super::stats::{finite_mean, DiffLocation, ResidDiff};
 use super::{Comparison, Criterion, Tolerance};
+use crate::model::process::ProcessingOptions;
 
-/// The most likely cause of a failing comparison.
+/// A difference of at most this many float32 ulps of the largest |reference|, spread over the
+/// matrix with every argmax agreeing, is called rounding noise. Float32 GPT-2 forwards in two
+/// implementations differ by about 1-30 ulps here; one wrong logit of 0.01 at GPT-2's magnitudes
+/// is hundreds.
+const NOISE_ULPS: f64 = 64.0;
+
+/// What is known about how each side's logits were made, for judging a per-position shift.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    /// Whether our logits had center_unembed.
+    pub ours_center_unembed: bool,
+    /// Whether the reference's had it; `None` when the file does not record it.
+    pub reference_center_unembed: Option<bool>,
+    /// Switches where our processing and the reference's recorded processing disagree.
+    pub differing_switches: Vec<SwitchDifference>,
+}
+
+/// One TransformerLens switch on which the two sides disagree.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SwitchDifference {
+    pub switch: String,
+    pub ours: bool,
+    pub reference: bool,
+}
+
+impl Provenance {
+    /// Against a reference whose TransformerLens processing is recorded (`recorded`, the
+    /// `transformer_lens_processing` metadata object), with ours processed by `ours`.
+    pub fn against_recorded(ours: &ProcessingOptions, recorded: Option<&serde_json::Map<String, serde_json::Value>>) -> Self {
+        let switches = [
+            ("fold_ln", ours.fold_ln),
+            ("center_writing_weights", ours.center_writing_weights),
+            ("center_unembed", ours.center_unembed),
+            ("fold_value_biases", ours.fold_value_biases),
+            ("refactor_factored_attn_matrices", ours.refactor_factored_attn_matrices),
+        ];
+        let recorded_switch = |switch: &str| recorded.and_then(|recorded| recorded.get(switch)).and_then(serde_json::Value::as_bool);
+        Self {
+            ours_center_unembed: ours.center_unembed,
+            reference_center_unembed: recorded_switch("center_unembed"),
+            differing_switches: switches
+                .iter()
+                .filter_map(|&(switch, ours)| {
+                    let reference = recorded_switch(switch)?;
+                    (reference != ours).then(|| SwitchDifference { switch: switch.to_owned(), ours, reference })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Which side holds a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Ours,
+    Reference,
+    Both,
+}
+
+/// One finding about a failing comparison.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Cause {
-    /// NaN or infinite values.
-    NonFinite { count: usize, first_at: Option<DiffLocation> },
-    /// Every position shifted by its own constant; softmax unchanged.
-    PerPositionShift,
+    /// NaN or infinite values: how many on each side, and where the first is.
+    NonFinite { count: usize, candidate: usize, reference: usize, first_at: Option<DiffLocation>, first_side: Side },
+    /// Every failing position is shifted by its own constant; softmax unchanged.
+    PerPositionShift { ours_center_unembed: bool, reference_center_unembed: Option<bool> },
     /// A per-position shift and one common scale factor (candidate ≈ scale × reference + shift).
     ShiftAndScale { scale: f64 },
-    /// Only one position is outside tolerance.
-    SinglePosition { position: usize },
     /// Each position holds the reference's values in another vocabulary order.
     PermutedVocabulary,
+    /// Exactly one element is outside tolerance.
+    SingleElement { at: DiffLocation, abs_diff: f64 },
+    /// Every element outside tolerance (more than one) sits in one position of several.
+    SinglePosition { position: usize, elements: usize },
+    /// Small differences spread over many elements with every argmax agreeing.
+    Noise { ulps: f64, elements: usize, positions: usize, of_positions: usize, min_passing_atol: f64 },
+    /// Our processing switches differ from those the reference records.
+    ProcessingDiffers { switches: Vec<SwitchDifference> },
+    /// The residual stream first exceeds tolerance, by more than rounding noise, at this
+    /// snapshot (0 = embeddings).
+    ResidualDiverges { index: usize, max_abs_diff: f64 },
+    /// The residual stream exceeds tolerance somewhere, but nowhere by more than rounding noise.
+    ResidualNoise { max_abs_diff: f64, ulps: f64 },
+    /// The residual stream agrees at every snapshot.
+    ResidualAgrees { max_abs_diff: f64 },
 }
 
 impl Cause {
+    /// Residual-stream findings say where, not what: they are never the likely cause.
+    fn is_cause(&self) -> bool {
+        !matches!(self, Cause::ResidualDiverges { .. } | Cause::ResidualNoise { .. } | Cause::ResidualAgrees { .. })
+    }
+
     fn sentence(&self) -> String {
         match self {
-            Cause::NonFinite { count, first_at } => {
-                let at =
-                    first_at.as_ref().map(|at| format!(", the first at position {} token {} {:?}", at.position, at.token_id, at.token));
-                format!("{count} values are NaN or infinite{}; non-finite logits always fail.", at.unwrap_or_default())
+            Cause::NonFinite { candidate, reference, first_at, first_side, .. } => {
+                let sides = match (candidate, reference) {
+                    (0, _) => format!("the reference holds {} and ours none", count_of(*reference, "NaN/Inf value")),
+                    (_, 0) => format!("ours hold {} and the reference none", count_of(*candidate, "NaN/Inf value")),
+                    _ => format!("ours hold {} and the reference {}", count_of(*candidate, "NaN/Inf value"), reference),
+                };
+                let side = match first_side {
+                    Side::Ours => "ours",
+                    Side::Reference => "the reference's",
+                    Side::Both => "both sides'",
+                };
+                let first = first_at
+                    .as_ref()
+                    .map(|at| format!("; the first is {side}, at position {} token {} {:?}", at.position, at.token_id, at.token))
+                    .unwrap_or_default();
+                format!("{sides}{first}. Non-finite logits always fail, and the difference statistics are NaN.")
             }
-            Cause::PerPositionShift => "the logits differ only by a per-position shift; softmax is unchanged. Was one side made with \
-                TransformerLens's center_unembed (e.g. HookedTransformer.from_pretrained instead of from_pretrained_no_processing)?"
-                .to_owned(),
+            Cause::PerPositionShift { ours_center_unembed, reference_center_unembed } => {
+                let on_off = |on: bool| if on { "with" } else { "without" };
+                let lead = "the logits differ only by a per-position shift; softmax, log-probabilities and argmax are unchanged.";
+                match reference_center_unembed {
+                    Some(reference) if reference != ours_center_unembed => format!(
+                        "{lead} That is center_unembed's shift: our logits were made {} it, the reference's {} it (as its metadata \
+                         records); {}.",
+                        on_off(*ours_center_unembed),
+                        on_off(*reference),
+                        if *reference { "drop --no-center-unembed to match" } else { "pass --no-center-unembed to match" }
+                    ),
+                    Some(_) => format!(
+                        "{lead} Both sides were made {} center_unembed, so something else adds a constant to every logit of a \
+                         position (an output bias, or ln_f applied differently).",
+                        on_off(*ours_center_unembed)
+                    ),
+                    None => format!(
+                        "{lead} Our logits were made {} center_unembed; the reference does not record its processing: was it made \
+                         with TransformerLens's center_unembed (HookedTransformer.from_pretrained rather than \
+                         from_pretrained_no_processing)?",
+                        on_off(*ours_center_unembed)
+                    ),
+                }
+            }
             Cause::ShiftAndScale { scale } => format!(
                 "the logits match up to a per-position shift and a common scale of {scale:.6}: a temperature, a LayerNorm gain or an \
                  unembedding scaled on one side?"
             ),
-            Cause::SinglePosition { position } => format!(
-                "only position {position} is outside tolerance; all others agree. A position-specific input (the first token, BOS, \
-                 a position embedding row) differs."
-            ),
-            Cause::PermutedVocabulary => "each position holds the same values in another vocabulary order, and the argmax disagrees: a \
-                transposed or permuted vocabulary (another tokenizer, or the unembedding read the wrong way)."
+            Cause::PermutedVocabulary => "each position holds the same values in another vocabulary order, and the argmax disagrees: \
+                a transposed or permuted vocabulary (another tokenizer, or the unembedding read the wrong way)."
                 .to_owned(),
+            Cause::SingleElement { at, abs_diff } => format!(
+                "a single element is outside tolerance: position {}, token {} {:?} (|diff| {}); every other logit agrees.",
+                at.position,
+                at.token_id,
+                at.token,
+                sci(*abs_diff)
+            ),
+            Cause::SinglePosition { position, elements } => format!(
+                "only position {position} is outside tolerance ({elements} elements); every other position agrees, which points at \
+                 something specific to that position (its token, its position embedding row, a prepended BOS)."
+            ),
+            Cause::Noise { ulps, elements, positions, of_positions, min_passing_atol } => format!(
+                "this looks like float32 rounding noise: the differences reach {ulps:.0} ulps of the largest |reference|, spread \
+                 over {} at {positions} of {of_positions} positions, and every argmax agrees. The smallest passing atol at this rtol \
+                 is {}.",
+                count_of(*elements, "element"),
+                sci(*min_passing_atol)
+            ),
+            Cause::ProcessingDiffers { switches } => {
+                let listed: Vec<String> = switches
+                    .iter()
+                    .map(|difference| {
+                        let on_off = |on: bool| if on { "on" } else { "off" };
+                        format!(
+                            "{} ({} here, {} in the reference)",
+                            difference.switch,
+                            on_off(difference.ours),
+                            on_off(difference.reference)
+                        )
+                    })
+                    .collect();
+                format!("this run's processing differs from the switches the reference records: {}.", listed.join(", "))
+            }
+            Cause::ResidualDiverges { index: 0, max_abs_diff } => {
+                format!(
+                    "the residual stream already differs at the embeddings (max |diff| {}): check wte, wpe and the token ids.",
+                    sci(*max_abs_diff)
+                )
+            }
+            Cause::ResidualDiverges { index, max_abs_diff } => format!(
+                "the residual stream first diverges at the output of block h.{} (max |diff| {}); earlier blocks agree.",
+                index - 1,
+                sci(*max_abs_diff)
+            ),
+            Cause::ResidualNoise { max_abs_diff, ulps } => format!(
+                "the residual stream differs by at most {} ({ulps:.0} ulps of its largest value): rounding noise at every block, \
+                 no block diverges.",
+                sci(*max_abs_diff)
+            ),
+            Cause::ResidualAgrees { max_abs_diff } => format!(
+                "the residual stream agrees at every block (max |diff| {}), so the difference arises after it: in ln_f, the \
+                 unembedding, or the reference's logits themselves.",
+                sci(*max_abs_diff)
+            ),
         }
     }
 }
 
-/// Detects the most likely cause of a failing comparison, checking the specific causes first.
-pub fn likely_cause(comparison: &Comparison, candidate: &[f32], reference: &[f32], vocab: usize, tolerance: Tolerance) -> Option<Cause> {
+/// Runs every check on a failing comparison and records the findings (and the first cause
+/// among them as `likely_cause`). Call after the residual stream, if any, is compared.
+pub fn diagnose(
+    comparison: &mut Comparison,
+    candidate: &[f32],
+    reference: &[f32],
+    vocab: usize,
+    tolerance: Tolerance,
+    provenance: &Provenance,
+) {
+    if comparison.passed {
+        return;
+    }
+    let findings = findings(comparison, candidate, reference, vocab, tolerance, provenance);
+    comparison.likely_cause = findings.iter().find(|finding| finding.is_cause()).cloned();
+    comparison.findings = findings;
+}
+
+fn findings(
+    comparison: &Comparison,
+    candidate: &[f32],
+    reference: &[f32],
+    vocab: usize,
+    tolerance: Tolerance,
+    provenance: &Provenance,
+) -> Vec<Cause> {
+    let mut findings = Vec::new();
+    let positions = comparison.position_shift.len();
     if comparison.non_finite > 0 {
-        return Some(Cause::NonFinite { count: comparison.non_finite, first_at: comparison.first_non_finite_at.clone() });
-    }
-    if comparison.criterion == Criterion::Raw && comparison.centered_violations == 0 {
-        return Some(Cause::PerPositionShift);
-    }
-    if let Some(scale) = common_scale(candidate, reference, vocab, tolerance) {
-        return Some(Cause::ShiftAndScale { scale });
-    }
-    let positions = candidate.len() / vocab;
-    if let [position] = comparison.positions_outside[..] {
-        if positions > 1 {
-            return Some(Cause::SinglePosition { position });
+        let first_side = comparison.first_non_finite_at.as_ref().map_or(Side::Both, |at| {
+            let index = at.position * vocab + at.token_id as usize;
+            match (candidate[index].is_finite(), reference[index].is_finite()) {
+                (false, true) => Side::Ours,
+                (true, false) => Side::Reference,
+                _ => Side::Both,
+            }
+        });
+        findings.push(Cause::NonFinite {
+            count: comparison.non_finite,
+            candidate: comparison.candidate_non_finite,
+            reference: comparison.reference_non_finite,
+            first_at: comparison.first_non_finite_at.clone(),
+            first_side,
+        });
+    } else {
+        let shift = comparison.criterion == Criterion::Raw && comparison.centered_violations == 0;
+        if shift {
+            findings.push(Cause::PerPositionShift {
+                ours_center_unembed: provenance.ours_center_unembed,
+                reference_center_unembed: provenance.reference_center_unembed,
+            });
+        } else if let Some(scale) = common_scale(candidate, reference, vocab, tolerance) {
+            findings.push(Cause::ShiftAndScale { scale });
+        }
+        if comparison.top1_agreement == 0.0 && same_values_per_position(candidate, reference, vocab, tolerance) {
+            findings.push(Cause::PermutedVocabulary);
+        }
+        if let (1, Some(at)) = (comparison.outside_allclose, &comparison.max_abs_diff_at) {
+            findings.push(Cause::SingleElement { at: at.clone(), abs_diff: comparison.worst_abs_diff });
+        } else if let [position] = comparison.positions_outside[..] {
+            if positions > 1 {
+                findings.push(Cause::SinglePosition { position, elements: comparison.outside_allclose });
+            }
+        }
+        if findings.is_empty() && comparison.top1_agreement == 1.0 {
+            let largest = reference.iter().fold(0.0f64, |largest, &value| largest.max(f64::from(value).abs()));
+            let ulps = comparison.worst_abs_diff.max(comparison.min_passing_atol) / (largest * f64::from(f32::EPSILON));
+            if ulps <= NOISE_ULPS {
+                findings.push(Cause::Noise {
+                    ulps,
+                    elements: comparison.outside_allclose,
+                    positions: comparison.positions_outside.len(),
+                    of_positions: positions,
+                    min_passing_atol: comparison.min_passing_atol,
+                });
+            }
         }
     }
-    if comparison.top1_agreement == 0.0 && same_values_per_position(candidate, reference, vocab, tolerance) {
-        return Some(Cause::PermutedVocabulary);
+    // A shift finding already names center_unembed when the sides disagree on it.
+    let explained_by_shift = |difference: &&SwitchDifference| {
+        difference.switch == "center_unembed" && findings.iter().any(|finding| matches!(finding, Cause::PerPositionShift { .. }))
+    };
+    let switches: Vec<SwitchDifference> =
+        provenance.differing_switches.iter().filter(|difference| !explained_by_shift(difference)).cloned().collect();
+    if !switches.is_empty() {
+        findings.push(Cause::ProcessingDiffers { switches });
     }
-    None
+    if let Some(resid) = &comparison.resid {
+        let finding = residual_finding(resid);
+        // Beside rounding noise in the logits, a residual stream that agrees adds nothing.
+        let adds_nothing = matches!(finding, Cause::ResidualAgrees { .. }) && findings.iter().any(|f| matches!(f, Cause::Noise { .. }));
+        if !adds_nothing {
+            findings.push(finding);
+        }
+    }
+    findings
+}
+
+/// Where the residual stream first diverges beyond rounding noise, or that it does not.
+fn residual_finding(resid: &[ResidDiff]) -> Cause {
+    let ulps = |snapshot: &ResidDiff| snapshot.max_abs_diff / (snapshot.reference_max_abs * f64::from(f32::EPSILON));
+    let failing = || resid.iter().filter(|snapshot| !snapshot.passed);
+    match failing().find(|snapshot| !(ulps(snapshot) <= NOISE_ULPS)) {
+        Some(first) => Cause::ResidualDiverges { index: first.index, max_abs_diff: first.max_abs_diff },
+        None if failing().next().is_some() => Cause::ResidualNoise {
+            max_abs_diff: resid.iter().map(|snapshot| snapshot.max_abs_diff).fold(0.0, f64::max),
+            ulps: failing().map(ulps).fold(0.0, f64::max),
+        },
+        None => Cause::ResidualAgrees { max_abs_diff: resid.iter().map(|snapshot| snapshot.max_abs_diff).fold(0.0, f64::max) },
+    }
 }
 
 /// The least-squares scale s with candidate - shift ≈ s × (reference - shift), when it explains
@@ -111,7 +364,7 @@ fn same_values_per_position(candidate: &[f32], reference: &[f32], vocab: usize, 
     })
 }
 
-/// One sentence per finding, in table order.
+/// One note per comparison with something to say, in table order.
 pub fn explain(comparisons: &[Comparison]) -> Vec<String> {
     let mut shift_explained = false;
     comparisons
@@ -148,35 +401,47 @@ fn explain_one(comparison: &Comparison) -> Option<String> {
     if comparison.passed {
         return None;
     }
-    if let Some(cause) = &comparison.likely_cause {
-        return Some(format!("{name}: {}", cause.sentence()));
+    let mut sentences: Vec<String> = comparison.findings.iter().map(|finding| capitalized(&finding.sentence())).collect();
+    if !comparison.findings.iter().any(Cause::is_cause) {
+        sentences.insert(
+            0,
+            format!(
+                "Max |diff| {} exceeds the tolerance at {} ({}); log-softmax differs by up to {}, top-1 agreement {}.",
+                sci(comparison.worst_abs_diff),
+                count_of(comparison.outside_allclose, "element"),
+                percent(comparison.outside_allclose_percent, 3),
+                sci(comparison.log_softmax_max_abs_diff),
+                percent(100.0 * comparison.top1_agreement, 0)
+            ),
+        );
     }
-    Some(match comparison.resid.as_ref().and_then(|resid| resid.iter().find(|snapshot| !snapshot.passed)) {
-        Some(first) if first.index == 0 => format!(
-            "{name}: the residual stream already differs at the embeddings (max |diff| {}): check wte, wpe and the token ids.",
-            sci(first.max_abs_diff)
-        ),
-        Some(first) => format!(
-            "{name}: the residual stream first diverges at the output of block h.{} (max |diff| {}); earlier blocks agree.",
-            first.index - 1,
-            sci(first.max_abs_diff)
-        ),
-        None if comparison.resid.is_some() => format!(
-            "{name}: the residual stream agrees at every block, so the difference arises in ln_f or the unembedding (max |diff| {}).",
-            sci(comparison.max_abs_diff)
-        ),
-        None => format!(
-            "{name}: max |diff| {} exceeds the tolerance at {} elements ({:.3}%); log-softmax differs by up to {}, top-1 agreement {:.0}%.",
-            sci(comparison.max_abs_diff),
-            comparison.outside_allclose,
-            comparison.outside_allclose_percent,
-            sci(comparison.log_softmax_max_abs_diff),
-            100.0 * comparison.top1_agreement
-        ),
-    })
+    Some(format!("{name}: {}", sentences.join(" ")))
 }
 
-/// Compact scientific notation for differences.
+fn capitalized(sentence: &str) -> String {
+    let mut chars = sentence.chars();
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
+/// Compact scientific notation for differences ("NaN" when it cannot be computed).
 pub fn sci(value: f64) -> String {
     format!("{value:.2e}")
+}
+
+/// A percentage with `decimals` places, never "-0.00%" (rounding a tiny negative share to zero
+/// keeps no sign).
+pub fn percent(value: f64, decimals: usize) -> String {
+    let text = format!("{value:.decimals$}");
+    let text =
+        if text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') { text.trim_start_matches('-').to_owned() } else { text };
+    format!("{text}%")
+}
+
+/// "1 element", "8 elements".
+pub fn count_of(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }

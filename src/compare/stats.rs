@@ -5,7 +5,7 @@
 //! slices, accumulated in f64.
 use serde::Serialize;
 
-use super::diagnose::{likely_cause, Cause};
+use super::diagnose::Cause;
 
 /// numpy's allclose: |candidate - reference| <= atol + rtol * |reference|.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -155,8 +155,12 @@ pub struct Comparison {
     /// Per residual-stream index, when both sides have it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resid: Option<Vec<ResidDiff>>,
-    /// For a failing comparison, the most likely cause this tool can detect.
+    /// For a failing comparison, the most likely cause this tool can detect: the first cause
+    /// among `findings`.
     pub likely_cause: Option<Cause>,
+    /// For a failing comparison, everything the checks found (compare::diagnose), residual
+    /// stream included.
+    pub findings: Vec<Cause>,
     pub passed: bool,
 }
 
@@ -165,6 +169,8 @@ pub struct Comparison {
 pub struct ResidDiff {
     pub index: usize,
     pub max_abs_diff: f64,
+    /// The largest |reference| value of the snapshot: the scale rounding noise is judged against.
+    pub reference_max_abs: f64,
     pub passed: bool,
 }
 
@@ -286,13 +292,11 @@ pub fn compare_logits(
         first_non_finite_at: totals.first_non_finite.map(location),
         resid: None,
         likely_cause: None,
+        findings: Vec::new(),
         passed: totals.non_finite == 0 && outside_allclose == 0,
     };
     if totals.non_finite > 0 {
         comparison.cannot_compute_differences();
-    }
-    if !comparison.passed {
-        comparison.likely_cause = likely_cause(&comparison, candidate, reference, vocab, tolerance);
     }
     comparison
 }
@@ -432,11 +436,13 @@ pub fn compare_resid(
             let range = index * per_snapshot..(index + 1) * per_snapshot;
             let (candidate, reference) = (&candidate[range.clone()], &reference[range]);
             let mut max_abs_diff = 0.0f64;
+            let mut reference_max_abs = 0.0f64;
             let mut passed = true;
             for (c_row, r_row) in candidate.chunks_exact(d_model).zip(reference.chunks_exact(d_model)) {
                 let shift = if center_reference { finite_mean(r_row) } else { 0.0 };
                 for (&c, &r) in c_row.iter().zip(r_row) {
                     let (c, r) = (f64::from(c), f64::from(r));
+                    reference_max_abs = reference_max_abs.max(r.abs());
                     let diff = c - (r - shift);
                     if diff.is_nan() {
                         passed = false;
@@ -448,7 +454,7 @@ pub fn compare_resid(
                     passed &= tolerance.allows_diff(diff, r);
                 }
             }
-            ResidDiff { index, max_abs_diff, passed }
+            ResidDiff { index, max_abs_diff, reference_max_abs, passed }
         })
         .collect()
 }

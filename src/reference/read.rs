@@ -24,6 +24,8 @@ pub struct ReferenceMeta {
     pub prepend_bos: bool,
     pub attn_implementation: String,
     pub producer: serde_json::Value,
+    /// The switches TransformerLens's processed logits were made with (`transformer_lens_processing`).
+    pub transformer_lens_processing: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// One prompt's reference tensors, row-major.
@@ -249,7 +251,16 @@ fn parse_meta(bytes: &[u8], path: &Path) -> Result<ReferenceMeta> {
     let producer = metadata.get("producer").map_or(Ok(serde_json::Value::Null), |text| {
         serde_json::from_str(text).map_err(|error| anyhow!("reference {shown}: metadata \"producer\" is not JSON ({error}); regenerate it"))
     })?;
+    let transformer_lens_processing = metadata
+        .get("transformer_lens_processing")
+        .map(|text| {
+            serde_json::from_str(text).map_err(|error| {
+                anyhow!("reference {shown}: metadata \"transformer_lens_processing\" is not a JSON object ({error}); regenerate it")
+            })
+        })
+        .transpose()?;
     Ok(ReferenceMeta {
+        transformer_lens_processing,
         prompts,
         model: field("model")?.to_owned(),
         weights: field("weights")?.to_owned(),

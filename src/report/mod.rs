@@ -7,6 +7,7 @@ mod table;
 
 use serde::Serialize;
 
+pub use crate::compare::diagnose::count_of;
 use crate::compare::{Comparison, Criterion, Tolerance};
 use crate::model::process::ProcessingOptions;
 
@@ -293,13 +294,4 @@ fn verdict(comparison: &Comparison) -> String {
 
 fn prompt_heading(index: usize, total: usize, prompt: &PromptReport) -> String {
     format!("Prompt {}/{total}: {:?} ({} tokens: {:?})", index + 1, prompt.prompt, prompt.tokens.len(), prompt.tokens)
-}
-
-/// "1 prompt", "8 prompts".
-pub fn count_of(count: usize, noun: &str) -> String {
-    if count == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{count} {noun}s")
-    }
 }

@@ -5,7 +5,8 @@ use indicatif::ProgressBar;
 
 use super::{to_vec, ModelInputs};
 use crate::cli::CompareArgs;
-use crate::compare::{compare_logits, compare_resid, diagnose, Comparison, Criterion, Tolerance};
+use crate::compare::diagnose::{self, diagnose, Provenance};
+use crate::compare::{compare_logits, compare_resid, Comparison, Criterion, Tolerance};
 use crate::model::gpt2::forward;
 use crate::model::process::process;
 use crate::model::Weights;
@@ -80,7 +81,14 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     for case in &cases {
         let reference_prompt = reference.prompt(case.reference_index)?;
         let candidate = run_candidate(&weights, &case.tokens, &mut repeatability)?;
-        reports.push(vec![comparer.against_reference("unprocessed-vs-reference", Criterion::Raw, &candidate, &reference_prompt, false)]);
+        reports.push(vec![comparer.against_reference(
+            "unprocessed-vs-reference",
+            Criterion::Raw,
+            &candidate,
+            &reference_prompt,
+            false,
+            &Provenance::default(),
+        )]);
         unprocessed_logits.push(candidate.logits);
         progress.inc(1);
     }
@@ -89,16 +97,40 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     let processing = args.processing();
     let processed = timed(Phase::Processing, || process(weights, processing));
     let shift_criterion = if processing.center_unembed { Criterion::ShiftInvariant } else { Criterion::Raw };
+    // What each row knows about how its two sides were made, for judging a shift.
+    let processed_vs_reference = Provenance { ours_center_unembed: processing.center_unembed, ..Provenance::default() };
+    let processed_vs_unprocessed = Provenance { reference_center_unembed: Some(false), ..processed_vs_reference.clone() };
+    let processed_vs_tl = Provenance::against_recorded(&processing, reference.meta.transformer_lens_processing.as_ref());
+    let unprocessed_vs_tl = Provenance { reference_center_unembed: Some(false), ..Provenance::default() };
     for ((case, comparisons), unprocessed) in cases.iter().zip(&mut reports).zip(&unprocessed_logits) {
         let reference_prompt = reference.prompt(case.reference_index)?;
         let candidate = run_candidate(&processed, &case.tokens, &mut repeatability)?;
-        comparisons.push(comparer.against_reference("processed-vs-reference", shift_criterion, &candidate, &reference_prompt, true));
-        comparisons.push(comparer.logits("processed-vs-unprocessed", shift_criterion, &candidate.logits, unprocessed));
+        comparisons.push(comparer.against_reference(
+            "processed-vs-reference",
+            shift_criterion,
+            &candidate,
+            &reference_prompt,
+            true,
+            &processed_vs_reference,
+        ));
+        comparisons.push(comparer.logits(
+            "processed-vs-unprocessed",
+            shift_criterion,
+            &candidate.logits,
+            unprocessed,
+            &processed_vs_unprocessed,
+        ));
         if let Some(tl) = &reference_prompt.tl_processed_logits {
-            comparisons.push(comparer.logits("processed-vs-transformer-lens", Criterion::Raw, &candidate.logits, tl));
+            comparisons.push(comparer.logits("processed-vs-transformer-lens", Criterion::Raw, &candidate.logits, tl, &processed_vs_tl));
         }
         if let Some(tl) = &reference_prompt.tl_unprocessed_logits {
-            comparisons.push(comparer.logits("unprocessed-vs-transformer-lens-unprocessed", Criterion::Raw, unprocessed, tl));
+            comparisons.push(comparer.logits(
+                "unprocessed-vs-transformer-lens-unprocessed",
+                Criterion::Raw,
+                unprocessed,
+                tl,
+                &unprocessed_vs_tl,
+            ));
         }
         progress.inc(1);
     }
@@ -223,8 +255,18 @@ struct Comparer<'a> {
 }
 
 impl Comparer<'_> {
-    fn logits(&self, name: &str, criterion: Criterion, candidate: &[f32], reference: &[f32]) -> Comparison {
+    /// Logits against logits, diagnosed when they fail.
+    fn logits(&self, name: &str, criterion: Criterion, candidate: &[f32], reference: &[f32], provenance: &Provenance) -> Comparison {
+        self.diagnosed(self.statistics(name, criterion, candidate, reference), candidate, reference, provenance)
+    }
+
+    fn statistics(&self, name: &str, criterion: Criterion, candidate: &[f32], reference: &[f32]) -> Comparison {
         timed(Phase::Statistics, || compare_logits(name, criterion, candidate, reference, self.vocab, self.tolerance, self.token_text))
+    }
+
+    fn diagnosed(&self, mut comparison: Comparison, candidate: &[f32], reference: &[f32], provenance: &Provenance) -> Comparison {
+        timed(Phase::Statistics, || diagnose(&mut comparison, candidate, reference, self.vocab, self.tolerance, provenance));
+        comparison
     }
 
     /// Logits against the reference's, plus the residual stream when the reference has it
@@ -236,13 +278,14 @@ impl Comparer<'_> {
         candidate: &Candidate,
         reference: &PromptReference,
         processed: bool,
+        provenance: &Provenance,
     ) -> Comparison {
-        let mut comparison = self.logits(name, criterion, &candidate.logits, &reference.logits);
+        let mut comparison = self.statistics(name, criterion, &candidate.logits, &reference.logits);
         if let Some(resid) = &reference.resid {
             comparison.resid = Some(timed(Phase::Statistics, || {
                 compare_resid(&candidate.resid, resid, self.d_model, self.snapshots, processed, self.tolerance)
             }));
         }
-        comparison
+        self.diagnosed(comparison, &candidate.logits, &reference.logits, provenance)
     }
 }
