@@ -4,8 +4,9 @@
 Why it exists: gpt2-parity computes GPT-2 logits in Rust (libtorch) and needs
 numbers it can trust to compare them with. This script produces them with the
 implementation everyone else uses, HF's GPT2LMHeadModel (eager attention,
-float32, eval mode, no gradients), and writes them, with the token ids, the
-residual stream and a digest of the weights, into one safetensors file of the
+float32 unless --dtype says otherwise, eval mode, no gradients), and writes
+them (logits as float32), with the token ids, the residual stream and a
+digest of the weights, into one safetensors file of the
 format `gpt2-parity-reference/1` (see docs/reference-format.md). Optionally it
 adds TransformerLens logits, processed and unprocessed, and records the processed
 run's switches in the `transformer_lens_processing` metadata entry.
@@ -16,6 +17,7 @@ torch and transformers only (transformer_lens only when asked).
 
 Usage:
   dump_reference.py --model ID|DIR --output FILE [--model-name NAME]
+                    [--dtype float32|float64|float16|bfloat16]
                     [--prepend-bos] [--prompts-file F] [--transformer-lens
                     [--no-fold-ln] [--no-center-writing-weights]
                     [--no-center-unembed] [--no-fold-value-biases]] [PROMPT]...
@@ -48,6 +50,7 @@ FORMAT = "gpt2-parity-reference/1"
 WEIGHTS_FILE = "model.safetensors"
 DEFAULT_MODEL = "openai-community/gpt2"
 PROG = "dump_reference.py"
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class UsageError(Exception):
@@ -68,6 +71,8 @@ def parse_args(argv):
     parser.add_argument("--model-name", help="model string to record instead of --model")
     parser.add_argument("--output", required=True, help="output file, or - for stdout")
     parser.add_argument("--prepend-bos", action="store_true", help="prepend <|endoftext|> to every prompt")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                        help="torch dtype the model computes in; logits are stored as float32 either way")
     parser.add_argument("--prompts-file", help="JSON Lines file of prompts (read before PROMPT...)")
     parser.add_argument("--transformer-lens", action="store_true",
                         help="also record TransformerLens logits, processed and unprocessed")
@@ -116,7 +121,7 @@ def collect_prompts(args):
 
 # ---------------------------------------------------------------- model
 
-def load_model(model_id):
+def load_model(model_id, dtype):
     looks_like_path = os.path.isabs(model_id) or model_id.startswith(".") or os.path.exists(model_id)
     if looks_like_path and not os.path.isdir(model_id):
         raise UsageError(f"model directory {model_id} not found")
@@ -124,7 +129,7 @@ def load_model(model_id):
         raise UsageError(f"model directory {model_id} has no config.json")
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_id)
-        model = GPT2LMHeadModel.from_pretrained(model_id, attn_implementation="eager", dtype=torch.float32)
+        model = GPT2LMHeadModel.from_pretrained(model_id, attn_implementation="eager", dtype=DTYPES[dtype])
     except (OSError, ValueError) as err:
         raise UsageError(f"cannot load model {model_id}: {first_line(err)}")
     return model.eval(), tokenizer
@@ -385,7 +390,7 @@ def prepare(args):
     shape, and the metadata."""
     prompts = collect_prompts(args)
     transformers.utils.logging.disable_progress_bar()
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(args.model, args.dtype)
     digest = weights_digest(args.model)
     limit = model.config.n_positions
     token_lists = [tokenize(tokenizer, p, args.prepend_bos, limit, i) for i, p in enumerate(prompts)]
@@ -396,7 +401,7 @@ def prepare(args):
         "model": args.model_name or args.model,
         "weights": digest,
         "prepend_bos": "true" if args.prepend_bos else "false",
-        "dtype": "float32",
+        "dtype": args.dtype,
         "attn_implementation": "eager",
         "producer": producer(args.transformer_lens),
     }

@@ -6,6 +6,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::compare::Tolerance;
+use crate::model::dtype::Dtype;
 use crate::model::hub::DEFAULT_MODEL;
 use crate::model::process::ProcessingOptions;
 use crate::prompts::read_prompts_file;
@@ -53,12 +54,13 @@ pub struct ModelArgs {
 /// Tolerances and where the report goes.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Absolute tolerance: |a - b| <= atol + rtol * |b|
-    #[arg(long, default_value = "1e-4", value_parser = parse_tolerance, allow_negative_numbers = true)]
-    pub atol: f64,
-    /// Relative tolerance
-    #[arg(long, default_value = "1e-5", value_parser = parse_tolerance, allow_negative_numbers = true)]
-    pub rtol: f64,
+    /// Absolute tolerance: |a - b| <= atol + rtol * |b| [default by --dtype: float32 1e-4,
+    /// float64 1e-7, float16 0.25, bfloat16 2.0]
+    #[arg(long, value_parser = parse_tolerance, allow_negative_numbers = true)]
+    pub atol: Option<f64>,
+    /// Relative tolerance [default by --dtype: float32 1e-5, float64 2.5e-7, float16 1e-3, bfloat16 1.6e-2]
+    #[arg(long, value_parser = parse_tolerance, allow_negative_numbers = true)]
+    pub rtol: Option<f64>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
     /// Write the report here instead of stdout ("-" is stdout); written whole or not at all
@@ -71,8 +73,10 @@ pub struct ReportArgs {
 }
 
 impl ReportArgs {
-    pub fn tolerance(&self) -> Tolerance {
-        Tolerance { atol: self.atol, rtol: self.rtol }
+    /// --atol and --rtol, each defaulting to the dtype's own.
+    pub fn tolerance(&self, dtype: Dtype) -> Tolerance {
+        let default = dtype.default_tolerance();
+        Tolerance { atol: self.atol.unwrap_or(default.atol), rtol: self.rtol.unwrap_or(default.rtol) }
     }
 
     /// Fails unless the report file, if any, can be written: checked before any model work.
@@ -89,34 +93,33 @@ impl ReportArgs {
 /// Where and how the forward passes run.
 #[derive(Debug, Args)]
 pub struct ComputeArgs {
-    /// Device for our forward passes: cpu, cuda or cuda:N
+    /// Device for our forward passes: cpu, cuda, cuda:N, or auto (CUDA when libtorch finds a GPU, else cpu)
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
-    pub device: tch::Device,
+    pub device: DeviceRequest,
+    /// Dtype of our models' weights and forward passes; the reference stays as it was made
+    #[arg(long, value_enum, default_value = "float32")]
+    pub dtype: Dtype,
     /// libtorch's CPU threads. Results are bit-identical run to run for one thread count; another
     /// count may change the last bits, so the default is 1, whatever the machine's cores (slower on long prompts)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub threads: i32,
 }
 
-impl ComputeArgs {
-    /// Checks that the device exists and fixes libtorch's thread count.
-    pub fn apply(&self) -> Result<()> {
-        if let tch::Device::Cuda(index) = self.device {
-            let available = tch::Cuda::device_count();
-            if index as i64 >= available {
-                bail!("--device cuda:{index}: this machine has {available} CUDA devices visible to libtorch; use --device cpu");
-            }
-        }
-        tch::set_num_threads(self.threads);
-        Ok(())
-    }
+/// `--device` as given; [`ComputeArgs::apply`] resolves it to a device that exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRequest {
+    Cpu,
+    Cuda(usize),
+    Auto,
+}
 
-    /// "cpu", "cuda:0", as the reports record it.
-    pub fn device_name(&self) -> String {
-        match self.device {
-            tch::Device::Cuda(index) => format!("cuda:{index}"),
-            other => format!("{other:?}").to_lowercase(),
-        }
+impl ComputeArgs {
+    /// Resolves the device (loading libtorch's CUDA library only when CUDA is asked for) and
+    /// fixes libtorch's thread count.
+    pub fn apply(&self) -> Result<tch::Device> {
+        let device = crate::device::resolve(self.device)?;
+        tch::set_num_threads(self.threads);
+        Ok(device)
     }
 }
 
@@ -145,6 +148,10 @@ pub struct CompareArgs {
     pub allow_other_weights: bool,
     #[command(flatten)]
     pub compute: ComputeArgs,
+    /// Also run our model in float64 and report, per comparison, how far each float32 side sits
+    /// from it, and whether a breach is rounding noise or real (docs/metrics.md)
+    #[arg(long)]
+    pub noise_floor: bool,
     /// Run every forward N times and fail unless all runs give bit-identical logits
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub repeat: u32,
@@ -191,6 +198,9 @@ pub struct ReferenceArgs {
     /// scripts/requirements-tl.txt in the script's Python)
     #[arg(long)]
     pub transformer_lens: bool,
+    /// Dtype Hugging Face computes in (torch_dtype); the file stores float32 logits either way
+    #[arg(long, value_enum, default_value = "float32")]
+    pub dtype: Dtype,
     /// Python that runs the bundled reference script [default: $GPT2_PARITY_PYTHON, else the build's venv]
     #[arg(long, value_name = "PATH")]
     pub python: Option<PathBuf>,
@@ -228,15 +238,16 @@ fn parse_tolerance(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
-fn parse_device(text: &str) -> Result<tch::Device, String> {
+fn parse_device(text: &str) -> Result<DeviceRequest, String> {
     match text {
-        "cpu" => Ok(tch::Device::Cpu),
-        "cuda" => Ok(tch::Device::Cuda(0)),
+        "cpu" => Ok(DeviceRequest::Cpu),
+        "cuda" => Ok(DeviceRequest::Cuda(0)),
+        "auto" => Ok(DeviceRequest::Auto),
         _ => text
             .strip_prefix("cuda:")
             .and_then(|index| index.parse().ok())
-            .map(tch::Device::Cuda)
-            .ok_or_else(|| format!("{text:?} is not a device; use cpu, cuda or cuda:N")),
+            .map(DeviceRequest::Cuda)
+            .ok_or_else(|| format!("{text:?} is not a device; use cpu, cuda, cuda:N or auto")),
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod cli;
 pub mod compare;
+pub mod device;
 pub mod interrupt;
 pub mod model;
 pub mod output;

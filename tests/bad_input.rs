@@ -499,7 +499,11 @@ fn reference_with_malformed_metadata_or_shapes() {
         ),
         ("no prompts", |r| drop(r.metadata.insert("prompts".into(), "[]".into())), &["holds no prompts"]),
         ("prepend_bos", |r| drop(r.metadata.insert("prepend_bos".into(), "yes".into())), &["\"prepend_bos\" is \"yes\""]),
-        ("dtype", |r| drop(r.metadata.insert("dtype".into(), "float16".into())), &["computed in float16", "float32"]),
+        (
+            "dtype",
+            |r| drop(r.metadata.insert("dtype".into(), "int8".into())),
+            &["computed in int8", "float32, float64, float16 or bfloat16"],
+        ),
         ("producer", |r| drop(r.metadata.insert("producer".into(), "{python".into())), &["\"producer\" is not JSON"]),
         ("weights", |r| drop(r.metadata.remove("weights")), &["no metadata key \"weights\""]),
         (
@@ -776,7 +780,7 @@ fn reference_command_output_in_a_missing_directory() {
 fn a_cuda_device_that_does_not_exist() {
     let scratch = Scratch::new();
     let output = compare_fixture_with(&scratch, &["--device", "cuda:99"]);
-    assert_one_line_error(&output, &scratch.report(), &["--device cuda:99", "CUDA devices", "--device cpu"]);
+    assert_one_line_error(&output, &scratch.report(), &["--device cuda:99", "CUDA device", "--device cpu"]);
 }
 
 #[test]

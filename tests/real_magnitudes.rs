@@ -129,13 +129,40 @@ fn a_1e_3_error_in_the_most_likely_tokens_logit_fails() {
 }
 
 #[test]
-fn a_wrong_layer_norm_epsilon_fails() {
+fn a_wrong_layer_norm_epsilon_fails_and_the_noise_floor_calls_it_real() {
     let dir = TempDir::new().unwrap();
     // The reference computes with 1e-6 where GPT-2 (and the model's config) says 1e-5.
     let wrong = model_with_config(dir.path(), |config| config["layer_norm_epsilon"] = 1e-6.into());
     let reference = dir.path().join("reference.safetensors");
     make_reference(&wrong, &reference, &REAL_MAGNITUDE_PROMPTS[..1]);
     assert_fault_caught("layer_norm_epsilon 1e-6", &real_magnitude_model().dir, &reference, &[]);
+    let (_, report) = compare(&real_magnitude_model().dir, &reference, &["--noise-floor"]);
+    for comparison in report["prompts"][0]["comparisons"].as_array().unwrap() {
+        let expected = if comparison["passed"] == true { Value::Null } else { "real".into() };
+        assert_eq!(comparison["noise_floor"]["breach"], expected, "{comparison}");
+    }
+}
+
+#[test]
+fn breaches_of_a_tolerance_tighter_than_float32_rounding_are_called_rounding_noise() {
+    // torch.testing.assert_close's float32 pair (atol 1e-5, rtol 1.3e-6) is tighter than float32
+    // rounding at GPT-2's magnitudes: the rows fail, and the noise floor says why.
+    let model = real_magnitude_model();
+    let (code, report) = compare(&model.dir, &model.reference, &["--noise-floor", "--atol", "1e-5", "--rtol", "1.3e-6"]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let mut breaches = 0;
+    for prompt in report["prompts"].as_array().unwrap() {
+        for comparison in prompt["comparisons"].as_array().unwrap() {
+            let floor = &comparison["noise_floor"];
+            eprintln!("{} {}: {floor}", prompt["tokens"].as_array().unwrap().len(), comparison["name"]);
+            assert!(floor["candidate_vs_float64"].as_f64().unwrap() < 2e-4, "{floor}");
+            if comparison["passed"] == false {
+                breaches += 1;
+                assert_eq!(floor["breach"], "rounding_noise", "{comparison}");
+            }
+        }
+    }
+    assert!(breaches >= 3, "{report:#}");
 }
 
 #[test]

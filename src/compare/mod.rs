@@ -2,6 +2,7 @@
 //! processing step a difference comes from (attribution).
 pub mod attribution;
 pub mod diagnose;
+pub mod noise_floor;
 pub mod stats;
 
 pub use stats::{compare_logits, compare_resid, Comparison, Criterion, DiffLocation, ResidDiff, Tolerance};

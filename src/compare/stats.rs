@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use super::diagnose::Cause;
+use super::noise_floor::NoiseFloor;
 
 /// numpy's allclose: |candidate - reference| <= atol + rtol * |reference|.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -155,6 +156,9 @@ pub struct Comparison {
     /// Per residual-stream index, when both sides have it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resid: Option<Vec<ResidDiff>>,
+    /// With `--noise-floor`: how far each side sits from float64, and what a breach is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_floor: Option<NoiseFloor>,
     /// For a failing comparison, the most likely cause this tool can detect: the first cause
     /// among `findings`.
     pub likely_cause: Option<Cause>,
@@ -291,6 +295,7 @@ pub fn compare_logits(
         reference_non_finite: totals.reference_non_finite,
         first_non_finite_at: totals.first_non_finite.map(location),
         resid: None,
+        noise_floor: None,
         likely_cause: None,
         findings: Vec::new(),
         passed: totals.non_finite == 0 && outside_allclose == 0,

@@ -60,9 +60,20 @@ fn attention(block: &Block, x: &Tensor, future: &Tensor, heads: i64) -> Tensor {
     let qkv = block.qkv_bias.addmm(x, &block.qkv_weight).view([positions, 3, heads, head_dim]).permute([1, 2, 0, 3]);
     let (queries, keys, values) = (qkv.get(0), qkv.get(1), qkv.get(2));
     let scores = queries.matmul(&keys.transpose(-1, -2)) / (head_dim as f64).sqrt();
-    let pattern = scores.masked_fill(future, f64::from(f32::MIN)).softmax(-1, Kind::Float);
+    let pattern = scores.masked_fill(future, lowest(scores.kind())).softmax(-1, scores.kind());
     let mixed = pattern.matmul(&values).permute([1, 0, 2]).reshape([positions, d_model]);
     block.attn_out_bias.addmm(&mixed, &block.attn_out_weight)
+}
+
+/// The dtype's most negative finite value, which Hugging Face's eager attention writes over
+/// masked scores (torch.finfo(dtype).min).
+fn lowest(kind: Kind) -> f64 {
+    match kind {
+        Kind::Double => f64::MIN,
+        Kind::Half => -65504.0,
+        Kind::BFloat16 => -3.389_531_389_251_535_5e38,
+        _ => f64::from(f32::MIN),
+    }
 }
 
 fn mlp(block: &Block, x: &Tensor) -> Tensor {

@@ -1,6 +1,8 @@
-//! GPT-2 as this tool holds it: one set of float32 tensors in Hugging Face's layout, which
-//! both the unprocessed and the processed model use; only the weights differ between them.
+//! GPT-2 as this tool holds it: one set of tensors (float32 unless `--dtype` says otherwise) in
+//! Hugging Face's layout, which both the unprocessed and the processed model use; only the
+//! weights differ between them.
 pub mod config;
+pub mod dtype;
 pub mod gpt2;
 pub mod hub;
 pub mod load;
@@ -59,9 +61,30 @@ impl Affine {
     fn shallow_clone(&self) -> Self {
         Self { weight: self.weight.shallow_clone(), bias: self.bias.shallow_clone() }
     }
+
+    /// The same parameters, each passed through `f` (a dtype or device change).
+    pub fn map(self, f: impl Fn(Tensor) -> Tensor) -> Self {
+        Self { weight: f(self.weight), bias: f(self.bias) }
+    }
 }
 
 impl Block {
+    /// The same parameters, each passed through `f` (a dtype or device change).
+    pub fn map(self, f: impl Fn(Tensor) -> Tensor) -> Self {
+        Self {
+            ln_1: self.ln_1.map(|affine| affine.map(&f)),
+            qkv_weight: f(self.qkv_weight),
+            qkv_bias: f(self.qkv_bias),
+            attn_out_weight: f(self.attn_out_weight),
+            attn_out_bias: f(self.attn_out_bias),
+            ln_2: self.ln_2.map(|affine| affine.map(&f)),
+            mlp_in_weight: f(self.mlp_in_weight),
+            mlp_in_bias: f(self.mlp_in_bias),
+            mlp_out_weight: f(self.mlp_out_weight),
+            mlp_out_bias: f(self.mlp_out_bias),
+        }
+    }
+
     fn shallow_clone(&self) -> Self {
         Self {
             ln_1: self.ln_1.as_ref().map(Affine::shallow_clone),
@@ -79,6 +102,21 @@ impl Block {
 }
 
 impl Weights {
+    /// Every parameter passed through `f` (a dtype or device change), consuming these.
+    pub fn map(self, f: impl Fn(Tensor) -> Tensor) -> Self {
+        Self {
+            config: self.config,
+            token_embedding: f(self.token_embedding),
+            position_embedding: f(self.position_embedding),
+            blocks: self.blocks.into_iter().map(|block| block.map(&f)).collect(),
+            ln_f: self.ln_f.map(|affine| affine.map(&f)),
+            unembed: match self.unembed {
+                Unembed::Tied => Unembed::Tied,
+                Unembed::Untied { weight, bias } => Unembed::Untied { weight: f(weight), bias: f(bias) },
+            },
+        }
+    }
+
     /// A second handle on the same storage. Safe to hand to [`process::process`], which never
     /// writes into a tensor in place.
     pub fn shallow_clone(&self) -> Self {
@@ -103,11 +141,11 @@ impl Weights {
     /// compared name by name.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         let d_model = self.config.n_embd;
-        let device = self.token_embedding.device();
+        let options = (self.token_embedding.kind(), self.token_embedding.device());
         let affine = |prefix: &str, affine: Option<&Affine>| -> [(String, Tensor); 2] {
             let (weight, bias) = match affine {
                 Some(Affine { weight, bias }) => (weight.shallow_clone(), bias.shallow_clone()),
-                None => (Tensor::ones([d_model], (tch::Kind::Float, device)), Tensor::zeros([d_model], (tch::Kind::Float, device))),
+                None => (Tensor::ones([d_model], options), Tensor::zeros([d_model], options)),
             };
             [(format!("{prefix}.weight"), weight), (format!("{prefix}.bias"), bias)]
         };
@@ -134,7 +172,7 @@ impl Weights {
         }
         named.extend(affine("ln_f", self.ln_f.as_ref()));
         let (unembed_weight, unembed_bias) = match &self.unembed {
-            Unembed::Tied => (self.token_embedding.tr(), Tensor::zeros([self.config.vocab_size], (tch::Kind::Float, device))),
+            Unembed::Tied => (self.token_embedding.tr(), Tensor::zeros([self.config.vocab_size], options)),
             Unembed::Untied { weight, bias } => (weight.shallow_clone(), bias.shallow_clone()),
         };
         named.extend([("unembed.weight".to_owned(), unembed_weight), ("unembed.bias".to_owned(), unembed_bias)]);

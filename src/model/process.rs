@@ -4,7 +4,7 @@
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
-use super::{Affine, Unembed, Weights};
+use super::{Affine, Block, Unembed, Weights};
 
 /// Which of TransformerLens's steps to apply; all on is TransformerLens's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -30,25 +30,59 @@ impl Default for ProcessingOptions {
 }
 
 /// Applies the enabled steps in TransformerLens's order, after untying the unembedding.
+///
+/// Every step computes in float64 and the result is rounded once to the weights' own dtype:
+/// rounding after each step stacks float32 errors, and at GPT-2's magnitudes (residual
+/// dimensions in the hundreds) that made the processed model's error 2.5x the unprocessed one's.
+/// Each step touches only one block's tensors, or the embeddings, or the unembedding, so the
+/// steps run part by part, in float64 one part at a time, in the same order as a whole.
 pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
     let _no_grad = tch::no_grad_guard();
-    let mut weights = untie_unembed(weights);
-    if options.fold_ln {
-        weights = fold_layer_norms(weights);
-    }
-    if options.center_writing_weights {
-        weights = center_writing_weights(weights);
-    }
+    let kind = weights.token_embedding.kind();
+    let Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed } = untie_unembed(weights);
+    let (d_model, heads) = (config.n_embd, config.n_head);
+    let blocks = blocks
+        .into_iter()
+        .map(|block| {
+            let mut block = block.map(to_double);
+            if options.fold_ln {
+                block = fold_block_norms(block);
+            }
+            if options.center_writing_weights {
+                block = center_block_writes(block);
+            }
+            if options.fold_value_biases {
+                block = fold_value_biases(block, d_model, options.center_writing_weights);
+            }
+            if options.refactor_factored_attn_matrices {
+                block = refactor_factored_attn_matrices(block, d_model, heads);
+            }
+            block.map(|tensor| tensor.to_kind(kind))
+        })
+        .collect();
+    let (token_embedding, position_embedding) = if options.center_writing_weights {
+        (center_last(&to_double(token_embedding)).to_kind(kind), center_last(&to_double(position_embedding)).to_kind(kind))
+    } else {
+        (token_embedding, position_embedding)
+    };
+    let Unembed::Untied { weight, bias } = unembed else { unreachable!("untie_unembed unties") };
+    let (mut weight, mut bias) = (to_double(weight), to_double(bias));
+    let ln_f = match ln_f {
+        Some(affine) if options.fold_ln => {
+            (weight, bias) = fold_norm_into(affine.map(to_double), weight, bias);
+            None
+        }
+        kept => kept,
+    };
     if options.center_unembed {
-        weights = center_unembed(weights);
+        (weight, bias) = (center_last(&weight), center_last(&bias));
     }
-    if options.fold_value_biases {
-        weights = fold_value_biases(weights, options.center_writing_weights);
-    }
-    if options.refactor_factored_attn_matrices {
-        weights = refactor_factored_attn_matrices(weights);
-    }
-    weights
+    let unembed = Unembed::Untied { weight: weight.to_kind(kind), bias: bias.to_kind(kind) };
+    Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed }
+}
+
+fn to_double(tensor: Tensor) -> Tensor {
+    tensor.to_kind(Kind::Double)
 }
 
 /// TransformerLens keeps W_U = wte^T as its own tensor, with a zero bias b_U.
@@ -57,7 +91,7 @@ fn untie_unembed(mut weights: Weights) -> Weights {
         let embedding = &weights.token_embedding;
         let vocab = embedding.size()[0];
         weights.unembed =
-            Unembed::Untied { weight: embedding.tr().contiguous(), bias: Tensor::zeros([vocab], (Kind::Float, embedding.device())) };
+            Unembed::Untied { weight: embedding.tr().contiguous(), bias: Tensor::zeros([vocab], (embedding.kind(), embedding.device())) };
     }
     weights
 }
@@ -68,66 +102,44 @@ fn untie_unembed(mut weights: Weights) -> Weights {
 fn fold_norm_into(affine: Affine, weight: Tensor, bias: Tensor) -> (Tensor, Tensor) {
     let bias = bias + affine.bias.matmul(&weight);
     let scaled = affine.weight.unsqueeze(-1) * weight;
-    let centered = &scaled - scaled.mean_dim(0, true, Kind::Float);
+    let centered = &scaled - scaled.mean_dim(0, true, scaled.kind());
     (centered, bias)
 }
 
-fn fold_layer_norms(mut weights: Weights) -> Weights {
-    for block in &mut weights.blocks {
-        if let Some(affine) = block.ln_1.take() {
-            (block.qkv_weight, block.qkv_bias) = fold_norm_into(affine, block.qkv_weight.shallow_clone(), block.qkv_bias.shallow_clone());
-        }
-        if let Some(affine) = block.ln_2.take() {
-            (block.mlp_in_weight, block.mlp_in_bias) =
-                fold_norm_into(affine, block.mlp_in_weight.shallow_clone(), block.mlp_in_bias.shallow_clone());
-        }
+fn fold_block_norms(mut block: Block) -> Block {
+    if let Some(affine) = block.ln_1.take() {
+        (block.qkv_weight, block.qkv_bias) = fold_norm_into(affine, block.qkv_weight, block.qkv_bias);
     }
-    if let (Some(affine), Unembed::Untied { weight, bias }) = (weights.ln_f.take(), &mut weights.unembed) {
-        (*weight, *bias) = fold_norm_into(affine, weight.shallow_clone(), bias.shallow_clone());
+    if let Some(affine) = block.ln_2.take() {
+        (block.mlp_in_weight, block.mlp_in_bias) = fold_norm_into(affine, block.mlp_in_weight, block.mlp_in_bias);
     }
-    weights
+    block
 }
 
 /// Subtracts each output vector's mean over its last axis.
 fn center_last(tensor: &Tensor) -> Tensor {
-    tensor - tensor.mean_dim(-1, true, Kind::Float)
+    tensor - tensor.mean_dim(-1, true, tensor.kind())
 }
 
-/// Everything that writes to the residual stream writes mean-free vectors.
-fn center_writing_weights(mut weights: Weights) -> Weights {
-    weights.token_embedding = center_last(&weights.token_embedding);
-    weights.position_embedding = center_last(&weights.position_embedding);
-    for block in &mut weights.blocks {
-        block.attn_out_weight = center_last(&block.attn_out_weight);
-        block.attn_out_bias = center_last(&block.attn_out_bias);
-        block.mlp_out_weight = center_last(&block.mlp_out_weight);
-        block.mlp_out_bias = center_last(&block.mlp_out_bias);
-    }
-    weights
-}
-
-/// Removes the unembedding's mean over the vocabulary: every position's logits shift by a
-/// constant, which softmax ignores.
-fn center_unembed(mut weights: Weights) -> Weights {
-    if let Unembed::Untied { weight, bias } = &mut weights.unembed {
-        *weight = center_last(weight);
-        *bias = center_last(bias);
-    }
-    weights
+/// Everything that writes to the residual stream writes mean-free vectors (the embeddings are
+/// centered in [`process`]).
+fn center_block_writes(mut block: Block) -> Block {
+    block.attn_out_weight = center_last(&block.attn_out_weight);
+    block.attn_out_bias = center_last(&block.attn_out_bias);
+    block.mlp_out_weight = center_last(&block.mlp_out_weight);
+    block.mlp_out_bias = center_last(&block.mlp_out_bias);
+    block
 }
 
 /// Attention patterns sum to one, so the value bias contributes b_V @ W_O at every position:
 /// move it into the output bias.
-fn fold_value_biases(mut weights: Weights, recenter: bool) -> Weights {
-    let d_model = weights.config.n_embd;
-    for block in &mut weights.blocks {
-        let value_bias = block.qkv_bias.narrow(0, 2 * d_model, d_model);
-        let out_bias = &block.attn_out_bias + value_bias.matmul(&block.attn_out_weight);
-        // TransformerLens >= 3 re-centers the folded bias when writing weights are centered.
-        block.attn_out_bias = if recenter { center_last(&out_bias) } else { out_bias };
-        block.qkv_bias = Tensor::cat(&[block.qkv_bias.narrow(0, 0, 2 * d_model), value_bias.zeros_like()], 0);
-    }
-    weights
+fn fold_value_biases(mut block: Block, d_model: i64, recenter: bool) -> Block {
+    let value_bias = block.qkv_bias.narrow(0, 2 * d_model, d_model);
+    let out_bias = &block.attn_out_bias + value_bias.matmul(&block.attn_out_weight);
+    // TransformerLens >= 3 re-centers the folded bias when writing weights are centered.
+    block.attn_out_bias = if recenter { center_last(&out_bias) } else { out_bias };
+    block.qkv_bias = Tensor::cat(&[block.qkv_bias.narrow(0, 0, 2 * d_model), value_bias.zeros_like()], 0);
+    block
 }
 
 /// TransformerLens's refactor_factored_attn_matrices. What a head computes depends on its weights
@@ -141,41 +153,35 @@ fn fold_value_biases(mut weights: Weights, recenter: bool) -> Weights {
 /// The products, and so the logits, are unchanged up to rounding; the factors themselves are
 /// defined only up to the signs of singular vectors. Like TransformerLens, nothing is re-centered
 /// afterwards (centered weights stay centered, as the new factors span the same row/column spaces).
-fn refactor_factored_attn_matrices(mut weights: Weights) -> Weights {
-    let d_model = weights.config.n_embd;
-    let heads = weights.config.n_head;
+fn refactor_factored_attn_matrices(mut block: Block, d_model: i64, heads: i64) -> Block {
     let head_dim = d_model / heads;
     // [D, 3D] columns (block, head, d_head) <-> per head [H, D, Dh]; bias [3D] <-> [H, 1, Dh].
     let split_weight = |qkv: &Tensor, start: i64| qkv.narrow(1, start, d_model).reshape([d_model, heads, head_dim]).permute([1, 0, 2]);
     let split_bias = |qkv: &Tensor, start: i64| qkv.narrow(0, start, d_model).reshape([heads, 1, head_dim]);
     let merge_weight = |per_head: &Tensor| per_head.permute([1, 0, 2]).reshape([d_model, d_model]);
-    for block in &mut weights.blocks {
-        // QK, with the biases as row D of [H, D+1, Dh].
-        let query = Tensor::cat(&[split_weight(&block.qkv_weight, 0), split_bias(&block.qkv_bias, 0)], 1);
-        let key = Tensor::cat(&[split_weight(&block.qkv_weight, d_model), split_bias(&block.qkv_bias, d_model)], 1);
-        let (left, singular, right) = factored_svd(&query, &key);
-        let root = singular.sqrt().unsqueeze(1);
-        let (query, key) = (left * &root, right * &root);
+    // QK, with the biases as row D of [H, D+1, Dh].
+    let query = Tensor::cat(&[split_weight(&block.qkv_weight, 0), split_bias(&block.qkv_bias, 0)], 1);
+    let key = Tensor::cat(&[split_weight(&block.qkv_weight, d_model), split_bias(&block.qkv_bias, d_model)], 1);
+    let (left, singular, right) = factored_svd(&query, &key);
+    let root = singular.sqrt().unsqueeze(1);
+    let (query, key) = (left * &root, right * &root);
 
-        // OV: W_V [H, D, Dh], W_O [H, Dh, D]; A = W_V, B = W_O^T.
-        let value_bias = block.qkv_bias.narrow(0, 2 * d_model, d_model);
-        let out_bias = &block.attn_out_bias + value_bias.matmul(&block.attn_out_weight);
-        let value = split_weight(&block.qkv_weight, 2 * d_model);
-        let out = block.attn_out_weight.reshape([heads, head_dim, d_model]);
-        let (left, singular, right) = factored_svd(&value, &out.transpose(1, 2));
-        let value = left * singular.unsqueeze(1);
-        let out = right.transpose(1, 2);
+    // OV: W_V [H, D, Dh], W_O [H, Dh, D]; A = W_V, B = W_O^T.
+    let value_bias = block.qkv_bias.narrow(0, 2 * d_model, d_model);
+    let out_bias = &block.attn_out_bias + value_bias.matmul(&block.attn_out_weight);
+    let value = split_weight(&block.qkv_weight, 2 * d_model);
+    let out = block.attn_out_weight.reshape([heads, head_dim, d_model]);
+    let (left, singular, right) = factored_svd(&value, &out.transpose(1, 2));
+    let value = left * singular.unsqueeze(1);
+    let out = right.transpose(1, 2);
 
-        block.qkv_weight =
-            Tensor::cat(&[merge_weight(&query.narrow(1, 0, d_model)), merge_weight(&key.narrow(1, 0, d_model)), merge_weight(&value)], 1);
-        block.qkv_bias = Tensor::cat(
-            &[query.select(1, d_model).reshape([d_model]), key.select(1, d_model).reshape([d_model]), value_bias.zeros_like()],
-            0,
-        );
-        block.attn_out_weight = out.reshape([d_model, d_model]);
-        block.attn_out_bias = out_bias;
-    }
-    weights
+    block.qkv_weight =
+        Tensor::cat(&[merge_weight(&query.narrow(1, 0, d_model)), merge_weight(&key.narrow(1, 0, d_model)), merge_weight(&value)], 1);
+    block.qkv_bias =
+        Tensor::cat(&[query.select(1, d_model).reshape([d_model]), key.select(1, d_model).reshape([d_model]), value_bias.zeros_like()], 0);
+    block.attn_out_weight = out.reshape([d_model, d_model]);
+    block.attn_out_bias = out_bias;
+    block
 }
 
 /// The thin SVD of A B^T, batched over leading axes, from the factors A [.., m, r] and B [.., n, r]

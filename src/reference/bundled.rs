@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use super::ReferenceFile;
 use crate::cache::cache_dir;
 use crate::interrupt::{self, TempFile};
+use crate::model::dtype::Dtype;
 use crate::model::hub::ModelFiles;
 use crate::model::process::ProcessingOptions;
 use crate::output::write_atomically;
@@ -27,6 +28,8 @@ pub struct ReferenceRequest<'a> {
     /// Also TransformerLens's logits, processed with these switches (needs transformer_lens
     /// in the script's Python: scripts/requirements-tl.txt).
     pub transformer_lens: Option<ProcessingOptions>,
+    /// What Hugging Face computes in (torch_dtype); the file stores float32 logits either way.
+    pub dtype: Dtype,
 }
 
 /// The Python that runs the script: `--python`, else GPT2_PARITY_PYTHON, else the venv whose
@@ -104,9 +107,14 @@ fn content_checksum(path: &Path) -> Result<String> {
 fn cache_key(request: &ReferenceRequest) -> String {
     let mut hasher = Sha256::new();
     let transformer_lens = request.transformer_lens.map(|options| format!("{options:?}")).unwrap_or_default();
-    for part in
-        [SCRIPT, request.weights_digest, &request.model.source, if request.prepend_bos { "bos" } else { "no-bos" }, &transformer_lens]
-    {
+    for part in [
+        SCRIPT,
+        request.weights_digest,
+        &request.model.source,
+        if request.prepend_bos { "bos" } else { "no-bos" },
+        &transformer_lens,
+        request.dtype.name(),
+    ] {
         hasher.update(part.as_bytes());
         hasher.update([0]);
     }
@@ -137,6 +145,7 @@ pub fn produce(python: &Path, request: &ReferenceRequest, output: &Path) -> Resu
         .arg(output)
         .arg("--prompts-file")
         .arg(prompts.path())
+        .args(["--dtype", request.dtype.name()])
         .env("HF_HUB_OFFLINE", "1")
         .env("TRANSFORMERS_VERBOSITY", "error")
         .env("PYTHONIOENCODING", "utf-8")
@@ -157,7 +166,7 @@ pub fn produce(python: &Path, request: &ReferenceRequest, output: &Path) -> Resu
         ];
         command.args(skipped.iter().filter(|(enabled, _)| !enabled).map(|(_, flag)| flag));
     }
-    eprintln!("making the reference with {} (Hugging Face transformers, eager, float32)", python.display());
+    eprintln!("making the reference with {} (Hugging Face transformers, eager, {})", python.display(), request.dtype.name());
     let result = interrupt::run_child(&mut command).map_err(|error| anyhow!("cannot run {}: {error}; {SETUP_HINT}", python.display()))?;
     if !result.status.success() {
         let stderr = String::from_utf8_lossy(&result.stderr);

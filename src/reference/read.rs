@@ -15,6 +15,9 @@ use crate::timings::{timed, Phase};
 
 pub const FORMAT: &str = "gpt2-parity-reference/1";
 
+/// The dtypes a producer may have computed in (metadata `dtype`).
+const REFERENCE_DTYPES: [&str; 4] = ["float32", "float64", "float16", "bfloat16"];
+
 /// The file's `__metadata__`, decoded.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReferenceMeta {
@@ -22,6 +25,8 @@ pub struct ReferenceMeta {
     pub model: String,
     pub weights: String,
     pub prepend_bos: bool,
+    /// What the producer computed in; the logits are stored as float32 whatever it is.
+    pub dtype: String,
     pub attn_implementation: String,
     pub producer: serde_json::Value,
     /// The switches TransformerLens's processed logits were made with (`transformer_lens_processing`).
@@ -244,9 +249,9 @@ fn parse_meta(bytes: &[u8], path: &Path) -> Result<ReferenceMeta> {
         "false" => false,
         other => bail!("reference {shown}: metadata \"prepend_bos\" is \"{other}\", expected \"true\" or \"false\"; regenerate it"),
     };
-    let dtype = field("dtype")?;
-    if dtype != "float32" {
-        bail!("reference {shown} was computed in {dtype}; only float32 references are compared: regenerate it in float32");
+    let dtype = field("dtype")?.to_owned();
+    if !REFERENCE_DTYPES.contains(&dtype.as_str()) {
+        bail!("reference {shown} was computed in {dtype}; references are computed in float32, float64, float16 or bfloat16: regenerate it");
     }
     let producer = metadata.get("producer").map_or(Ok(serde_json::Value::Null), |text| {
         serde_json::from_str(text).map_err(|error| anyhow!("reference {shown}: metadata \"producer\" is not JSON ({error}); regenerate it"))
@@ -265,6 +270,7 @@ fn parse_meta(bytes: &[u8], path: &Path) -> Result<ReferenceMeta> {
         model: field("model")?.to_owned(),
         weights: field("weights")?.to_owned(),
         prepend_bos,
+        dtype,
         attn_implementation: metadata.get("attn_implementation").cloned().unwrap_or_else(|| "unknown".to_owned()),
         producer,
     })

@@ -17,6 +17,8 @@ pub struct ExplainReport {
     pub tolerance: Tolerance,
     pub prepend_bos: bool,
     pub device: String,
+    /// The dtype of the weights and forward passes.
+    pub dtype: crate::model::dtype::Dtype,
     pub prompts: Vec<ExplainedPrompt>,
     pub rows: Vec<StepRow>,
     pub conclusions: Vec<String>,

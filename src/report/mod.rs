@@ -8,7 +8,9 @@ mod table;
 use serde::Serialize;
 
 pub use crate::compare::diagnose::count_of;
+use crate::compare::noise_floor::Breach;
 use crate::compare::{Comparison, Criterion, Tolerance};
+use crate::model::dtype::Dtype;
 use crate::model::process::ProcessingOptions;
 
 /// Bumped when a field changes meaning or disappears; adding fields keeps it.
@@ -37,6 +39,8 @@ pub struct Report {
     pub repeatability: Option<Repeatability>,
     pub prepend_bos: bool,
     pub device: String,
+    /// The dtype of our models' weights and forward passes (the reference's is its own).
+    pub dtype: Dtype,
     /// True when every comparison of every prompt passed.
     pub passed: bool,
     pub prompts: Vec<PromptReport>,
@@ -141,11 +145,17 @@ pub fn nan_max(a: f64, b: f64) -> f64 {
 pub struct Tool {
     pub name: &'static str,
     pub version: &'static str,
+    /// The libtorch version the binary was built with ("unknown" when the build could not tell).
+    pub libtorch: &'static str,
 }
 
 impl Tool {
     pub fn current() -> Self {
-        Self { name: "gpt2-parity", version: env!("CARGO_PKG_VERSION") }
+        Self {
+            name: "gpt2-parity",
+            version: env!("CARGO_PKG_VERSION"),
+            libtorch: option_env!("GPT2_PARITY_LIBTORCH_VERSION").unwrap_or("unknown"),
+        }
     }
 }
 
@@ -183,6 +193,8 @@ pub struct ReferenceInfo {
     pub bundled: bool,
     pub model: String,
     pub weights: String,
+    /// What the reference was computed in (its logits are stored as float32).
+    pub dtype: String,
     pub attn_implementation: String,
     pub producer: serde_json::Value,
 }
@@ -238,38 +250,48 @@ fn comparison_table(comparisons: &[Comparison], wide: bool) -> (Vec<&'static str
     if wide {
         header.extend(["rmse", "cosine", "max rel diff", "outside allclose", "min passing atol", "KL mean / max", "top-5 overlap"]);
     }
+    let noise_floor = comparisons.iter().any(|comparison| comparison.noise_floor.is_some());
+    if noise_floor {
+        header.push("from float64: cand / ref");
+    }
     header.push("verdict");
-    let rows = comparisons
-        .iter()
-        .map(|comparison| {
-            let at = comparison.max_abs_diff_at.as_ref().map(|at| format!(" @{} {:?}", at.position, at.token)).unwrap_or_default();
-            let mut cells = vec![
-                comparison.name.clone(),
-                format!("{:.4}", comparison.candidate_mean),
-                format!("{:.4}", comparison.reference_mean),
-                format!("{:.4}", comparison.candidate_std),
-                format!("{:.4}", comparison.reference_std),
-                format!("{:.2e}{at}", comparison.max_abs_diff),
-                format!("{:.2e}", comparison.mean_abs_diff),
-                format!("{:.2e}", comparison.centered_max_abs_diff),
-                format!("{:.2e}", comparison.log_softmax_max_abs_diff),
-                format!("{:.0}%", 100.0 * comparison.top1_agreement),
-            ];
-            if wide {
-                cells.extend([
-                    format!("{:.2e}", comparison.rmse),
-                    format!("{:.8}", comparison.cosine_similarity),
-                    format!("{:.2e}", comparison.max_rel_diff),
-                    format!("{} ({:.3}%)", comparison.outside_allclose, comparison.outside_allclose_percent),
-                    format!("{:.2e}", comparison.min_passing_atol),
-                    format!("{:.2e} / {:.2e}", comparison.kl_mean, comparison.kl_max),
-                    format!("{:.0}%", 100.0 * comparison.top5_overlap),
-                ]);
-            }
-            cells.push(verdict(comparison));
-            cells
-        })
-        .collect();
+    let rows =
+        comparisons
+            .iter()
+            .map(|comparison| {
+                let at = comparison.max_abs_diff_at.as_ref().map(|at| format!(" @{} {:?}", at.position, at.token)).unwrap_or_default();
+                let mut cells = vec![
+                    comparison.name.clone(),
+                    format!("{:.4}", comparison.candidate_mean),
+                    format!("{:.4}", comparison.reference_mean),
+                    format!("{:.4}", comparison.candidate_std),
+                    format!("{:.4}", comparison.reference_std),
+                    format!("{:.2e}{at}", comparison.max_abs_diff),
+                    format!("{:.2e}", comparison.mean_abs_diff),
+                    format!("{:.2e}", comparison.centered_max_abs_diff),
+                    format!("{:.2e}", comparison.log_softmax_max_abs_diff),
+                    format!("{:.0}%", 100.0 * comparison.top1_agreement),
+                ];
+                if wide {
+                    cells.extend([
+                        format!("{:.2e}", comparison.rmse),
+                        format!("{:.8}", comparison.cosine_similarity),
+                        format!("{:.2e}", comparison.max_rel_diff),
+                        format!("{} ({:.3}%)", comparison.outside_allclose, comparison.outside_allclose_percent),
+                        format!("{:.2e}", comparison.min_passing_atol),
+                        format!("{:.2e} / {:.2e}", comparison.kl_mean, comparison.kl_max),
+                        format!("{:.0}%", 100.0 * comparison.top5_overlap),
+                    ]);
+                }
+                if noise_floor {
+                    cells.push(comparison.noise_floor.as_ref().map_or_else(String::new, |floor| {
+                        format!("{:.2e} / {:.2e}", floor.candidate_vs_float64, floor.reference_vs_float64)
+                    }));
+                }
+                cells.push(verdict(comparison));
+                cells
+            })
+            .collect();
     (header, rows)
 }
 
@@ -288,7 +310,12 @@ fn verdict(comparison: &Comparison) -> String {
     } else if comparison.non_finite > 0 {
         format!("FAIL: {} non-finite", comparison.non_finite)
     } else {
-        format!("FAIL{basis}")
+        let breach = match comparison.noise_floor.as_ref().and_then(|floor| floor.breach) {
+            Some(Breach::RoundingNoise) => ": rounding noise",
+            Some(Breach::Real) => ": real",
+            None => "",
+        };
+        format!("FAIL{basis}{breach}")
     }
 }
 

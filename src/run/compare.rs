@@ -2,11 +2,14 @@
 //! reference, into one [`Report`].
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
+use tch::Kind;
 
-use super::{to_vec, ModelInputs};
+use super::{load_weights, to_vec, ModelInputs};
 use crate::cli::CompareArgs;
 use crate::compare::diagnose::{self, diagnose, Provenance};
+use crate::compare::noise_floor::{noise_floor, ReferenceFloat64};
 use crate::compare::{compare_logits, compare_resid, Comparison, Criterion, Tolerance};
+use crate::model::dtype::Dtype;
 use crate::model::gpt2::forward;
 use crate::model::process::process;
 use crate::model::Weights;
@@ -27,7 +30,8 @@ struct PromptCase {
 /// Runs the comparison and writes the report; returns whether parity holds.
 pub fn run(args: &CompareArgs) -> Result<bool> {
     args.report.check_output()?;
-    args.compute.apply()?;
+    let device = args.compute.apply()?;
+    let dtype = args.compute.dtype;
     let requested = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;
     let checkpoint = inputs.open_checkpoint()?;
@@ -54,6 +58,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
                 prompts: &requested,
                 prepend_bos: args.model.prepend_bos,
                 transformer_lens: args.transformer_lens.then(|| args.processing()),
+                dtype: Dtype::bundled_reference_for(dtype),
             };
             let made = timed(Phase::Reference, || cached_reference(&python, &request))?;
             (ReferenceFile::open(&made)?, args.model.prepend_bos, true)
@@ -62,74 +67,94 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     reference.check_model(&inputs.config, &digest, args.allow_other_weights)?;
     let cases = select_cases(&inputs, &reference, &requested, prepend_bos)?;
 
-    let weights = checkpoint.into_weights(&inputs.config, &inputs.files.weights, args.compute.device)?;
+    let weights = load_weights(&inputs, checkpoint, device, dtype)?;
     let config = &inputs.config;
     let token_text = |id: i64| inputs.tokenizer.token_text(id);
     let comparer = Comparer {
         vocab: config.vocab_size as usize,
         d_model: config.n_embd as usize,
         snapshots: config.n_layer as usize + 1,
-        tolerance: args.report.tolerance(),
+        tolerance: args.report.tolerance(dtype),
         token_text: &token_text,
     };
     let mut repeatability = Repeatability { runs: args.repeat, identical: true, max_abs_diff: 0.0 };
     let progress = ProgressBar::new(2 * cases.len() as u64);
 
+    // With --noise-floor, a float64 copy of the model runs beside the candidate.
+    let float64_weights = args.noise_floor.then(|| weights.shallow_clone().map(|tensor| tensor.to_kind(Kind::Double)));
+    let float64_logits = |weights: &Option<Weights>, tokens: &[i64]| -> Result<Option<Vec<f32>>> {
+        weights.as_ref().map(|weights| to_vec(&forward(weights, tokens).logits)).transpose()
+    };
+
     // Pass 1: the unprocessed model. Only its logits are kept, for processed-vs-unprocessed.
     let mut reports = Vec::with_capacity(cases.len());
     let mut unprocessed_logits = Vec::with_capacity(cases.len());
+    let mut unprocessed_float64 = Vec::with_capacity(cases.len());
     for case in &cases {
         let reference_prompt = reference.prompt(case.reference_index)?;
         let candidate = run_candidate(&weights, &case.tokens, &mut repeatability)?;
-        reports.push(vec![comparer.against_reference(
+        let exact = float64_logits(&float64_weights, &case.tokens)?;
+        let comparison = comparer.against_reference(
             "unprocessed-vs-reference",
             Criterion::Raw,
             &candidate,
             &reference_prompt,
             false,
             &Provenance::default(),
-        )]);
+        );
+        let comparison = comparer.with_noise_floor(
+            comparison,
+            (&candidate.logits, exact.as_deref()),
+            (&reference_prompt.logits, ReferenceFloat64::External),
+        );
+        reports.push(vec![comparison]);
         unprocessed_logits.push(candidate.logits);
+        unprocessed_float64.push(exact);
         progress.inc(1);
     }
 
     // Pass 2: the processed model, made from the same tensors (one copy of the weights at a time).
     let processing = args.processing();
     let processed = timed(Phase::Processing, || process(weights, processing));
+    let processed_float64 = float64_weights.map(|weights| process(weights, processing));
     let shift_criterion = if processing.center_unembed { Criterion::ShiftInvariant } else { Criterion::Raw };
     // What each row knows about how its two sides were made, for judging a shift.
     let processed_vs_reference = Provenance { ours_center_unembed: processing.center_unembed, ..Provenance::default() };
     let processed_vs_unprocessed = Provenance { reference_center_unembed: Some(false), ..processed_vs_reference.clone() };
     let processed_vs_tl = Provenance::against_recorded(&processing, reference.meta.transformer_lens_processing.as_ref());
     let unprocessed_vs_tl = Provenance { reference_center_unembed: Some(false), ..Provenance::default() };
-    for ((case, comparisons), unprocessed) in cases.iter().zip(&mut reports).zip(&unprocessed_logits) {
+    for (((case, comparisons), unprocessed), unprocessed_exact) in
+        cases.iter().zip(&mut reports).zip(&unprocessed_logits).zip(&unprocessed_float64)
+    {
         let reference_prompt = reference.prompt(case.reference_index)?;
         let candidate = run_candidate(&processed, &case.tokens, &mut repeatability)?;
-        comparisons.push(comparer.against_reference(
+        let exact = float64_logits(&processed_float64, &case.tokens)?;
+        let processed_sides = (&candidate.logits[..], exact.as_deref());
+        let unprocessed_reference =
+            (&unprocessed[..], unprocessed_exact.as_deref().map_or(ReferenceFloat64::External, ReferenceFloat64::Ours));
+        let comparison = comparer.against_reference(
             "processed-vs-reference",
             shift_criterion,
             &candidate,
             &reference_prompt,
             true,
             &processed_vs_reference,
-        ));
-        comparisons.push(comparer.logits(
-            "processed-vs-unprocessed",
-            shift_criterion,
-            &candidate.logits,
-            unprocessed,
-            &processed_vs_unprocessed,
-        ));
+        );
+        comparisons.push(comparer.with_noise_floor(comparison, processed_sides, (&reference_prompt.logits, ReferenceFloat64::External)));
+        let comparison =
+            comparer.logits("processed-vs-unprocessed", shift_criterion, &candidate.logits, unprocessed, &processed_vs_unprocessed);
+        comparisons.push(comparer.with_noise_floor(comparison, processed_sides, unprocessed_reference));
         if let Some(tl) = &reference_prompt.tl_processed_logits {
-            comparisons.push(comparer.logits("processed-vs-transformer-lens", Criterion::Raw, &candidate.logits, tl, &processed_vs_tl));
+            let comparison = comparer.logits("processed-vs-transformer-lens", Criterion::Raw, &candidate.logits, tl, &processed_vs_tl);
+            comparisons.push(comparer.with_noise_floor(comparison, processed_sides, (tl, ReferenceFloat64::External)));
         }
         if let Some(tl) = &reference_prompt.tl_unprocessed_logits {
-            comparisons.push(comparer.logits(
-                "unprocessed-vs-transformer-lens-unprocessed",
-                Criterion::Raw,
-                unprocessed,
-                tl,
-                &unprocessed_vs_tl,
+            let comparison =
+                comparer.logits("unprocessed-vs-transformer-lens-unprocessed", Criterion::Raw, unprocessed, tl, &unprocessed_vs_tl);
+            comparisons.push(comparer.with_noise_floor(
+                comparison,
+                (unprocessed, unprocessed_exact.as_deref()),
+                (tl, ReferenceFloat64::External),
             ));
         }
         progress.inc(1);
@@ -156,6 +181,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
             bundled,
             model: reference.meta.model.clone(),
             weights: reference.meta.weights.clone(),
+            dtype: reference.meta.dtype.clone(),
             attn_implementation: reference.meta.attn_implementation.clone(),
             producer: reference.meta.producer.clone(),
         },
@@ -164,7 +190,8 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         processing,
         repeatability: (args.repeat > 1).then_some(repeatability),
         prepend_bos,
-        device: args.compute.device_name(),
+        device: crate::device::name(device),
+        dtype,
         passed: prompts.iter().all(|prompt| prompt.passed) && repeatability.identical,
         worst: WorstElement::collect(&prompts),
         prompts,
@@ -262,6 +289,22 @@ impl Comparer<'_> {
 
     fn statistics(&self, name: &str, criterion: Criterion, candidate: &[f32], reference: &[f32]) -> Comparison {
         timed(Phase::Statistics, || compare_logits(name, criterion, candidate, reference, self.vocab, self.tolerance, self.token_text))
+    }
+
+    /// The comparison with its noise floor attached when the candidate's float64 result is
+    /// there (`--noise-floor`): each side as (float32 logits, float64 result).
+    fn with_noise_floor(
+        &self,
+        mut comparison: Comparison,
+        (candidate, candidate_float64): (&[f32], Option<&[f32]>),
+        reference: (&[f32], ReferenceFloat64),
+    ) -> Comparison {
+        if let Some(candidate_float64) = candidate_float64 {
+            comparison.noise_floor = Some(timed(Phase::Statistics, || {
+                noise_floor(comparison.criterion, self.tolerance, self.vocab, comparison.passed, (candidate, candidate_float64), reference)
+            }));
+        }
+        comparison
     }
 
     fn diagnosed(&self, mut comparison: Comparison, candidate: &[f32], reference: &[f32], provenance: &Provenance) -> Comparison {

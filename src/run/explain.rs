@@ -3,7 +3,7 @@
 //! difference to the steps. Needs no reference: every row is compared with the unprocessed model.
 use anyhow::Result;
 
-use super::{to_vec, ModelInputs};
+use super::{load_weights, to_vec, ModelInputs};
 use crate::cli::ExplainArgs;
 use crate::compare::attribution::{conclusions, relative_change, PromptEffect, RowKind, StepRow, TensorChange};
 use crate::compare::{compare_logits, Criterion};
@@ -17,14 +17,14 @@ use crate::timings::{timed, Phase};
 
 pub fn run(args: &ExplainArgs) -> Result<bool> {
     args.report.check_output()?;
-    args.compute.apply()?;
+    let device = args.compute.apply()?;
     let prompts = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;
     let tokens = inputs.tokenize_all(&prompts, args.model.prepend_bos)?;
     let checkpoint = inputs.open_checkpoint()?;
     let digest = checkpoint.digest.clone();
-    let unprocessed = checkpoint.into_weights(&inputs.config, &inputs.files.weights, args.compute.device)?;
-    let tolerance = args.report.tolerance();
+    let unprocessed = load_weights(&inputs, checkpoint, device, args.compute.dtype)?;
+    let tolerance = args.report.tolerance(args.compute.dtype);
     let vocab = inputs.config.vocab_size as usize;
     let token_text = |id: i64| inputs.tokenizer.token_text(id);
     let logits_of =
@@ -65,7 +65,8 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
         model: ModelInfo::new(&inputs, &digest),
         tolerance,
         prepend_bos: args.model.prepend_bos,
-        device: args.compute.device_name(),
+        device: crate::device::name(device),
+        dtype: args.compute.dtype,
         prompts: prompts.into_iter().zip(tokens).map(|(prompt, tokens)| ExplainedPrompt { prompt, tokens }).collect(),
         conclusions: conclusions(&rows, tolerance),
         rows,

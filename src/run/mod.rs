@@ -7,9 +7,10 @@ pub mod reference;
 use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
+use crate::model::dtype::Dtype;
 use crate::model::hub::{self, ModelFiles};
 use crate::model::load::Checkpoint;
-use crate::model::Gpt2Config;
+use crate::model::{Gpt2Config, Weights};
 use crate::timings::{timed, Phase};
 use crate::tokenize::Gpt2Tokenizer;
 
@@ -47,8 +48,15 @@ impl ModelInputs {
     }
 }
 
-/// A tensor's values, row-major, on the CPU.
+/// The model's weights on `device`, in `dtype`.
+fn load_weights(inputs: &ModelInputs, checkpoint: Checkpoint, device: tch::Device, dtype: Dtype) -> Result<Weights> {
+    let weights = checkpoint.into_weights(&inputs.config, &inputs.files.weights, device)?;
+    Ok(weights.map(|tensor| tensor.to_kind(dtype.kind())))
+}
+
+/// A tensor's values, row-major, on the CPU, as float32 (the statistics' input whatever the
+/// model's dtype; a float64 run's values are rounded once here).
 fn to_vec(tensor: &Tensor) -> Result<Vec<f32>> {
-    let flat = tensor.to_device(tch::Device::Cpu).contiguous().view([-1]);
+    let flat = tensor.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous().view([-1]);
     Vec::<f32>::try_from(&flat).context("cannot read values back from libtorch")
 }

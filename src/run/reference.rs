@@ -25,6 +25,7 @@ pub fn run(args: &ReferenceArgs) -> Result<()> {
         prompts: &prompts,
         prepend_bos: args.model.prepend_bos,
         transformer_lens: args.transformer_lens.then(ProcessingOptions::default),
+        dtype: args.dtype,
     };
     produce(&python, &request, &args.output)?;
     let written = if to_stdout { "the reference to stdout".to_owned() } else { args.output.display().to_string() };
