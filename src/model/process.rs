@@ -61,24 +61,63 @@ pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
         })
         .collect();
     let (token_embedding, position_embedding) = if options.center_writing_weights {
-        (center_last(&to_double(token_embedding)).to_kind(kind), center_last(&to_double(position_embedding)).to_kind(kind))
+        (center_rows_in_float64(&token_embedding), center_rows_in_float64(&position_embedding))
     } else {
         (token_embedding, position_embedding)
     };
     let Unembed::Untied { weight, bias } = unembed else { unreachable!("untie_unembed unties") };
-    let (mut weight, mut bias) = (to_double(weight), to_double(bias));
-    let ln_f = match ln_f {
-        Some(affine) if options.fold_ln => {
-            (weight, bias) = fold_norm_into(affine.map(to_double), weight, bias);
-            None
-        }
-        kept => kept,
-    };
-    if options.center_unembed {
-        (weight, bias) = (center_last(&weight), center_last(&bias));
+    let (ln_f, folded) = if options.fold_ln { (None, ln_f) } else { (ln_f, None) };
+    let (weight, bias) = process_unembed(&weight, &bias, folded.map(|affine| affine.map(to_double)), options.center_unembed);
+    Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed: Unembed::Untied { weight, bias } }
+}
+
+/// Rows of an embedding, or columns of the unembedding, processed in float64 at a time: a
+/// float64 copy of a whole [V, D] matrix would add 300 MB for GPT-2 small, twice over.
+const SLAB: i64 = 4096;
+
+/// `(start, length)` of each slab of `size` entries.
+fn slabs(size: i64) -> impl Iterator<Item = (i64, i64)> {
+    (0..size).step_by(SLAB as usize).map(move |start| (start, SLAB.min(size - start)))
+}
+
+/// Each row minus its mean, in float64 one slab of rows at a time, rounded once.
+fn center_rows_in_float64(embedding: &Tensor) -> Tensor {
+    let centered = embedding.empty_like();
+    for (start, length) in slabs(embedding.size()[0]) {
+        centered.narrow(0, start, length).copy_(&center_last(&to_double(embedding.narrow(0, start, length))));
     }
-    let unembed = Unembed::Untied { weight: weight.to_kind(kind), bias: bias.to_kind(kind) };
-    Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed }
+    centered
+}
+
+/// The unembedding's steps, ln_f folded in (when given) then center_unembed, in float64 one
+/// slab of the vocabulary at a time, rounded once. Folding acts column by column;
+/// center_unembed's mean over the vocabulary is linear in the columns, so it is the folded mean
+/// column, computed first.
+fn process_unembed(weight: &Tensor, bias: &Tensor, ln_f: Option<Affine>, center_unembed: bool) -> (Tensor, Tensor) {
+    let fold = |weight: Tensor, bias: Tensor| match &ln_f {
+        Some(affine) => fold_norm_into(affine, weight, bias),
+        None => (weight, bias),
+    };
+    let vocab = weight.size()[1];
+    let means = center_unembed.then(|| {
+        let mut weight_sum = Tensor::zeros([weight.size()[0], 1], (Kind::Double, weight.device()));
+        let mut bias_sum = Tensor::zeros([1], (Kind::Double, weight.device()));
+        for (start, length) in slabs(vocab) {
+            weight_sum += to_double(weight.narrow(1, start, length)).sum_dim_intlist(1, true, Kind::Double);
+            bias_sum += to_double(bias.narrow(0, start, length)).sum(Kind::Double);
+        }
+        fold(weight_sum / vocab as f64, bias_sum / vocab as f64)
+    });
+    let (processed_weight, processed_bias) = (weight.empty_like(), bias.empty_like());
+    for (start, length) in slabs(vocab) {
+        let (mut slab_weight, mut slab_bias) = fold(to_double(weight.narrow(1, start, length)), to_double(bias.narrow(0, start, length)));
+        if let Some((mean_weight, mean_bias)) = &means {
+            (slab_weight, slab_bias) = (slab_weight - mean_weight, slab_bias - mean_bias);
+        }
+        processed_weight.narrow(1, start, length).copy_(&slab_weight);
+        processed_bias.narrow(0, start, length).copy_(&slab_bias);
+    }
+    (processed_weight, processed_bias)
 }
 
 fn to_double(tensor: Tensor) -> Tensor {
@@ -99,7 +138,7 @@ fn untie_unembed(mut weights: Weights) -> Weights {
 /// Folds a LayerNorm's scale and shift into the matrix that reads its output, then centers the
 /// matrix's rows so that the folded read ignores the residual's mean, as LNPre's output has none.
 /// The bias is folded with the unscaled matrix: (x*g + b) @ W + c = x @ (g*W) + (b @ W + c).
-fn fold_norm_into(affine: Affine, weight: Tensor, bias: Tensor) -> (Tensor, Tensor) {
+fn fold_norm_into(affine: &Affine, weight: Tensor, bias: Tensor) -> (Tensor, Tensor) {
     let bias = bias + affine.bias.matmul(&weight);
     let scaled = affine.weight.unsqueeze(-1) * weight;
     let centered = &scaled - scaled.mean_dim(0, true, scaled.kind());
@@ -108,10 +147,10 @@ fn fold_norm_into(affine: Affine, weight: Tensor, bias: Tensor) -> (Tensor, Tens
 
 fn fold_block_norms(mut block: Block) -> Block {
     if let Some(affine) = block.ln_1.take() {
-        (block.qkv_weight, block.qkv_bias) = fold_norm_into(affine, block.qkv_weight, block.qkv_bias);
+        (block.qkv_weight, block.qkv_bias) = fold_norm_into(&affine, block.qkv_weight, block.qkv_bias);
     }
     if let Some(affine) = block.ln_2.take() {
-        (block.mlp_in_weight, block.mlp_in_bias) = fold_norm_into(affine, block.mlp_in_weight, block.mlp_in_bias);
+        (block.mlp_in_weight, block.mlp_in_bias) = fold_norm_into(&affine, block.mlp_in_weight, block.mlp_in_bias);
     }
     block
 }
