@@ -11,6 +11,7 @@ use crate::model::hub::DEFAULT_MODEL;
 use crate::model::process::ProcessingOptions;
 use crate::prompts::read_prompts_file;
 use crate::report::Format;
+use crate::shard::Shard;
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -34,6 +35,9 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Write a reference file with the bundled Python script (Hugging Face transformers, eager, float32)
     Reference(ReferenceArgs),
+    /// Combine the JSON reports of `compare --shard I/N` runs into the report of one run over every prompt
+    #[command(after_help = EXIT_CODES)]
+    Merge(MergeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -81,7 +85,7 @@ impl ReportArgs {
 
     /// Fails unless the report file, if any, can be written: checked before any model work.
     pub fn check_output(&self) -> Result<()> {
-        self.output_file().map_or(Ok(()), check_writable)
+        self.output_file().map_or(Ok(()), |path| check_writable(path, "--output"))
     }
 
     /// The report file, `None` for stdout (`--output -` or none).
@@ -123,6 +127,21 @@ impl ComputeArgs {
     }
 }
 
+/// Files written besides the report on stdout or --output, each whole or not at all.
+#[derive(Debug, Args)]
+pub struct ExtraOutputs {
+    /// Also write JUnit XML: one testcase per prompt and comparison, failures with their numbers
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Also write one self-contained HTML page: summary, tables and charts
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Also write the markdown summary (fit for a pull-request comment). With GITHUB_STEP_SUMMARY
+    /// set, it is appended to that file too
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     #[command(flatten)]
@@ -130,6 +149,19 @@ pub struct CompareArgs {
     /// Reference file (gpt2-parity-reference/1); without it the bundled script makes one (cached)
     #[arg(long, value_name = "FILE")]
     pub reference: Option<PathBuf>,
+    /// Check another implementation's logits instead of ours: a file in the reference format
+    /// (scripts/write_candidate.py writes one; docs/candidates.md). --model still gives the
+    /// tokenizer, shapes and weights digest; no forward runs
+    #[arg(long, value_name = "FILE", requires = "reference", conflicts_with_all = ["transformer_lens", "repeat", "attribution", "noise_floor"])]
+    pub candidate: Option<PathBuf>,
+    /// Check only every N-th prompt, starting at the I-th (I counts from 1: 1/3, 2/3, 3/3 cover
+    /// every prompt once); `gpt2-parity merge` joins the shards' JSON reports
+    #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
+    /// Also run explain's per-step attribution of the processed-vs-unprocessed difference (one
+    /// forward per processing step and prompt) and put it in the report and the HTML page
+    #[arg(long)]
+    pub attribution: bool,
     /// Without --reference: have the bundled script add TransformerLens's logits, processed with
     /// this run's switches (needs scripts/requirements-tl.txt in its Python)
     #[arg(long, conflicts_with = "reference")]
@@ -139,6 +171,8 @@ pub struct CompareArgs {
     pub python: Option<PathBuf>,
     #[command(flatten)]
     pub report: ReportArgs,
+    #[command(flatten)]
+    pub outputs: ExtraOutputs,
     /// Show every metric in the table (RMSE, cosine, max relative diff, elements outside allclose,
     /// smallest passing atol, KL, top-5 overlap); JSON always has them all
     #[arg(long)]
@@ -206,6 +240,23 @@ pub struct ReferenceArgs {
     pub python: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// JSON reports of `compare --shard I/N --format json`, one per shard, in any order
+    #[arg(value_name = "REPORT.json", required = true)]
+    pub reports: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Write the merged report here instead of stdout ("-" is stdout); written whole or not at all
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub outputs: ExtraOutputs,
+    /// Show every metric in the table
+    #[arg(long)]
+    pub wide: bool,
+}
+
 impl CompareArgs {
     pub fn processing(&self) -> ProcessingOptions {
         ProcessingOptions {
@@ -252,16 +303,17 @@ fn parse_device(text: &str) -> Result<DeviceRequest, String> {
 }
 
 /// Fails unless a file can be created in `path`'s directory: checked before any model work.
-pub fn check_writable(path: &Path) -> Result<()> {
+/// `option` names the flag that gave the path.
+pub fn check_writable(path: &Path, option: &str) -> Result<()> {
     if path.is_dir() {
-        bail!("cannot write {}: it is a directory; choose a file path for --output", path.display());
+        bail!("cannot write {}: it is a directory; choose a file path for {option}", path.display());
     }
     let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !dir.is_dir() {
-        bail!("cannot write {}: directory {} does not exist; create it or choose another --output", path.display(), dir.display());
+        bail!("cannot write {}: directory {} does not exist; create it or choose another {option}", path.display(), dir.display());
     }
     tempfile::Builder::new().prefix(".gpt2-parity-probe-").tempfile_in(dir).map_err(|error| {
-        anyhow!("cannot write {}: directory {} is not writable ({error}); choose another --output", path.display(), dir.display())
+        anyhow!("cannot write {}: directory {} is not writable ({error}); choose another {option}", path.display(), dir.display())
     })?;
     Ok(())
 }

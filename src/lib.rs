@@ -15,5 +15,6 @@ pub mod prompts;
 pub mod reference;
 pub mod report;
 pub mod run;
+pub mod shard;
 pub mod timings;
 pub mod tokenize;

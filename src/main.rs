@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => (run::compare::run(args), args.report.timings),
         Command::Explain(args) => (run::explain::run(args), args.report.timings),
         Command::Reference(args) => (run::reference::run(args).map(|()| true), false),
+        Command::Merge(args) => (run::merge::run(args), false),
     };
     if timings {
         eprint!("{}", gpt2_parity::timings::render());

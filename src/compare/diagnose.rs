@@ -4,7 +4,7 @@
 //! switches say), a shift plus a scale, a permuted vocabulary, a single element, a single
 //! position, rounding noise, switches that differ from the reference's, and where the residual
 //! stream diverges. Every check runs; nothing is said that the numbers do not show.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::attribution::describe_shift;
 use super::stats::{finite_mean, DiffLocation, ResidDiff};
@@ -29,7 +29,7 @@ pub struct Provenance {
 }
 
 /// One TransformerLens switch on which the two sides disagree.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SwitchDifference {
     pub switch: String,
     pub ours: bool,
@@ -63,7 +63,7 @@ impl Provenance {
 }
 
 /// Which side holds a value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     Ours,
@@ -72,7 +72,7 @@ pub enum Side {
 }
 
 /// One finding about a failing comparison.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Cause {
     /// NaN or infinite values: how many on each side, and where the first is.

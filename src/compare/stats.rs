@@ -3,13 +3,13 @@
 //! KL, top-k), and the allclose verdict, raw or after removing each position's mean over the
 //! vocabulary (a per-position shift that softmax ignores). Pure arithmetic on row-major f32
 //! slices, accumulated in f64.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::diagnose::Cause;
 use super::noise_floor::NoiseFloor;
 
 /// numpy's allclose: |candidate - reference| <= atol + rtol * |reference|.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Tolerance {
     pub atol: f64,
     pub rtol: f64,
@@ -28,7 +28,7 @@ impl Tolerance {
 }
 
 /// How a comparison passes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Criterion {
     /// Allclose on the logits as they are: |c - r| <= atol + rtol * |r|.
@@ -53,7 +53,7 @@ impl Criterion {
 }
 
 /// A place in a [positions, vocab] matrix: which position, which vocabulary entry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiffLocation {
     pub position: usize,
     pub token_id: i64,
@@ -92,16 +92,21 @@ impl Judgement {
 }
 
 /// One row of a prompt's table (and one object in the JSON report).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Comparison {
     pub name: String,
     pub criterion: Criterion,
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub candidate_mean: f64,
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub reference_mean: f64,
     /// Sample standard deviation (n - 1), as torch.std computes it.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub candidate_std: f64,
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub reference_std: f64,
     /// Max |diff| over all elements, raw whatever the criterion; NaN when a value is non-finite.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub max_abs_diff: f64,
     /// Where `max_abs_diff` sits.
     pub raw_max_abs_diff_at: Option<DiffLocation>,
@@ -110,21 +115,31 @@ pub struct Comparison {
     /// comparison judged on centered values. With non-finite values, the first of them.
     pub max_abs_diff_at: Option<DiffLocation>,
     /// |diff| at `max_abs_diff_at` as the criterion judges it (centered for shift-invariant).
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub worst_abs_diff: f64,
     /// True when a raw comparison's worst element sits in a position that passes once its mean
     /// is removed: the whole position is shifted, and the token named is arbitrary.
     pub worst_is_position_shift: bool,
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub mean_abs_diff: f64,
     /// Root of the mean squared difference.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub rmse: f64,
     /// Cosine similarity of the two matrices as flat vectors.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub cosine_similarity: f64,
     /// Max |diff| / |reference| over elements whose reference is not zero.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub max_rel_diff: f64,
     /// Max |diff| after removing each position's mean over the vocabulary from both sides.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub centered_max_abs_diff: f64,
     /// Per position: mean of candidate minus mean of reference (the shift that centering removes).
+    #[serde(deserialize_with = "crate::report::nullable::numbers")]
     pub position_shift: Vec<f64>,
+    /// Per position: max |candidate - reference| over the vocabulary.
+    #[serde(deserialize_with = "crate::report::nullable::numbers")]
+    pub position_max_abs_diff: Vec<f64>,
     /// Elements outside allclose, raw.
     pub violations: usize,
     /// Elements outside allclose after centering (rtol at the reference's magnitude before
@@ -132,19 +147,26 @@ pub struct Comparison {
     pub centered_violations: usize,
     /// Elements outside allclose under this comparison's criterion, and their share in percent.
     pub outside_allclose: usize,
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub outside_allclose_percent: f64,
     /// Positions holding at least one element outside allclose under the criterion.
     pub positions_outside: Vec<usize>,
     /// The smallest atol that would pass at the given rtol, under the criterion.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub min_passing_atol: f64,
     /// Max |diff| of log-softmax over the vocabulary: what the model predicts, free of shifts.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub log_softmax_max_abs_diff: f64,
     /// KL(reference || candidate) of the next-token distributions, per position: mean and max.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub kl_mean: f64,
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub kl_max: f64,
     /// Share of positions whose argmax agrees.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub top1_agreement: f64,
     /// Mean share of the reference's top 5 tokens that are in the candidate's top 5.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub top5_overlap: f64,
     /// Elements where either side is NaN or infinite; any fails the comparison, and every
     /// statistic that would cover them is NaN.
@@ -169,11 +191,13 @@ pub struct Comparison {
 }
 
 /// One residual-stream snapshot's agreement: index 0 is the embeddings, index l the output of block h.{l-1}.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResidDiff {
     pub index: usize,
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub max_abs_diff: f64,
     /// The largest |reference| value of the snapshot: the scale rounding noise is judged against.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub reference_max_abs: f64,
     pub passed: bool,
 }
@@ -224,9 +248,11 @@ pub fn compare_logits(
     debug_assert_eq!(candidate.len(), reference.len());
     let mut totals = Totals::default();
     let mut position_shift = Vec::new();
+    let mut position_max_abs_diff = Vec::new();
     for (position, (candidate_row, reference_row)) in candidate.chunks_exact(vocab).zip(reference.chunks_exact(vocab)).enumerate() {
         let (candidate_mean, reference_mean) = (finite_mean(candidate_row), finite_mean(reference_row));
         position_shift.push(candidate_mean - reference_mean);
+        position_max_abs_diff.push(row_max_abs_diff(candidate_row, reference_row));
         let outside_before = totals.violations_under(criterion);
         let centered_before = totals.centered_violations;
         for (column, (&c, &r)) in candidate_row.iter().zip(reference_row).enumerate() {
@@ -279,6 +305,7 @@ pub fn compare_logits(
         max_rel_diff: totals.max_rel_diff,
         centered_max_abs_diff: totals.centered_max_abs_diff,
         position_shift,
+        position_max_abs_diff,
         violations: totals.violations,
         centered_violations: totals.centered_violations,
         outside_allclose,
@@ -464,6 +491,11 @@ pub fn compare_resid(
         .collect()
 }
 
+/// Max |candidate - reference| over the pairs whose difference is a number.
+fn row_max_abs_diff(candidate: &[f32], reference: &[f32]) -> f64 {
+    candidate.iter().zip(reference).map(|(&c, &r)| (f64::from(c) - f64::from(r)).abs()).fold(0.0, f64::max)
+}
+
 /// Mean over the finite values (NaN when there are none).
 pub fn finite_mean(values: &[f32]) -> f64 {
     let (sum, count) =
@@ -512,6 +544,7 @@ mod tests {
         // Differences: -1 at (0, 2) and -2.5 at (1, 1); every other element agrees.
         assert_eq!(c.max_abs_diff, 2.5);
         assert_eq!(c.max_abs_diff_at, Some(DiffLocation { position: 1, token_id: 1, token: "t1".into() }));
+        assert_eq!(c.position_max_abs_diff, [1.0, 2.5]);
         assert!((c.mean_abs_diff - 3.5 / 12.0).abs() < 1e-12);
         assert!((c.rmse - (7.25f64 / 12.0).sqrt()).abs() < 1e-12);
         let dot = 1.0 + 4.0 + 12.0 + 1.0 + 0.25 + 1.0 + 4.0;

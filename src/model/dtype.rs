@@ -1,12 +1,12 @@
 //! The floating-point types our models can run in, and the tolerance each earns by default.
 //! One enum so that the flag, the weights' libtorch kind, the attention mask and the report's
 //! `dtype` cannot disagree.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::Kind;
 
 use crate::compare::Tolerance;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 #[clap(rename_all = "lowercase")]
 pub enum Dtype {

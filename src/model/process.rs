@@ -1,13 +1,13 @@
 //! TransformerLens's weight processing (processing.md section 3) as a pure function on
 //! [`Weights`]: it takes the unprocessed weights and returns processed ones in the same layout,
 //! freeing each replaced tensor as it goes so that one copy of the model is held at a time.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::{Affine, Block, Unembed, Weights};
 
 /// Which of TransformerLens's steps to apply; all on is TransformerLens's default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessingOptions {
     pub fold_ln: bool,
     pub center_writing_weights: bool,
@@ -235,7 +235,7 @@ fn factored_svd(a: &Tensor, b: &Tensor) -> (Tensor, Tensor, Tensor) {
 }
 
 /// One of TransformerLens's processing steps, in the order it applies them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     FoldLn,

@@ -1,17 +1,24 @@
 //! The one result every output format renders: a serde struct whose JSON form is the report
 //! that scripts read (docs/report-schema.md). Renderers only format; nothing here computes.
 pub mod explain;
+mod html;
 mod json;
+mod junit;
 mod markdown;
+pub(crate) mod nullable;
+pub mod outputs;
 mod table;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::compare::attribution::StepRow;
 pub use crate::compare::diagnose::count_of;
 use crate::compare::noise_floor::Breach;
 use crate::compare::{Comparison, Criterion, Tolerance};
 use crate::model::dtype::Dtype;
 use crate::model::process::ProcessingOptions;
+use crate::shard::Shard;
+use crate::tokenize::abbreviate;
 
 /// Bumped when a field changes meaning or disappears; adding fields keeps it.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -23,16 +30,24 @@ pub enum Format {
     Markdown,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     pub schema_version: u32,
     pub tool: Tool,
     pub model: ModelInfo,
     pub reference: ReferenceInfo,
+    /// With `--candidate`: the file whose logits took the place of our two models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<CandidateInfo>,
+    /// With `--shard I/N`: which shard of the run's prompts this report holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
     pub tolerance: Tolerance,
-    /// How each criterion applies the tolerance, in words (docs/metrics.md).
+    /// How each criterion applies the tolerance, in words (docs/metrics.md); the tool's own, also
+    /// in a merged report.
+    #[serde(skip_deserializing, default = "Criteria::current")]
     pub criteria: Criteria,
-    /// The TransformerLens processing steps the processed model used.
+    /// The TransformerLens processing steps the processed model used (unused with `--candidate`).
     pub processing: ProcessingOptions,
     /// With `--repeat N`: whether N runs of every forward gave bit-identical logits.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,6 +61,10 @@ pub struct Report {
     pub prompts: Vec<PromptReport>,
     /// Per comparison name, the element with the largest |diff| over all prompts.
     pub worst: Vec<WorstElement>,
+    /// With `--attribution`: explain's rows, each processing step's share of the
+    /// processed-vs-unprocessed difference over this report's prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<Vec<StepRow>>,
 }
 
 /// The rule of each [`Criterion`], as [`Criterion::definition`] states it.
@@ -61,16 +80,35 @@ impl Criteria {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CandidateInfo {
+    pub path: String,
+    /// From the candidate's metadata: what produced it.
+    pub model: String,
+    pub weights: String,
+    pub attn_implementation: String,
+    pub producer: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    #[serde(flatten)]
+    pub shard: Shard,
+    /// How many prompts the whole run (all shards together) checks.
+    pub total_prompts: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Repeatability {
     pub runs: u32,
     pub identical: bool,
     /// The largest |diff| between any later run's logits and the first run's.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub max_abs_diff: f64,
 }
 
 /// Per comparison name, the element worst under that comparison's criterion over all prompts.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct WorstElement {
     pub comparison: String,
     pub criterion: Criterion,
@@ -82,8 +120,10 @@ pub struct WorstElement {
     pub token: String,
     /// |diff| as the criterion judges it (centered for shift-invariant comparisons); NaN
     /// (null) when the element is non-finite.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub abs_diff: f64,
     /// The raw max |diff| of this comparison over all prompts, wherever it sits.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
     pub raw_max_abs_diff: f64,
 }
 
@@ -141,20 +181,20 @@ pub fn nan_max(a: f64, b: f64) -> f64 {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tool {
-    pub name: &'static str,
-    pub version: &'static str,
+    pub name: String,
+    pub version: String,
     /// The libtorch version the binary was built with ("unknown" when the build could not tell).
-    pub libtorch: &'static str,
+    pub libtorch: String,
 }
 
 impl Tool {
     pub fn current() -> Self {
         Self {
-            name: "gpt2-parity",
-            version: env!("CARGO_PKG_VERSION"),
-            libtorch: option_env!("GPT2_PARITY_LIBTORCH_VERSION").unwrap_or("unknown"),
+            name: "gpt2-parity".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            libtorch: option_env!("GPT2_PARITY_LIBTORCH_VERSION").unwrap_or("unknown").to_owned(),
         }
     }
 }
@@ -173,7 +213,7 @@ impl ModelInfo {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// `--model` as given: a directory or a Hub id.
     pub source: String,
@@ -185,7 +225,7 @@ pub struct ModelInfo {
     pub vocab_size: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReferenceInfo {
     /// The reference file compared against (a cache entry when the tool made it).
     pub path: String,
@@ -199,7 +239,7 @@ pub struct ReferenceInfo {
     pub producer: serde_json::Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PromptReport {
     pub prompt: String,
     pub tokens: Vec<i64>,
@@ -321,4 +361,42 @@ fn verdict(comparison: &Comparison) -> String {
 
 fn prompt_heading(index: usize, total: usize, prompt: &PromptReport) -> String {
     format!("Prompt {}/{total}: {:?} ({} tokens: {:?})", index + 1, prompt.prompt, prompt.tokens.len(), prompt.tokens)
+}
+
+/// "prompt 3/8: \"Hello World\"": numbered as in the whole run, also in a shard's report.
+fn prompt_label(report: &Report, index: usize) -> String {
+    let (number, total) = match report.shard {
+        Some(shard) => (shard.shard.global_position(index) + 1, shard.total_prompts),
+        None => (index + 1, report.prompts.len()),
+    };
+    format!("prompt {number}/{total}: {:?}", abbreviate(&report.prompts[index].prompt))
+}
+
+/// "embeddings" for residual snapshot 0, then the block whose output snapshot l is: "h.{l-1}".
+fn snapshot_name(index: usize) -> String {
+    match index {
+        0 => "embeddings".to_owned(),
+        block => format!("h.{}", block - 1),
+    }
+}
+
+/// Text fit for XML (and XHTML) content and attribute values. Control characters XML 1.0 cannot
+/// hold at all are written as Rust escapes, so the document stays well-formed and says what was there.
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' => out.push_str("&#9;"),
+            '\u{0}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => out.push_str(&character.escape_unicode().to_string()),
+            other => out.push(other),
+        }
+    }
+    out
 }

@@ -4,38 +4,53 @@ use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use tch::Kind;
 
-use super::{load_weights, to_vec, ModelInputs};
+use super::{candidate, explain, load_weights, to_vec, ModelInputs};
 use crate::cli::CompareArgs;
+use crate::compare::attribution::StepRow;
 use crate::compare::diagnose::{self, diagnose, Provenance};
 use crate::compare::noise_floor::{noise_floor, ReferenceFloat64};
 use crate::compare::{compare_logits, compare_resid, Comparison, Criterion, Tolerance};
 use crate::model::dtype::Dtype;
 use crate::model::gpt2::forward;
+use crate::model::load::Checkpoint;
 use crate::model::process::process;
 use crate::model::Weights;
-use crate::output::emit;
 use crate::reference::bundled::{cached_reference, find_python, ReferenceRequest};
 use crate::reference::{PromptReference, ReferenceFile};
-use crate::report::{Criteria, ModelInfo, PromptReport, ReferenceInfo, Repeatability, Report, Tool, WorstElement, SCHEMA_VERSION};
+use crate::report::outputs::Destinations;
+use crate::report::{
+    Criteria, ModelInfo, PromptReport, ReferenceInfo, Repeatability, Report, ShardInfo, Tool, WorstElement, SCHEMA_VERSION,
+};
 use crate::timings::{timed, Phase};
 use crate::tokenize::{abbreviate, END_OF_TEXT};
 
 /// One prompt to check: its text, its token ids and where the reference holds it.
-struct PromptCase {
-    prompt: String,
-    tokens: Vec<i64>,
-    reference_index: usize,
+pub(super) struct PromptCase {
+    pub prompt: String,
+    pub tokens: Vec<i64>,
+    pub reference_index: usize,
 }
 
 /// Runs the comparison and writes the report; returns whether parity holds.
 pub fn run(args: &CompareArgs) -> Result<bool> {
-    args.report.check_output()?;
+    let destinations =
+        Destinations { format: args.report.format, wide: args.wide, output: args.report.output_file(), extra: &args.outputs };
+    destinations.check()?;
     let device = args.compute.apply()?;
     let dtype = args.compute.dtype;
     let requested = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;
     let checkpoint = inputs.open_checkpoint()?;
     let digest = checkpoint.digest.clone();
+    let candidate_file = match &args.candidate {
+        Some(path) => Some(candidate::open(path, &inputs, &digest, args.allow_other_weights)?),
+        None => None,
+    };
+    // A candidate is checked on every prompt it holds unless prompts are named.
+    let requested = match &candidate_file {
+        Some(file) if requested.is_empty() => file.meta.prompts.clone(),
+        _ => requested,
+    };
 
     let (reference, prepend_bos, bundled) = match &args.reference {
         Some(path) => {
@@ -66,8 +81,12 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     };
     reference.check_model(&inputs.config, &digest, args.allow_other_weights)?;
     let cases = select_cases(&inputs, &reference, &requested, prepend_bos)?;
+    let shard = args.shard.map(|shard| ShardInfo { shard, total_prompts: cases.len() });
+    let cases = match args.shard {
+        Some(shard) => shard.select(cases),
+        None => cases,
+    };
 
-    let weights = load_weights(&inputs, checkpoint, device, dtype)?;
     let config = &inputs.config;
     let token_text = |id: i64| inputs.tokenizer.token_text(id);
     let comparer = Comparer {
@@ -77,6 +96,63 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         tolerance: args.report.tolerance(dtype),
         token_text: &token_text,
     };
+    let (reports, repeatability, attribution) = match &candidate_file {
+        Some(candidate) => (candidate::compare(candidate, &reference, &cases, &comparer)?, None, None),
+        None => compare_models(args, (&inputs, checkpoint, device), &reference, &cases, &comparer)?,
+    };
+
+    let prompts: Vec<PromptReport> = cases
+        .into_iter()
+        .zip(reports)
+        .map(|(case, comparisons)| PromptReport {
+            notes: diagnose::explain(&comparisons),
+            passed: comparisons.iter().all(|comparison| comparison.passed),
+            prompt: case.prompt,
+            tokens: case.tokens,
+            comparisons,
+        })
+        .collect();
+    let report = Report {
+        schema_version: SCHEMA_VERSION,
+        tool: Tool::current(),
+        model: ModelInfo::new(&inputs, &digest),
+        reference: ReferenceInfo {
+            path: reference.path().display().to_string(),
+            bundled,
+            model: reference.meta.model.clone(),
+            weights: reference.meta.weights.clone(),
+            dtype: reference.meta.dtype.clone(),
+            attn_implementation: reference.meta.attn_implementation.clone(),
+            producer: reference.meta.producer.clone(),
+        },
+        candidate: candidate_file.as_ref().map(candidate::info),
+        shard,
+        tolerance: comparer.tolerance,
+        criteria: Criteria::current(),
+        processing: args.processing(),
+        repeatability,
+        prepend_bos,
+        device: crate::device::name(device),
+        dtype,
+        passed: prompts.iter().all(|prompt| prompt.passed) && repeatability.map_or(true, |repeatability| repeatability.identical),
+        worst: WorstElement::collect(&prompts),
+        prompts,
+        attribution,
+    };
+    timed(Phase::Render, || destinations.write(&report))?;
+    Ok(report.passed)
+}
+
+/// Our two models against the reference: each prompt's comparisons, how repeatable the forwards
+/// were (with --repeat), and explain's per-step rows (with --attribution).
+fn compare_models(
+    args: &CompareArgs,
+    (inputs, checkpoint, device): (&ModelInputs, Checkpoint, tch::Device),
+    reference: &ReferenceFile,
+    cases: &[PromptCase],
+    comparer: &Comparer,
+) -> Result<(Vec<Vec<Comparison>>, Option<Repeatability>, Option<Vec<StepRow>>)> {
+    let weights = load_weights(inputs, checkpoint, device, args.compute.dtype)?;
     let mut repeatability = Repeatability { runs: args.repeat, identical: true, max_abs_diff: 0.0 };
     let progress = ProgressBar::new(2 * cases.len() as u64);
 
@@ -90,7 +166,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     let mut reports = Vec::with_capacity(cases.len());
     let mut unprocessed_logits = Vec::with_capacity(cases.len());
     let mut unprocessed_float64 = Vec::with_capacity(cases.len());
-    for case in &cases {
+    for case in cases {
         let reference_prompt = reference.prompt(case.reference_index)?;
         let candidate = run_candidate(&weights, &case.tokens, &mut repeatability)?;
         let exact = float64_logits(&float64_weights, &case.tokens)?;
@@ -112,6 +188,13 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         unprocessed_float64.push(exact);
         progress.inc(1);
     }
+
+    let attribution = if args.attribution {
+        let tokens: Vec<Vec<i64>> = cases.iter().map(|case| case.tokens.clone()).collect();
+        Some(explain::attribute(&weights, &tokens, &args.processing().steps(), comparer.vocab, comparer.tolerance, comparer.token_text)?)
+    } else {
+        None
+    };
 
     // Pass 2: the processed model, made from the same tensors (one copy of the weights at a time).
     let processing = args.processing();
@@ -160,44 +243,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         progress.inc(1);
     }
     progress.finish_and_clear();
-
-    let prompts: Vec<PromptReport> = cases
-        .into_iter()
-        .zip(reports)
-        .map(|(case, comparisons)| PromptReport {
-            notes: diagnose::explain(&comparisons),
-            passed: comparisons.iter().all(|comparison| comparison.passed),
-            prompt: case.prompt,
-            tokens: case.tokens,
-            comparisons,
-        })
-        .collect();
-    let report = Report {
-        schema_version: SCHEMA_VERSION,
-        tool: Tool::current(),
-        model: ModelInfo::new(&inputs, &digest),
-        reference: ReferenceInfo {
-            path: reference.path().display().to_string(),
-            bundled,
-            model: reference.meta.model.clone(),
-            weights: reference.meta.weights.clone(),
-            dtype: reference.meta.dtype.clone(),
-            attn_implementation: reference.meta.attn_implementation.clone(),
-            producer: reference.meta.producer.clone(),
-        },
-        tolerance: comparer.tolerance,
-        criteria: Criteria::current(),
-        processing,
-        repeatability: (args.repeat > 1).then_some(repeatability),
-        prepend_bos,
-        device: crate::device::name(device),
-        dtype,
-        passed: prompts.iter().all(|prompt| prompt.passed) && repeatability.identical,
-        worst: WorstElement::collect(&prompts),
-        prompts,
-    };
-    timed(Phase::Render, || emit(&report.render(args.report.format, args.wide), args.report.output_file()))?;
-    Ok(report.passed)
+    Ok((reports, (args.repeat > 1).then_some(repeatability), attribution))
 }
 
 /// The prompts to check, each matched to the reference's copy and its tokens verified.
@@ -251,16 +297,16 @@ fn bos_hint(reference: &[i64], ours: &[i64]) -> &'static str {
     }
 }
 
-/// One forward's outputs, row-major.
-struct Candidate {
-    logits: Vec<f32>,
-    resid: Vec<f32>,
+/// One forward's outputs, row-major; the residual stream when the candidate has one.
+pub(super) struct Candidate {
+    pub logits: Vec<f32>,
+    pub resid: Option<Vec<f32>>,
 }
 
 /// Runs the model `repeatability.runs` times on one prompt; later runs must match the first bit for bit.
 fn run_candidate(weights: &Weights, tokens: &[i64], repeatability: &mut Repeatability) -> Result<Candidate> {
     let activations = forward(weights, tokens);
-    let candidate = Candidate { logits: to_vec(&activations.logits)?, resid: to_vec(&activations.resid)? };
+    let candidate = Candidate { logits: to_vec(&activations.logits)?, resid: Some(to_vec(&activations.resid)?) };
     for _ in 1..repeatability.runs {
         let again = to_vec(&forward(weights, tokens).logits)?;
         if again != candidate.logits {
@@ -273,7 +319,7 @@ fn run_candidate(weights: &Weights, tokens: &[i64], repeatability: &mut Repeatab
 }
 
 /// What every comparison of one run shares: the model's shapes, the tolerance, token names.
-struct Comparer<'a> {
+pub(super) struct Comparer<'a> {
     vocab: usize,
     d_model: usize,
     snapshots: usize,
@@ -312,9 +358,9 @@ impl Comparer<'_> {
         comparison
     }
 
-    /// Logits against the reference's, plus the residual stream when the reference has it
+    /// Logits against the reference's, plus the residual stream when both sides have it
     /// (centered over d_model first for the processed model, whose residual stream is mean-free).
-    fn against_reference(
+    pub(super) fn against_reference(
         &self,
         name: &str,
         criterion: Criterion,
@@ -324,9 +370,9 @@ impl Comparer<'_> {
         provenance: &Provenance,
     ) -> Comparison {
         let mut comparison = self.statistics(name, criterion, &candidate.logits, &reference.logits);
-        if let Some(resid) = &reference.resid {
+        if let (Some(candidate), Some(reference)) = (&candidate.resid, &reference.resid) {
             comparison.resid = Some(timed(Phase::Statistics, || {
-                compare_resid(&candidate.resid, resid, self.d_model, self.snapshots, processed, self.tolerance)
+                compare_resid(candidate, reference, self.d_model, self.snapshots, processed, self.tolerance)
             }));
         }
         self.diagnosed(comparison, &candidate.logits, &reference.logits, provenance)

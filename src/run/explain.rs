@@ -6,9 +6,9 @@ use anyhow::Result;
 use super::{load_weights, to_vec, ModelInputs};
 use crate::cli::ExplainArgs;
 use crate::compare::attribution::{conclusions, relative_change, PromptEffect, RowKind, StepRow, TensorChange};
-use crate::compare::{compare_logits, Criterion};
+use crate::compare::{compare_logits, Criterion, Tolerance};
 use crate::model::gpt2::forward;
-use crate::model::process::{process, ProcessingOptions};
+use crate::model::process::{process, ProcessingOptions, Step};
 use crate::model::Weights;
 use crate::output::emit;
 use crate::report::explain::{ExplainReport, ExplainedPrompt};
@@ -27,37 +27,9 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
     let tolerance = args.report.tolerance(args.compute.dtype);
     let vocab = inputs.config.vocab_size as usize;
     let token_text = |id: i64| inputs.tokenizer.token_text(id);
-    let logits_of =
-        |weights: &Weights| -> Result<Vec<Vec<f32>>> { tokens.iter().map(|ids| to_vec(&forward(weights, ids).logits)).collect() };
-
     let steps =
         ProcessingOptions { refactor_factored_attn_matrices: args.refactor_factored_attn_matrices, ..ProcessingOptions::default() }.steps();
-    let base_logits = logits_of(&unprocessed)?;
-    let all_logits = logits_of(&timed(Phase::Processing, || process(unprocessed.shallow_clone(), ProcessingOptions::only(&steps))))?;
-    let variants = std::iter::once(("no processing (untied unembedding only)".to_owned(), RowKind::Baseline, Vec::new()))
-        .chain(steps.iter().map(|step| (format!("{} alone", step.name()), RowKind::Alone, vec![*step])))
-        .chain((2..=steps.len()).map(|count| {
-            let name = steps[..count].iter().map(|step| step.name()).collect::<Vec<_>>().join(" + ");
-            (name, RowKind::Accumulated, steps[..count].to_vec())
-        }));
-
-    let mut rows = Vec::new();
-    for (name, kind, row_steps) in variants {
-        let weights = timed(Phase::Processing, || process(unprocessed.shallow_clone(), ProcessingOptions::only(&row_steps)));
-        let changed_tensors = timed(Phase::Statistics, || changed_tensors(&unprocessed, &weights));
-        let per_prompt = logits_of(&weights)?
-            .iter()
-            .zip(&base_logits)
-            .zip(&all_logits)
-            .map(|((row_logits, base), all)| {
-                timed(Phase::Statistics, || {
-                    let comparison = compare_logits(&name, Criterion::Raw, row_logits, base, vocab, tolerance, &token_text);
-                    PromptEffect::new(&comparison, row_logits, base, all)
-                })
-            })
-            .collect();
-        rows.push(StepRow::new(name, kind, row_steps, changed_tensors, per_prompt, tolerance));
-    }
+    let rows = attribute(&unprocessed, &tokens, &steps, vocab, tolerance, &token_text)?;
 
     let report = ExplainReport {
         schema_version: SCHEMA_VERSION,
@@ -73,6 +45,47 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
     };
     timed(Phase::Render, || emit(&report.render(args.report.format), args.report.output_file()))?;
     Ok(true)
+}
+
+/// Explain's rows for `steps`: no processing, each step alone, then the steps accumulated in
+/// TransformerLens's order, each compared with the unprocessed model on every prompt.
+pub fn attribute(
+    unprocessed: &Weights,
+    tokens: &[Vec<i64>],
+    steps: &[Step],
+    vocab: usize,
+    tolerance: Tolerance,
+    token_text: &dyn Fn(i64) -> String,
+) -> Result<Vec<StepRow>> {
+    let logits_of =
+        |weights: &Weights| -> Result<Vec<Vec<f32>>> { tokens.iter().map(|ids| to_vec(&forward(weights, ids).logits)).collect() };
+    let base_logits = logits_of(unprocessed)?;
+    let all_logits = logits_of(&timed(Phase::Processing, || process(unprocessed.shallow_clone(), ProcessingOptions::only(steps))))?;
+    let variants = std::iter::once(("no processing (untied unembedding only)".to_owned(), RowKind::Baseline, Vec::new()))
+        .chain(steps.iter().map(|step| (format!("{} alone", step.name()), RowKind::Alone, vec![*step])))
+        .chain((2..=steps.len()).map(|count| {
+            let name = steps[..count].iter().map(|step| step.name()).collect::<Vec<_>>().join(" + ");
+            (name, RowKind::Accumulated, steps[..count].to_vec())
+        }));
+
+    let mut rows = Vec::new();
+    for (name, kind, row_steps) in variants {
+        let weights = timed(Phase::Processing, || process(unprocessed.shallow_clone(), ProcessingOptions::only(&row_steps)));
+        let changed_tensors = timed(Phase::Statistics, || changed_tensors(unprocessed, &weights));
+        let per_prompt = logits_of(&weights)?
+            .iter()
+            .zip(&base_logits)
+            .zip(&all_logits)
+            .map(|((row_logits, base), all)| {
+                timed(Phase::Statistics, || {
+                    let comparison = compare_logits(&name, Criterion::Raw, row_logits, base, vocab, tolerance, token_text);
+                    PromptEffect::new(&comparison, row_logits, base, all)
+                })
+            })
+            .collect();
+        rows.push(StepRow::new(name, kind, row_steps, changed_tensors, per_prompt, tolerance));
+    }
+    Ok(rows)
 }
 
 /// The tensors whose values differ between the two weight sets, with their relative change.

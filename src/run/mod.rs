@@ -1,7 +1,9 @@
 //! The commands: each wires the stages (resolve, load, reference, forward, compare, report)
 //! in one straight line and returns whether parity holds.
+pub mod candidate;
 pub mod compare;
 pub mod explain;
+pub mod merge;
 pub mod reference;
 
 use anyhow::{bail, Context, Result};

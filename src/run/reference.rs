@@ -12,7 +12,7 @@ use crate::report::count_of;
 pub fn run(args: &ReferenceArgs) -> Result<()> {
     let to_stdout = args.output == Path::new("-");
     if !to_stdout {
-        check_writable(&args.output)?;
+        check_writable(&args.output, "--output")?;
     }
     let prompts = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;

@@ -1,0 +1,95 @@
+//! Where one report goes: its main rendering (stdout or `--output`) and the extra files (JUnit,
+//! HTML, markdown, GitHub's job summary). Every path is checked before any model work, so a typo
+//! costs milliseconds; every file is written whole or not at all.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::{Format, Report};
+use crate::cli::{check_writable, ExtraOutputs};
+use crate::output::{emit, write_atomically};
+
+/// GitHub Actions sets this to a file whose markdown it shows on the run's summary page.
+pub const STEP_SUMMARY_VARIABLE: &str = "GITHUB_STEP_SUMMARY";
+
+/// A run's output options, resolved.
+pub struct Destinations<'a> {
+    pub format: Format,
+    pub wide: bool,
+    /// The main report's file; `None` for stdout.
+    pub output: Option<&'a Path>,
+    pub extra: &'a ExtraOutputs,
+}
+
+impl Destinations<'_> {
+    /// Fails unless every file can be written and no two options name the same file.
+    pub fn check(&self) -> Result<()> {
+        let files = self.files();
+        for (index, (option, path)) in files.iter().enumerate() {
+            check_writable(path, option)?;
+            if let Some((other, _)) = files[..index].iter().find(|(_, earlier)| same_file(earlier, path)) {
+                bail!("{other} and {option} both name {}; give each output its own file", path.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders the report in every requested form and writes each.
+    pub fn write(&self, report: &Report) -> Result<()> {
+        let extra = self.extra;
+        let markdown = (extra.markdown.is_some() || step_summary().is_some()).then(|| report.render(Format::Markdown, self.wide));
+        if let Some(path) = &extra.junit {
+            write_atomically(path, super::junit::render(report).as_bytes())?;
+        }
+        if let Some(path) = &extra.html {
+            write_atomically(path, super::html::render(report).as_bytes())?;
+        }
+        if let (Some(path), Some(markdown)) = (&extra.markdown, &markdown) {
+            write_atomically(path, markdown.as_bytes())?;
+        }
+        if let (Some(path), Some(markdown)) = (step_summary(), &markdown) {
+            append(&path, markdown)?;
+        }
+        emit(&report.render(self.format, self.wide), self.output)
+    }
+
+    fn files(&self) -> Vec<(&'static str, PathBuf)> {
+        let extra = self.extra;
+        let step_summary = step_summary().map(|path| (STEP_SUMMARY_VARIABLE, path));
+        [
+            ("--output", self.output.map(Path::to_path_buf)),
+            ("--junit", extra.junit.clone()),
+            ("--html", extra.html.clone()),
+            ("--markdown", extra.markdown.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(option, path)| path.map(|path| (option, path)))
+        .chain(step_summary)
+        .collect()
+    }
+}
+
+/// The job summary file, when GitHub Actions (or a test) names one.
+fn step_summary() -> Option<PathBuf> {
+    std::env::var_os(STEP_SUMMARY_VARIABLE).filter(|value| !value.is_empty()).map(PathBuf::from)
+}
+
+/// Appends in one write: the job summary collects every step's markdown.
+fn append(path: &Path, content: &str) -> Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot append to {} ({STEP_SUMMARY_VARIABLE})", path.display()))?;
+    file.write_all(content.as_bytes()).with_context(|| format!("cannot append to {} ({STEP_SUMMARY_VARIABLE})", path.display()))
+}
+
+/// Two paths naming one file, also when only one of them exists yet or they are spelled differently.
+fn same_file(a: &Path, b: &Path) -> bool {
+    let resolve = |path: &Path| {
+        let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        dir.canonicalize().ok().zip(path.file_name()).map(|(dir, name)| dir.join(name))
+    };
+    a == b || matches!((resolve(a), resolve(b)), (Some(a), Some(b)) if a == b)
+}

@@ -1,0 +1,89 @@
+//! `compare --candidate FILE`: another implementation's logits (and residual stream, when it
+//! records one), written in the reference format, take the place of our two models. Each prompt
+//! gets one row, candidate-vs-reference, judged as unprocessed-vs-reference is: the same metrics,
+//! likely cause, first divergent block and verdict. No forward runs; `--model` still supplies
+//! the tokenizer (tokens and token names), the shapes and the weights digest the files must name.
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use super::compare::{Candidate, Comparer, PromptCase};
+use super::ModelInputs;
+use crate::compare::diagnose::Provenance;
+use crate::compare::{Comparison, Criterion};
+use crate::reference::ReferenceFile;
+use crate::report::CandidateInfo;
+use crate::tokenize::abbreviate;
+
+/// The row name of a candidate's comparison.
+pub const COMPARISON: &str = "candidate-vs-reference";
+
+/// Opens a candidate and checks it as a reference is checked: format, tensors, shapes against
+/// the model, and the weights digest (unless `allow_other_weights`).
+pub fn open(path: &Path, inputs: &ModelInputs, weights_digest: &str, allow_other_weights: bool) -> Result<ReferenceFile> {
+    if !path.exists() {
+        bail!(
+            "candidate {} does not exist; write one with scripts/write_candidate.py (docs/candidates.md) or fix the --candidate path",
+            path.display()
+        );
+    }
+    let candidate = ReferenceFile::open(path)?;
+    candidate.check_model(&inputs.config, weights_digest, allow_other_weights)?;
+    Ok(candidate)
+}
+
+/// Each case's candidate-vs-reference comparison. The candidate holds the prompt under the same
+/// text, with the same tokens (which `cases` already checked against the reference and our tokenizer).
+pub(super) fn compare(
+    candidate: &ReferenceFile,
+    reference: &ReferenceFile,
+    cases: &[PromptCase],
+    comparer: &Comparer,
+) -> Result<Vec<Vec<Comparison>>> {
+    if candidate.meta.prepend_bos != reference.meta.prepend_bos {
+        bail!(
+            "candidate {} has prepend_bos {} but reference {} has {}; write the candidate from the reference's tokens (scripts/write_candidate.py does)",
+            candidate.path().display(),
+            candidate.meta.prepend_bos,
+            reference.path().display(),
+            reference.meta.prepend_bos
+        );
+    }
+    cases
+        .iter()
+        .map(|case| {
+            let index = candidate.meta.prompts.iter().position(|prompt| *prompt == case.prompt).with_context(|| {
+                format!(
+                    "prompt {:?} is not in candidate {} (it holds {} prompts); write the candidate for every prompt of the reference or name only the prompts it holds",
+                    abbreviate(&case.prompt),
+                    candidate.path().display(),
+                    candidate.meta.prompts.len()
+                )
+            })?;
+            let held = candidate.prompt(index)?;
+            if held.tokens != case.tokens {
+                bail!(
+                    "candidate {}, prompt {:?}: its tokens {:?} differ from the reference's {:?}; feed the port the reference's token ids",
+                    candidate.path().display(),
+                    abbreviate(&case.prompt),
+                    held.tokens,
+                    case.tokens
+                );
+            }
+            let reference_prompt = reference.prompt(case.reference_index)?;
+            let outputs = Candidate { logits: held.logits, resid: held.resid };
+            Ok(vec![comparer.against_reference(COMPARISON, Criterion::Raw, &outputs, &reference_prompt, false, &Provenance::default())])
+        })
+        .collect()
+}
+
+/// What the report records about the candidate.
+pub fn info(candidate: &ReferenceFile) -> CandidateInfo {
+    CandidateInfo {
+        path: candidate.path().display().to_string(),
+        model: candidate.meta.model.clone(),
+        weights: candidate.meta.weights.clone(),
+        attn_implementation: candidate.meta.attn_implementation.clone(),
+        producer: candidate.meta.producer.clone(),
+    }
+}

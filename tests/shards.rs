@@ -1,0 +1,103 @@
+//! `compare --shard I/N` and `merge`: three shards merged give the single run's report, verdict
+//! and exit code; merge refuses an incomplete or mixed set.
+mod common;
+
+use std::path::PathBuf;
+
+use common::{fixture_dir, fixture_reference, gpt2_parity, EditableSafetensors};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The fixture reference with prompt 4's logits nudged and a NaN in prompt 2's (written `null`
+/// in JSON, read back as NaN), so that one shard passes and two fail.
+fn reference_with_two_bad_prompts(dir: &TempDir) -> PathBuf {
+    let path = dir.path().join("reference.safetensors");
+    let mut reference = EditableSafetensors::read(&fixture_reference());
+    reference.map_f32("prompt.4.logits", |index, value| if index == 7 { value + 0.5 } else { value });
+    reference.map_f32("prompt.2.logits", |index, value| if index == 3 { f32::NAN } else { value });
+    reference.write(&path);
+    path
+}
+
+fn compare(reference: &PathBuf, extra: &[&str]) -> std::process::Output {
+    gpt2_parity()
+        .args(["compare", "--format", "json", "--model"])
+        .arg(fixture_dir())
+        .arg("--reference")
+        .arg(reference)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap()
+}
+
+#[test]
+fn three_shards_merged_equal_a_single_run() {
+    let dir = TempDir::new().unwrap();
+    let reference = reference_with_two_bad_prompts(&dir);
+    let single = compare(&reference, &[]);
+    assert_eq!(single.status.code(), Some(1));
+    let single = json(&single.stdout);
+
+    let mut shard_files = Vec::new();
+    let mut shard_codes = Vec::new();
+    for index in [3, 1, 2] {
+        let file = dir.path().join(format!("shard-{index}.json"));
+        let output = compare(&reference, &["--shard", &format!("{index}/3"), "--output", file.to_str().unwrap()]);
+        let report = json(&std::fs::read(&file).unwrap());
+        assert_eq!(report["shard"], serde_json::json!({"index": index, "count": 3, "total_prompts": 8}));
+        let expected: Vec<&Value> = single["prompts"].as_array().unwrap().iter().skip(index - 1).step_by(3).collect();
+        assert_eq!(report["prompts"].as_array().unwrap().iter().collect::<Vec<_>>(), expected, "shard {index}/3 holds every third prompt");
+        shard_codes.push(output.status.code());
+        shard_files.push(file);
+    }
+    // Prompt 2 is in shard 3/3, prompt 4 in shard 2/3.
+    assert_eq!(shard_codes, [Some(1), Some(0), Some(1)]);
+
+    let merged = gpt2_parity().args(["merge", "--format", "json"]).args(&shard_files).output().unwrap();
+    assert_eq!(merged.status.code(), Some(1), "{}", String::from_utf8_lossy(&merged.stderr));
+    let merged = json(&merged.stdout);
+    assert!(merged.get("shard").is_none());
+    assert_eq!(merged["passed"], single["passed"]);
+    assert_eq!(merged["prompts"], single["prompts"]);
+    assert_eq!(merged["worst"], single["worst"]);
+    assert_eq!(merged, single);
+}
+
+#[test]
+fn merge_refuses_a_missing_or_repeated_shard_and_non_shard_reports() {
+    let dir = TempDir::new().unwrap();
+    let reference = fixture_reference();
+    let files: Vec<PathBuf> = (1..=2)
+        .map(|index| {
+            let file = dir.path().join(format!("shard-{index}.json"));
+            let output =
+                compare(&reference, &["Hello", "Hello World", "--shard", &format!("{index}/2"), "--output", file.to_str().unwrap()]);
+            assert_eq!(output.status.code(), Some(0));
+            file
+        })
+        .collect();
+    let merge = |files: &[&PathBuf]| gpt2_parity().arg("merge").args(files).output().unwrap();
+
+    let output = merge(&[&files[0]]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("shards 2/2 are missing"));
+
+    let output = merge(&[&files[0], &files[0]]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("given twice"));
+
+    let whole = dir.path().join("whole.json");
+    assert_eq!(compare(&reference, &["Hello", "--output", whole.to_str().unwrap()]).status.code(), Some(0));
+    let output = merge(&[&whole]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a shard"));
+
+    let merged = merge(&[&files[1], &files[0]]);
+    assert_eq!(merged.status.code(), Some(0));
+    let table = String::from_utf8_lossy(&merged.stdout);
+    assert!(table.contains("PASS: 6 comparisons on 2 prompts"), "{table}");
+}
