@@ -1,5 +1,5 @@
-//! `compare --shard I/N` and `merge`: three shards merged give the single run's report, verdict
-//! and exit code; merge refuses an incomplete or mixed set.
+//! `compare --shard I/N` and `merge`: three shards merged give the single run's report (with
+//! explain's attribution), verdict and exit code; merge refuses an incomplete or mixed set.
 mod common;
 
 use std::path::PathBuf;
@@ -38,7 +38,7 @@ fn json(bytes: &[u8]) -> Value {
 fn three_shards_merged_equal_a_single_run() {
     let dir = TempDir::new().unwrap();
     let reference = reference_with_two_bad_prompts(&dir);
-    let single = compare(&reference, &[]);
+    let single = compare(&reference, &["--attribution"]);
     assert_eq!(single.status.code(), Some(1));
     let single = json(&single.stdout);
 
@@ -46,7 +46,7 @@ fn three_shards_merged_equal_a_single_run() {
     let mut shard_codes = Vec::new();
     for index in [3, 1, 2] {
         let file = dir.path().join(format!("shard-{index}.json"));
-        let output = compare(&reference, &["--shard", &format!("{index}/3"), "--output", file.to_str().unwrap()]);
+        let output = compare(&reference, &["--attribution", "--shard", &format!("{index}/3"), "--output", file.to_str().unwrap()]);
         let report = json(&std::fs::read(&file).unwrap());
         assert_eq!(report["shard"], serde_json::json!({"index": index, "count": 3, "total_prompts": 8}));
         let expected: Vec<&Value> = single["prompts"].as_array().unwrap().iter().skip(index - 1).step_by(3).collect();
@@ -57,14 +57,34 @@ fn three_shards_merged_equal_a_single_run() {
     // Prompt 2 is in shard 3/3, prompt 4 in shard 2/3.
     assert_eq!(shard_codes, [Some(1), Some(0), Some(1)]);
 
-    let merged = gpt2_parity().args(["merge", "--format", "json"]).args(&shard_files).output().unwrap();
+    let html = dir.path().join("report.html");
+    let merged = gpt2_parity().args(["merge", "--format", "json", "--html"]).arg(&html).args(&shard_files).output().unwrap();
     assert_eq!(merged.status.code(), Some(1), "{}", String::from_utf8_lossy(&merged.stderr));
     let merged = json(&merged.stdout);
     assert!(merged.get("shard").is_none());
     assert_eq!(merged["passed"], single["passed"]);
     assert_eq!(merged["prompts"], single["prompts"]);
     assert_eq!(merged["worst"], single["worst"]);
+    assert_eq!(merged["attribution"], single["attribution"], "rows recomputed from every prompt's effects");
     assert_eq!(merged, single);
+    check_attribution_chart(&std::fs::read_to_string(html).unwrap(), &merged);
+}
+
+/// The page charts each processing step's share of the raw difference, with its figures.
+fn check_attribution_chart(html: &str, report: &Value) {
+    let options = roxmltree::ParsingOptions { allow_dtd: true, ..roxmltree::ParsingOptions::default() };
+    let document = roxmltree::Document::parse_with_options(html, options).unwrap_or_else(|error| panic!("not well-formed: {error}"));
+    let text: String = document.descendants().filter_map(|node| node.text()).collect();
+    assert!(text.contains("Where the processed-vs-unprocessed difference comes from"));
+    let rows = report["attribution"].as_array().unwrap();
+    assert!(rows.len() >= 5, "baseline, four steps alone, accumulations");
+    for row in rows {
+        let share = 100.0 * row["min_share_of_raw_difference"].as_f64().unwrap();
+        let log_softmax = row["log_softmax_max_abs_diff"].as_f64().unwrap();
+        let figures = format!("{share:.2}% · ");
+        assert!(text.contains(row["name"].as_str().unwrap()) && text.contains(&figures), "the page lacks row {row}");
+        assert!(text.contains(&format!("{log_softmax:.2e}")), "the page lacks {log_softmax:.2e}");
+    }
 }
 
 #[test]

@@ -212,6 +212,8 @@ const LEFT: f64 = 64.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 44.0;
+/// Up to this many points per line, every point gets a marker with its value as tooltip.
+const MARKED_POINTS: usize = 64;
 
 /// A line chart on a log scale with a dashed line at atol. Zeros sit on the bottom edge;
 /// NaN and ±Inf on the top edge, in red. Each point's exact value is its tooltip.
@@ -284,6 +286,10 @@ fn log_chart(title: &str, x_title: &str, labels: &[String], series: &[Series], a
         let _ = writeln!(svg, "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>", points.join(" "));
         for (index, &value) in series.values.iter().enumerate() {
             let failing = series.failing.get(index).copied().unwrap_or(false) || !value.is_finite();
+            // Long prompts: a marker only where something fails, so the page stays light.
+            if !failing && labels.len() > MARKED_POINTS {
+                continue;
+            }
             let (fill, radius) = if failing { (FAIL_COLOUR, 4.5) } else { (colour, 3.0) };
             let label = labels.get(index).map(String::as_str).unwrap_or("");
             let _ = writeln!(
