@@ -48,6 +48,8 @@ from transformers import AutoTokenizer, GPT2LMHeadModel
 
 FORMAT = "gpt2-parity-reference/1"
 WEIGHTS_FILE = "model.safetensors"
+SHARD_INDEX_FILE = "model.safetensors.index.json"
+PICKLE_FILE = "pytorch_model.bin"
 DEFAULT_MODEL = "openai-community/gpt2"
 PROG = "dump_reference.py"
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -136,18 +138,32 @@ def load_model(model_id, dtype):
 
 
 def weights_digest(model_id):
-    """sha256 of the model.safetensors that from_pretrained read (directory or Hub cache)."""
-    try:
-        path = transformers.utils.cached_file(model_id, WEIGHTS_FILE)
-    except OSError as err:
-        raise UsageError(f"cannot find {WEIGHTS_FILE} for {model_id}: {first_line(err)}")
-    if path is None:
-        raise UsageError(f"{model_id} has no {WEIGHTS_FILE}")
+    """The digest of the weights from_pretrained read (directory or Hub cache), as gpt2-parity
+    defines it (docs/reference-format.md): sha256 of model.safetensors; for shards, sha256 of
+    one line "<file name> sha256:<hex>" per shard in name order, named sha256-shards; for a
+    checkpoint that ships only pytorch_model.bin, sha256 of that file."""
+    for name in (WEIGHTS_FILE, SHARD_INDEX_FILE, PICKLE_FILE):
+        try:
+            path = transformers.utils.cached_file(model_id, name, _raise_exceptions_for_missing_entries=False)
+        except OSError as err:
+            raise UsageError(f"cannot find the weights of {model_id}: {first_line(err)}")
+        if path is None:
+            continue
+        if name != SHARD_INDEX_FILE:
+            return "sha256:" + file_sha256(path)
+        with open(path, encoding="utf-8") as handle:
+            shards = sorted(set(json.load(handle)["weight_map"].values()))
+        lines = "".join(f"{shard} sha256:{file_sha256(os.path.join(os.path.dirname(path), shard))}\n" for shard in shards)
+        return "sha256-shards:" + hashlib.sha256(lines.encode("utf-8")).hexdigest()
+    raise UsageError(f"{model_id} has no {WEIGHTS_FILE}, {SHARD_INDEX_FILE} or {PICKLE_FILE}")
+
+
+def file_sha256(path):
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+    return digest.hexdigest()
 
 
 def tokenize(tokenizer, prompt, prepend_bos, limit, index):

@@ -1,70 +1,137 @@
-//! Reads a GPT-2 checkpoint from `model.safetensors` into [`Weights`], memory-mapping the file
-//! and copying each tensor once into libtorch. `VarStore::load` would silently skip unknown
-//! names and adopt the file's dtype, so every name, shape and dtype is audited here instead.
-use std::collections::BTreeSet;
+//! Reads a GPT-2 checkpoint (one safetensors file, or shards) into [`Weights`]. The files are
+//! memory-mapped and every float32 tensor is a view of the mapping, not a copy: loading costs
+//! page-cache reads instead of a second model-sized allocation. Tensors stored in float16 or
+//! bfloat16 are converted to float32. `VarStore::load` would silently skip unknown names and
+//! adopt the file's dtype, so every name, shape and dtype is audited here instead.
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use memmap2::Mmap;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
+use super::convert::converted;
+use super::hub::WeightFiles;
 use super::{Affine, Block, Gpt2Config, Unembed, Weights};
 use crate::cache::file_digest;
 use crate::timings::{timed, Phase};
 
-/// A checkpoint file opened for reading, with its content digest.
+/// A checkpoint's files, mapped, with the digest references record for them.
 pub struct Checkpoint {
-    map: Mmap,
-    /// `sha256:<hex>` of the file's bytes, as recorded in references.
+    shards: Vec<Shard>,
+    /// What messages about the whole checkpoint name: the file, the shard index, the pickle.
+    origin: PathBuf,
+    /// `sha256:<hex>` of the file's bytes, or `sha256-shards:<hex>` for a sharded checkpoint
+    /// (docs/reference-format.md), as recorded in references.
     pub digest: String,
 }
 
+struct Shard {
+    path: PathBuf,
+    map: Mmap,
+}
+
+/// The mapped files a [`Weights`]' tensors may view. Dropped after the tensors (it is the
+/// struct's last field), and never written: the maps are read-only.
+pub struct MappedFiles {
+    maps: Vec<Mmap>,
+}
+
+impl MappedFiles {
+    /// Drops the mapped pages from this process's memory, when no other weights share them.
+    /// Only the resident set shrinks: the file stays in the page cache, and a page read again
+    /// is read back from there, the same bytes, since the maps are read-only. Processing calls
+    /// it part by part, so that the checkpoint's pages leave memory as their processed copies
+    /// arrive; explain, which keeps the unprocessed model beside each row, is left alone.
+    pub fn release(mapped: &Option<Arc<Self>>) {
+        let Some(mapped) = mapped.as_ref().filter(|mapped| Arc::strong_count(mapped) == 1) else { return };
+        for map in &mapped.maps {
+            // SAFETY: the whole of a read-only private file mapping this struct owns; MADV_DONTNEED
+            // on such a mapping only drops resident pages, which later reads fault back in.
+            unsafe { libc::madvise(map.as_ptr() as *mut libc::c_void, map.len(), libc::MADV_DONTNEED) };
+        }
+    }
+}
+
 impl Checkpoint {
-    /// Opens `path`, hashes it and checks that it is a readable safetensors file (header and
-    /// tensor offsets; no tensor is copied), so that a truncated or corrupt download is named
-    /// as such before anything else looks at it.
+    /// Opens one safetensors file.
     pub fn open(path: &Path) -> Result<Self> {
-        let map = timed(Phase::ModelLoad, || map_file(path))?;
-        let digest = timed(Phase::Digest, || file_digest(path, &map[..]));
-        let checkpoint = Self { map, digest };
-        timed(Phase::ModelLoad, || checkpoint.tensors(path))?;
+        Self::open_files(&WeightFiles::Safetensors(path.to_path_buf()))
+    }
+
+    /// Opens a model's weights, hashes them and checks that each file is a readable safetensors
+    /// file (header and tensor offsets; nothing is copied), so that a truncated or corrupt
+    /// download is named as such before anything else looks at it. A pickle is converted first.
+    pub fn open_files(files: &WeightFiles) -> Result<Self> {
+        let origin = files.origin().to_path_buf();
+        let (paths, digest) = match files {
+            WeightFiles::Safetensors(path) => {
+                let map = timed(Phase::ModelLoad, || map_file(path))?;
+                let digest = timed(Phase::Digest, || file_digest(path, &map[..]));
+                return Self::from_shards(vec![Shard { path: path.clone(), map }], origin, digest);
+            }
+            WeightFiles::Pickle(pickle) => {
+                let digest = timed(Phase::Digest, || digest_of_file(pickle))?;
+                (vec![timed(Phase::ModelLoad, || converted(pickle, &digest))?], digest)
+            }
+            WeightFiles::Sharded { shards, .. } => (shards.clone(), String::new()),
+        };
+        let shards = paths
+            .into_iter()
+            .map(|path| Ok(Shard { map: timed(Phase::ModelLoad, || map_file(&path))?, path }))
+            .collect::<Result<Vec<_>>>()?;
+        let digest = if digest.is_empty() { timed(Phase::Digest, || sharded_digest(&shards)) } else { digest };
+        Self::from_shards(shards, origin, digest)
+    }
+
+    fn from_shards(shards: Vec<Shard>, origin: PathBuf, digest: String) -> Result<Self> {
+        let checkpoint = Self { shards, origin, digest };
+        timed(Phase::ModelLoad, || checkpoint.tensors())?;
         Ok(checkpoint)
     }
 
-    fn tensors(&self, origin: &Path) -> Result<SafeTensors<'_>> {
-        SafeTensors::deserialize(&self.map)
-            .map_err(|error| anyhow!("{} is not a readable safetensors file ({error}); re-download or re-save the model", origin.display()))
+    /// Each shard's parsed header, beside its path.
+    fn tensors(&self) -> Result<Vec<(&Path, SafeTensors<'_>)>> {
+        self.shards
+            .iter()
+            .map(|shard| {
+                SafeTensors::deserialize(&shard.map).map(|tensors| (shard.path.as_path(), tensors)).map_err(|error| {
+                    anyhow!("{} is not a readable safetensors file ({error}); re-download or re-save the model", shard.path.display())
+                })
+            })
+            .collect()
     }
 
     /// Checks every tensor's presence, shape and dtype against `config`, and that no unknown
     /// tensor is left over, without copying anything into libtorch: cheap enough to run before
     /// any other work, so that a checkpoint that does not fit its config.json fails first.
-    pub fn audit(&self, config: &Gpt2Config, origin: &Path) -> Result<()> {
-        timed(Phase::ModelLoad, || self.check(config, origin))
+    pub fn audit(&self, config: &Gpt2Config) -> Result<()> {
+        timed(Phase::ModelLoad, || self.check(config))
     }
 
-    fn check(&self, config: &Gpt2Config, origin: &Path) -> Result<()> {
-        let tensors = self.tensors(origin)?;
-        let mut reader = TensorReader::new(&tensors, origin, Device::Cpu);
+    fn check(&self, config: &Gpt2Config) -> Result<()> {
+        let tensors = self.tensors()?;
+        let mut reader = TensorReader::new(&tensors, &self.origin, Device::Cpu)?;
         for (name, shape) in expected_tensors(config) {
             reader.view(&name, &shape)?;
         }
         reader.finish(config)
     }
 
-    /// Builds the weights on `device`, naming any missing, unexpected or misshapen tensor. Takes
-    /// the checkpoint so that its map (as large as the model) is released once the tensors hold
-    /// their copies.
-    pub fn into_weights(self, config: &Gpt2Config, origin: &Path, device: Device) -> Result<Weights> {
-        timed(Phase::ModelLoad, || self.build(config, origin, device))
+    /// Builds the weights on `device`, naming any missing, unexpected or misshapen tensor. On the
+    /// CPU, float32 tensors view the mapped files, which the weights keep alive.
+    pub fn into_weights(self, config: &Gpt2Config, device: Device) -> Result<Weights> {
+        timed(Phase::ModelLoad, || self.build(config, device))
     }
 
-    fn build(self, config: &Gpt2Config, origin: &Path, device: Device) -> Result<Weights> {
-        self.check(config, origin)?;
-        let tensors = self.tensors(origin)?;
-        let mut reader = TensorReader::new(&tensors, origin, device);
+    fn build(self, config: &Gpt2Config, device: Device) -> Result<Weights> {
+        self.check(config)?;
+        let tensors = self.tensors()?;
+        let mut reader = TensorReader::new(&tensors, &self.origin, device)?;
         let (v, p, d, m) = (config.vocab_size, config.n_positions, config.n_embd, config.mlp_width());
         let blocks = (0..config.n_layer)
             .map(|l| {
@@ -83,16 +150,15 @@ impl Checkpoint {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let weights = Weights {
-            config: config.clone(),
-            token_embedding: reader.take("wte.weight", &[v, d])?,
-            position_embedding: reader.take("wpe.weight", &[p, d])?,
-            blocks,
-            ln_f: Some(Affine { weight: reader.take("ln_f.weight", &[d])?, bias: reader.take("ln_f.bias", &[d])? }),
-            unembed: Unembed::Tied,
-        };
+        let token_embedding = reader.take("wte.weight", &[v, d])?;
+        let position_embedding = reader.take("wpe.weight", &[p, d])?;
+        let ln_f = Some(Affine { weight: reader.take("ln_f.weight", &[d])?, bias: reader.take("ln_f.bias", &[d])? });
+        let viewed = reader.viewed;
         reader.finish(config)?;
-        Ok(weights)
+        drop(tensors);
+        // Maps no tensor views are released now; the others live as long as the weights.
+        let mapped = viewed.then(|| Arc::new(MappedFiles { maps: self.shards.into_iter().map(|shard| shard.map).collect() }));
+        Ok(Weights { config: config.clone(), token_embedding, position_embedding, blocks, ln_f, unembed: Unembed::Tied, mapped })
     }
 }
 
@@ -123,58 +189,73 @@ fn expected_tensors(config: &Gpt2Config) -> Vec<(String, Vec<i64>)> {
     expected
 }
 
-/// Hands out tensors by their layout-independent name and remembers which names were used.
+/// Hands out tensors by their layout-independent name, from whichever shard holds them, and
+/// remembers which names were used.
 struct TensorReader<'a> {
-    tensors: &'a SafeTensors<'a>,
+    shards: &'a [(&'a Path, SafeTensors<'a>)],
+    /// Full tensor name -> index of the shard holding it.
+    located: BTreeMap<String, usize>,
     origin: &'a Path,
     device: Device,
     /// "" for the Hub's own GPT-2 files, "transformer." for `save_pretrained` output.
     prefix: &'static str,
     unused: BTreeSet<String>,
+    /// Whether some tensor handed out views a mapped file.
+    viewed: bool,
 }
 
 impl<'a> TensorReader<'a> {
-    fn new(tensors: &'a SafeTensors<'a>, origin: &'a Path, device: Device) -> Self {
-        let unused: BTreeSet<String> = tensors.names().into_iter().map(str::to_owned).collect();
+    fn new(shards: &'a [(&'a Path, SafeTensors<'a>)], origin: &'a Path, device: Device) -> Result<Self> {
+        let mut located = BTreeMap::new();
+        for (index, (path, tensors)) in shards.iter().enumerate() {
+            for name in tensors.names() {
+                if let Some(other) = located.insert(name.to_owned(), index) {
+                    bail!(
+                        "tensor {name} is in both {} and {}; a checkpoint holds each tensor once: re-download the model",
+                        shards[other].0.display(),
+                        path.display()
+                    );
+                }
+            }
+        }
+        let unused: BTreeSet<String> = located.keys().cloned().collect();
         let prefix = if unused.contains("transformer.wte.weight") { "transformer." } else { "" };
-        Self { tensors, origin, device, prefix, unused }
+        Ok(Self { shards, located, origin, device, prefix, unused, viewed: false })
     }
 
-    /// The view of tensor `name`, its shape and dtype checked; marks the name as used.
-    fn view(&mut self, name: &str, shape: &[i64]) -> Result<(String, TensorView<'a>)> {
+    /// The view of tensor `name`, its shape and dtype checked, with the file holding it; marks
+    /// the name as used.
+    fn view(&mut self, name: &str, shape: &[i64]) -> Result<(String, &'a Path, TensorView<'a>)> {
         let full_name = format!("{}{name}", self.prefix);
-        let view = self.tensors.tensor(&full_name).map_err(|_| {
+        let missing = || {
             anyhow!(
                 "{}: tensor {full_name} is missing; is this a GPT-2 checkpoint matching its config.json? re-download or re-save the model",
                 self.origin.display()
             )
-        })?;
+        };
+        let (path, tensors) = self.located.get(&full_name).map(|&index| &self.shards[index]).ok_or_else(missing)?;
+        let view = tensors.tensor(&full_name).map_err(|_| missing())?;
         self.unused.remove(&full_name);
-        self.check_shape(&full_name, &view, shape)?;
-        kind_of(&full_name, &view, self.origin)?;
-        Ok((full_name, view))
+        check_shape(path, &full_name, &view, shape)?;
+        kind_of(&full_name, &view, path)?;
+        Ok((full_name, path, view))
     }
 
     fn take(&mut self, name: &str, shape: &[i64]) -> Result<Tensor> {
-        let (full_name, view) = self.view(name, shape)?;
-        self.to_tensor(&full_name, &view, shape)
-    }
-
-    fn check_shape(&self, name: &str, view: &TensorView, shape: &[i64]) -> Result<()> {
-        let found: Vec<i64> = view.shape().iter().map(|&n| n as i64).collect();
-        if found != shape {
-            bail!(
-                "{}: tensor {name} has shape {found:?}, config.json implies {shape:?}; the weights and config.json disagree",
-                self.origin.display()
-            );
+        let (full_name, path, view) = self.view(name, shape)?;
+        let kind = kind_of(&full_name, &view, path)?;
+        let data = view.data();
+        if kind == Kind::Float && self.device == Device::Cpu && data.as_ptr().align_offset(std::mem::align_of::<f32>()) == 0 {
+            self.viewed = true;
+            // SAFETY: `data` lies in a read-only map that the weights built from this reader keep
+            // alive (MappedFiles) for as long as their tensors; it holds `shape`'s element count
+            // of float32 (checked above), row-major, 4-aligned. Nothing writes into weight
+            // tensors in place (model::process builds new ones), which the read-only map enforces.
+            let strides = contiguous_strides(shape);
+            return Ok(unsafe { Tensor::from_blob(data.as_ptr(), shape, &strides, Kind::Float, Device::Cpu) });
         }
-        Ok(())
-    }
-
-    fn to_tensor(&self, name: &str, view: &TensorView, shape: &[i64]) -> Result<Tensor> {
-        let kind = kind_of(name, view, self.origin)?;
-        let tensor = Tensor::f_from_data_size(view.data(), shape, kind)
-            .with_context(|| format!("{}: cannot read tensor {name}", self.origin.display()))?;
+        let tensor =
+            Tensor::f_from_data_size(data, shape, kind).with_context(|| format!("{}: cannot read tensor {full_name}", path.display()))?;
         Ok(tensor.to_kind(Kind::Float).to_device(self.device))
     }
 
@@ -192,11 +273,30 @@ impl<'a> TensorReader<'a> {
                 self.unused.len()
             );
         }
-        if let Ok(lm_head) = self.tensors.tensor("lm_head.weight") {
-            self.check_shape("lm_head.weight", &lm_head, &[config.vocab_size, config.n_embd])?;
+        if let Some(&index) = self.located.get("lm_head.weight") {
+            let (path, tensors) = &self.shards[index];
+            let lm_head = tensors.tensor("lm_head.weight").map_err(|error| anyhow!("{}: {error}", path.display()))?;
+            check_shape(path, "lm_head.weight", &lm_head, &[config.vocab_size, config.n_embd])?;
         }
         Ok(())
     }
+}
+
+fn check_shape(path: &Path, name: &str, view: &TensorView, shape: &[i64]) -> Result<()> {
+    let found: Vec<i64> = view.shape().iter().map(|&n| n as i64).collect();
+    if found != shape {
+        bail!("{}: tensor {name} has shape {found:?}, config.json implies {shape:?}; the weights and config.json disagree", path.display());
+    }
+    Ok(())
+}
+
+/// Row-major strides, in elements, of `shape`.
+fn contiguous_strides(shape: &[i64]) -> Vec<i64> {
+    let mut strides = vec![1; shape.len()];
+    for axis in (0..shape.len().saturating_sub(1)).rev() {
+        strides[axis] = strides[axis + 1] * shape[axis + 1];
+    }
+    strides
 }
 
 /// The libtorch kind for a checkpoint dtype; GPT-2 weights are floating point.
@@ -212,7 +312,7 @@ fn kind_of(name: &str, view: &TensorView, origin: &Path) -> Result<Kind> {
     })
 }
 
-/// Maps the weights file read-only.
+/// Maps a weights file read-only.
 fn map_file(path: &Path) -> Result<Mmap> {
     let shown = path.display();
     let file = File::open(path).map_err(|error| anyhow!("cannot open weights {shown}: {error}; check the model directory"))?;
@@ -221,6 +321,23 @@ fn map_file(path: &Path) -> Result<Mmap> {
     }
     // SAFETY: the map is read-only; a checkpoint rewritten under a running check is a misuse
     // that at worst yields wrong numbers, which the digest recorded in the report exposes.
-    let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map {shown}"))?;
-    Ok(map)
+    unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map {shown}"))
+}
+
+/// The remembered digest of a file that is not otherwise mapped (a pickle before conversion).
+fn digest_of_file(path: &Path) -> Result<String> {
+    let map = map_file(path)?;
+    Ok(file_digest(path, &map[..]))
+}
+
+/// A sharded checkpoint's digest: `sha256-shards:` and the sha256 of one line per shard, in
+/// shard file name order, `<file name> sha256:<hex of the shard's bytes>\n`. Each shard's own
+/// digest is remembered like a single file's, so only new shards are hashed.
+fn sharded_digest(shards: &[Shard]) -> String {
+    let mut lines = Sha256::new();
+    for shard in shards {
+        let name = shard.path.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
+        lines.update(format!("{name} {}\n", file_digest(&shard.path, &shard.map[..])).as_bytes());
+    }
+    format!("sha256-shards:{:x}", lines.finalize())
 }

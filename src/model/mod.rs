@@ -2,15 +2,19 @@
 //! Hugging Face's layout, which both the unprocessed and the processed model use; only the
 //! weights differ between them.
 pub mod config;
+pub mod convert;
 pub mod dtype;
 pub mod gpt2;
 pub mod hub;
 pub mod load;
 pub mod process;
 
+use std::sync::Arc;
+
 use tch::Tensor;
 
 pub use config::Gpt2Config;
+use load::MappedFiles;
 
 /// A LayerNorm's learned scale and shift. `None` where the norm has been folded away
 /// (TransformerLens's LNPre: normalise only).
@@ -55,6 +59,9 @@ pub struct Weights {
     pub blocks: Vec<Block>,
     pub ln_f: Option<Affine>,
     pub unembed: Unembed,
+    /// The checkpoint files that loaded tensors view in place (see model::load); last, so that
+    /// it is dropped after every tensor.
+    pub mapped: Option<Arc<MappedFiles>>,
 }
 
 impl Affine {
@@ -114,6 +121,7 @@ impl Weights {
                 Unembed::Tied => Unembed::Tied,
                 Unembed::Untied { weight, bias } => Unembed::Untied { weight: f(weight), bias: f(bias) },
             },
+            mapped: self.mapped,
         }
     }
 
@@ -130,6 +138,7 @@ impl Weights {
                 Unembed::Tied => Unembed::Tied,
                 Unembed::Untied { weight, bias } => Unembed::Untied { weight: weight.shallow_clone(), bias: bias.shallow_clone() },
             },
+            mapped: self.mapped.clone(),
         }
     }
 }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use super::load::MappedFiles;
 use super::{Affine, Block, Unembed, Weights};
 
 /// Which of TransformerLens's steps to apply; all on is TransformerLens's default.
@@ -39,12 +40,21 @@ impl Default for ProcessingOptions {
 pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
     let _no_grad = tch::no_grad_guard();
     let kind = weights.token_embedding.kind();
-    let Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed } = untie_unembed(weights);
+    let Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed, mapped } = untie_unembed(weights);
     let (d_model, heads) = (config.n_embd, config.n_head);
+    // The checkpoint's pages leave memory part by part; a part still to come is read back.
+    MappedFiles::release(&mapped);
+    // A part no enabled step touches is kept as it is: its float64 round trip is exact.
+    let touches_blocks =
+        options.fold_ln || options.center_writing_weights || options.fold_value_biases || options.refactor_factored_attn_matrices;
     let blocks = blocks
         .into_iter()
         .map(|block| {
+            if !touches_blocks {
+                return block;
+            }
             let mut block = block.map(to_double);
+            MappedFiles::release(&mapped);
             if options.fold_ln {
                 block = fold_block_norms(block);
             }
@@ -65,10 +75,16 @@ pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
     } else {
         (token_embedding, position_embedding)
     };
+    MappedFiles::release(&mapped);
     let Unembed::Untied { weight, bias } = unembed else { unreachable!("untie_unembed unties") };
     let (ln_f, folded) = if options.fold_ln { (None, ln_f) } else { (ln_f, None) };
-    let (weight, bias) = process_unembed(&weight, &bias, folded.map(|affine| affine.map(to_double)), options.center_unembed);
-    Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed: Unembed::Untied { weight, bias } }
+    let (weight, bias) = if options.fold_ln || options.center_unembed {
+        process_unembed(&weight, &bias, folded.map(|affine| affine.map(to_double)), options.center_unembed)
+    } else {
+        (weight, bias)
+    };
+    MappedFiles::release(&mapped);
+    Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed: Unembed::Untied { weight, bias }, mapped }
 }
 
 /// Rows of an embedding, or columns of the unembedding, processed in float64 at a time: a

@@ -34,8 +34,8 @@ impl ModelInputs {
     /// Opens the weights and checks every tensor's name, shape and dtype against config.json,
     /// before anything (a digest comparison, the reference script) relies on them.
     pub fn open_checkpoint(&self) -> Result<Checkpoint> {
-        let checkpoint = Checkpoint::open(&self.files.weights)?;
-        checkpoint.audit(&self.config, &self.files.weights)?;
+        let checkpoint = Checkpoint::open_files(&self.files.weights)?;
+        checkpoint.audit(&self.config)?;
         Ok(checkpoint)
     }
 
@@ -52,7 +52,7 @@ impl ModelInputs {
 
 /// The model's weights on `device`, in `dtype`.
 fn load_weights(inputs: &ModelInputs, checkpoint: Checkpoint, device: tch::Device, dtype: Dtype) -> Result<Weights> {
-    let weights = checkpoint.into_weights(&inputs.config, &inputs.files.weights, device)?;
+    let weights = checkpoint.into_weights(&inputs.config, device)?;
     Ok(weights.map(|tensor| tensor.to_kind(dtype.kind())))
 }
 

@@ -51,7 +51,7 @@ pub fn load_fixture() -> Fixture {
     let config = Gpt2Config::read(&dir.join("config.json")).expect("fixture config");
     let checkpoint = Checkpoint::open(&dir.join("model.safetensors")).expect("fixture weights");
     let digest = checkpoint.digest.clone();
-    let weights = checkpoint.into_weights(&config, &dir.join("model.safetensors"), tch::Device::Cpu).expect("fixture tensors");
+    let weights = checkpoint.into_weights(&config, tch::Device::Cpu).expect("fixture tensors");
     let tokenizer = Gpt2Tokenizer::load(&dir.join("tokenizer.json")).expect("fixture tokenizer");
     let reference = ReferenceFile::open(&fixture_reference()).expect("fixture reference");
     Fixture { config, weights, digest, tokenizer, reference }
