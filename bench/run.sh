@@ -1,45 +1,137 @@
 #!/usr/bin/env bash
-# Times gpt2-parity beside the hand-written Python workflow on a GPT-2-small-shaped random model
-# (12 layers, d_model 768, 50257 tokens, 124M parameters), in one run on one machine, and prints
-# wall time and peak RSS for each. Not a test: figures for notes and regressions.
+# Times gpt2-parity beside the hand-written Python workflow (transformers + TransformerLens:
+# HF eager, TL unprocessed, TL processed) on a GPT-2-small-shaped random model (12 layers,
+# d_model 768, 124M parameters, 548 MB), "Hello World", ready reference, in one run on one
+# machine, then prints scaling figures: time against tokens (1, 16, 128, 1024), time and peak
+# RSS against model size (small, medium; xl with BENCH_XL=1). Figures, not a test.
 #
-#   bash bench/run.sh                 # after `make build`
-#   TL_PYTHON=path/to/python bash bench/run.sh   # also time the TransformerLens workflow
+#   make setup && bash bench/run.sh
+#
+# Environment:
+#   TL_PYTHON=PATH   a Python with scripts/requirements-tl.txt; otherwise one is made once in
+#                    ~/.cache/gpt2-parity/venv-tl-<hash>, on top of the project's venv (its
+#                    torch and transformers are reused, only TransformerLens is installed)
+#   BENCH_RUNS=N     runs per figure, the median is printed (default 3; a warm-up run first)
+#   BENCH_XL=1       also generate a gpt2-xl-shaped model (6.4 GB, minutes, once) and check it
+#   BENCH_DIR=DIR    where models and references are kept (default ~/.cache/gpt2-parity/bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python=${PYTHON:-.venv/bin/python}
-bench_dir=${BENCH_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gpt2-parity/bench}
-model=$bench_dir/gpt2-small-shaped
-reference=$bench_dir/reference.safetensors
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/gpt2-parity
+bench_dir=${BENCH_DIR:-$cache/bench}
+runs=${BENCH_RUNS:-3}
 prompt="Hello World"
 binary=target/release/gpt2-parity
+export HF_HUB_OFFLINE=1
 
-if [ ! -f "$model/model.safetensors" ]; then
-  echo "making a GPT-2-small-shaped random model in $model" >&2
-  "$python" tests/support/numpy_gpt2.py make-model --out "$model" --seed 1 --n-layer 12 --n-embd 768 \
-    --n-head 12 --n-positions 1024 --tokenizer fixtures/tiny-gpt2/tokenizer.json
-  cp fixtures/tiny-gpt2/tokenizer_config.json "$model/"
-fi
-if [ ! -f "$reference" ]; then
-  HF_HUB_OFFLINE=1 "$binary" reference "$prompt" --model "$model" --output "$reference"
+[ -x "$binary" ] || cargo build --release --locked
+mkdir -p "$bench_dir"
+
+# A Python for the TransformerLens workflow: layered on the project's venv by a .pth file.
+if [ -z "${TL_PYTHON:-}" ]; then
+  hash=$(cat scripts/requirements.txt scripts/requirements-tl.txt | sha256sum | cut -c1-16)
+  tl_venv=$cache/venv-tl-$hash
+  if [ ! -f "$tl_venv/.complete" ]; then
+    echo "installing TransformerLens into $tl_venv (once; torch is reused from .venv)" >&2
+    rm -rf "$tl_venv"
+    "$python" -m venv --without-pip "$tl_venv" 2>/dev/null || "$python" -m venv "$tl_venv"
+    base_site=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    tl_site=$("$tl_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    readlink -f "$base_site" > "$tl_site/gpt2-parity-base.pth"
+    "$tl_venv/bin/python" -m pip --version > /dev/null 2>&1 || "$tl_venv/bin/python" -m ensurepip --quiet
+    "$tl_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r scripts/requirements-tl.txt
+    touch "$tl_venv/.complete"
+  fi
+  TL_PYTHON=$tl_venv/bin/python
 fi
 
-# Runs a command twice (the first warms the page cache) and prints the second run's figures.
-measure() {
-  local label=$1; shift
-  "$@" > /dev/null 2>&1 || true
-  /usr/bin/time -f '%e %M' -o "$bench_dir/time.txt" "$@" > /dev/null 2>&1 || true
-  read -r seconds kilobytes < "$bench_dir/time.txt"
-  printf '%-58s %8.2f s %7d MB\n' "$label" "$seconds" "$((kilobytes / 1024))"
+# make_model NAME LAYERS WIDTH HEADS: a random GPT-2 of that shape and a reference for the
+# scaling prompts, each made once.
+make_model() {
+  local dir=$bench_dir/$1
+  if [ ! -f "$dir/model.safetensors" ]; then
+    echo "making a $1 random model in $dir" >&2
+    "$python" tests/support/numpy_gpt2.py make-model --out "$dir" --seed 1 --n-layer "$2" --n-embd "$3" \
+      --n-head "$4" --n-positions 1024 --tokenizer fixtures/tiny-gpt2/tokenizer.json
+    cp fixtures/tiny-gpt2/tokenizer_config.json "$dir/"
+  fi
+  if [ ! -f "$dir.reference.safetensors" ]; then
+    "$binary" reference --model "$dir" --output "$dir.reference.safetensors" -- "${prompts[@]}"
+  fi
 }
 
-export HF_HUB_OFFLINE=1
-echo "one prompt ($prompt), $(nproc) cores, $(uname -m); wall time and peak RSS"
-measure "gpt2-parity compare --reference (unprocessed + processed)" "$binary" compare --model "$model" --reference "$reference"
-measure "gpt2-parity compare --reference --threads 2" "$binary" compare --model "$model" --reference "$reference" --threads 2
-measure "gpt2-parity explain (8 weight sets)" "$binary" explain "$prompt" --model "$model"
-measure "python: torch + transformers, HF eager forward" "$python" bench/python_workflow.py "$model" "$prompt"
-if [ -n "${TL_PYTHON:-}" ]; then
-  measure "python: + TransformerLens unprocessed and processed" "$TL_PYTHON" bench/python_workflow.py "$model" "$prompt"
-fi
+# Prompts of exactly 1, 16, 128 and 1024 tokens: "Hello" then " World" repeated.
+token_counts=(1 16 128 1024)
+prompts=()
+for count in "${token_counts[@]}"; do
+  text=Hello
+  for ((i = 1; i < count; i++)); do text+=" World"; done
+  prompts+=("$text")
+done
+prompts+=("$prompt")
+
+make_model gpt2-small-shaped 12 768 12
+make_model gpt2-medium-shaped 24 1024 16
+[ "${BENCH_XL:-}" = 1 ] && make_model gpt2-xl-shaped 48 1600 25
+
+# measure CMD...: median wall seconds and peak RSS (MiB) over $runs runs, after one warm-up
+# (page cache); prints "SECONDS MIB".
+measure() {
+  "$@" > /dev/null 2>&1 || true
+  local samples=()
+  for ((run = 0; run < runs; run++)); do
+    /usr/bin/time -f '%e %M' -o "$bench_dir/time.txt" "$@" > /dev/null 2>&1 || true
+    samples+=("$(cat "$bench_dir/time.txt")")
+  done
+  printf '%s\n' "${samples[@]}" | sort -n | awk '{ s[NR] = $1; m[NR] = $2 } END { i = int((NR + 1) / 2); printf "%.2f %d\n", s[i], m[i] / 1024 }'
+}
+
+small=$bench_dir/gpt2-small-shaped
+weights_mib=$(( $(stat -c %s "$small/model.safetensors") / 1048576 ))
+row() { printf '| %-74s | %8s s | %6s MiB |\n' "$1" "$2" "$3"; }
+
+echo "## Side by side: GPT-2-small shape ($weights_mib MiB of weights), \"$prompt\", ready reference"
+echo "$(nproc) cores, $(uname -m), median of $runs runs; uptime: $(uptime | sed 's/.*load/load/')"
+echo
+row "command" "wall" "peak RSS"
+echo "|---|---|---|"
+read -r start_s start_m < <(measure "$binary" --version)
+read -r compare_s compare_m < <(measure "$binary" compare "$prompt" --model "$small" --reference "$small.reference.safetensors")
+read -r explain_s explain_m < <(measure "$binary" explain "$prompt" --model "$small")
+read -r python_s python_m < <(measure "$TL_PYTHON" bench/python_workflow.py "$small" "$prompt")
+row "gpt2-parity --version (libtorch start alone)" "$start_s" "$start_m"
+row "gpt2-parity compare --reference (unprocessed + processed)" "$compare_s" "$compare_m"
+row "gpt2-parity explain (every processing step)" "$explain_s" "$explain_m"
+row "python: transformers + TransformerLens (HF eager, TL unprocessed, TL processed)" "$python_s" "$python_m"
+echo
+awk -v c="$compare_s" -v cm="$compare_m" -v e="$explain_s" -v p="$python_s" -v w="$weights_mib" 'BEGIN {
+  printf "compare is %.1fx faster than the Python workflow (target >= 20x: %s)\n", p / c, (p / c >= 20 ? "met" : "NOT met")
+  printf "compare peaks at %.2fx the weights file (target <= 1.5x: %s)\n", cm / w, (cm / w <= 1.5 ? "met" : "NOT met")
+  printf "explain takes %.2fx compare (target <= 2x: %s)\n", e / c, (e / c <= 2 ? "met" : "NOT met")
+}'
+
+echo
+echo "## Time against tokens: compare --reference, GPT-2-small shape, one prompt"
+echo
+printf '| %-8s | %8s | %10s |\n' tokens wall "peak RSS"
+echo "|---|---|---|"
+for index in "${!token_counts[@]}"; do
+  read -r seconds mib < <(measure "$binary" compare "${prompts[$index]}" --model "$small" --reference "$small.reference.safetensors")
+  printf '| %-8s | %6s s | %6s MiB |\n' "${token_counts[$index]}" "$seconds" "$mib"
+done
+
+echo
+echo "## Model size: compare --reference, \"$prompt\""
+echo
+printf '| %-20s | %10s | %8s | %10s | %14s |\n' model weights wall "peak RSS" "RSS / weights"
+echo "|---|---|---|---|---|"
+for name in gpt2-small-shaped gpt2-medium-shaped gpt2-xl-shaped; do
+  dir=$bench_dir/$name
+  [ -f "$dir.reference.safetensors" ] || continue
+  mib=$(( $(stat -c %s "$dir/model.safetensors") / 1048576 ))
+  model_runs=$runs
+  [ "$name" = gpt2-xl-shaped ] && model_runs=1
+  read -r seconds peak < <(runs=$model_runs measure "$binary" compare "$prompt" --model "$dir" --reference "$dir.reference.safetensors")
+  printf '| %-20s | %6s MiB | %6s s | %6s MiB | %14s |\n' "$name" "$mib" "$seconds" "$peak" "$(awk -v p="$peak" -v w="$mib" 'BEGIN { printf "%.2fx", p / w }')"
+done

@@ -2,6 +2,7 @@
 //! accumulated in TransformerLens's order, and attributes the processed-vs-unprocessed
 //! difference to the steps. Needs no reference: every row is compared with the unprocessed model.
 use anyhow::Result;
+use tch::Tensor;
 
 use super::{load_weights, to_vec, ModelInputs};
 use crate::cli::ExplainArgs;
@@ -60,7 +61,13 @@ pub fn attribute(
     let logits_of =
         |weights: &Weights| -> Result<Vec<Vec<f32>>> { tokens.iter().map(|ids| to_vec(&forward(weights, ids).logits)).collect() };
     let base_logits = logits_of(unprocessed)?;
-    let all_logits = logits_of(&timed(Phase::Processing, || process(unprocessed.shallow_clone(), ProcessingOptions::only(steps))))?;
+    // The fully processed model is also the last accumulated row: processed once, summarised,
+    // and dropped, so that one processed copy is held at a time.
+    let (all_changed, all_logits) = {
+        let all = timed(Phase::Processing, || process(unprocessed.shallow_clone(), ProcessingOptions::only(steps)));
+        (timed(Phase::Statistics, || changed_tensors(unprocessed, &all)), logits_of(&all)?)
+    };
+    let mut all_changed = Some(all_changed);
     let variants = std::iter::once(("no processing (untied unembedding only)".to_owned(), RowKind::Baseline, Vec::new()))
         .chain(steps.iter().map(|step| (format!("{} alone", step.name()), RowKind::Alone, vec![*step])))
         .chain((2..=steps.len()).map(|count| {
@@ -70,9 +77,14 @@ pub fn attribute(
 
     let mut rows = Vec::new();
     for (name, kind, row_steps) in variants {
-        let weights = timed(Phase::Processing, || process(unprocessed.shallow_clone(), ProcessingOptions::only(&row_steps)));
-        let changed_tensors = timed(Phase::Statistics, || changed_tensors(unprocessed, &weights));
-        let per_prompt = logits_of(&weights)?
+        let (changed_tensors, logits) = match all_changed.take_if(|_| kind == RowKind::Accumulated && row_steps == steps) {
+            Some(changed) => (changed, all_logits.clone()),
+            None => {
+                let weights = timed(Phase::Processing, || process(unprocessed.shallow_clone(), ProcessingOptions::only(&row_steps)));
+                (timed(Phase::Statistics, || changed_tensors(unprocessed, &weights)), logits_of(&weights)?)
+            }
+        };
+        let per_prompt = logits
             .iter()
             .zip(&base_logits)
             .zip(&all_logits)
@@ -88,12 +100,15 @@ pub fn attribute(
     Ok(rows)
 }
 
-/// The tensors whose values differ between the two weight sets, with their relative change.
+/// The tensors whose values differ between the two weight sets, with their relative change. A
+/// tensor that processing left alone is the same view of the same memory on both sides.
 fn changed_tensors(before: &Weights, after: &Weights) -> Vec<TensorChange> {
+    let same_view = |a: &Tensor, b: &Tensor| a.data_ptr() == b.data_ptr() && a.size() == b.size() && a.stride() == b.stride();
     before
         .named_tensors()
         .into_iter()
         .zip(after.named_tensors())
+        .filter(|((_, before), (_, after))| !same_view(before, after))
         .map(|((tensor, before), (_, after))| TensorChange { relative_change: relative_change(&before, &after), tensor })
         .filter(|change| change.relative_change > 0.0)
         .collect()
