@@ -75,63 +75,65 @@ make_model gpt2-small-shaped 12 768 12
 make_model gpt2-medium-shaped 24 1024 16
 [ "${BENCH_XL:-}" = 1 ] && make_model gpt2-xl-shaped 48 1600 25
 
-# measure CMD...: median wall seconds and peak RSS (MiB) over $runs runs, after one warm-up
-# (page cache); prints "SECONDS MIB".
+# measure CMD...: the median run of $runs, after one warm-up (page cache), by wall time:
+# prints "WALL_SECONDS CPU_SECONDS PEAK_MIB". CPU seconds (user + system) are the figure that
+# holds on a machine others are using, where wall time also counts waits for a core.
 measure() {
   "$@" > /dev/null 2>&1 || true
   local samples=()
   for ((run = 0; run < runs; run++)); do
-    /usr/bin/time -f '%e %M' -o "$bench_dir/time.txt" "$@" > /dev/null 2>&1 || true
+    /usr/bin/time -f '%e %U %S %M' -o "$bench_dir/time.txt" "$@" > /dev/null 2>&1 || true
     samples+=("$(cat "$bench_dir/time.txt")")
   done
-  printf '%s\n' "${samples[@]}" | sort -n | awk '{ s[NR] = $1; m[NR] = $2 } END { i = int((NR + 1) / 2); printf "%.2f %d\n", s[i], m[i] / 1024 }'
+  printf '%s\n' "${samples[@]}" | sort -n | awk '{ w[NR] = $1; c[NR] = $2 + $3; m[NR] = $4 }
+    END { i = int((NR + 1) / 2); printf "%.2f %.2f %d\n", w[i], c[i], m[i] / 1024 }'
 }
 
 small=$bench_dir/gpt2-small-shaped
 weights_mib=$(( $(stat -c %s "$small/model.safetensors") / 1048576 ))
-row() { printf '| %-74s | %8s s | %6s MiB |\n' "$1" "$2" "$3"; }
+row() { printf '| %-74s | %8s | %8s | %8s |\n' "$@"; }
 
 echo "## Side by side: GPT-2-small shape ($weights_mib MiB of weights), \"$prompt\", ready reference"
 echo "$(nproc) cores, $(uname -m), median of $runs runs; uptime: $(uptime | sed 's/.*load/load/')"
 echo
-row "command" "wall" "peak RSS"
-echo "|---|---|---|"
-read -r start_s start_m < <(measure "$binary" --version)
-read -r compare_s compare_m < <(measure "$binary" compare "$prompt" --model "$small" --reference "$small.reference.safetensors")
-read -r explain_s explain_m < <(measure "$binary" explain "$prompt" --model "$small")
-read -r python_s python_m < <(measure "$TL_PYTHON" bench/python_workflow.py "$small" "$prompt")
-row "gpt2-parity --version (libtorch start alone)" "$start_s" "$start_m"
-row "gpt2-parity compare --reference (unprocessed + processed)" "$compare_s" "$compare_m"
-row "gpt2-parity explain (every processing step)" "$explain_s" "$explain_m"
-row "python: transformers + TransformerLens (HF eager, TL unprocessed, TL processed)" "$python_s" "$python_m"
+row "command" "wall s" "CPU s" "peak MiB"
+echo "|---|---|---|---|"
+read -r start_s start_c start_m < <(measure "$binary" --version)
+read -r compare_s compare_c compare_m < <(measure "$binary" compare "$prompt" --model "$small" --reference "$small.reference.safetensors")
+read -r explain_s explain_c explain_m < <(measure "$binary" explain "$prompt" --model "$small")
+read -r python_s python_c python_m < <(measure "$TL_PYTHON" bench/python_workflow.py "$small" "$prompt")
+row "gpt2-parity --version (libtorch start alone)" "$start_s" "$start_c" "$start_m"
+row "gpt2-parity compare --reference (unprocessed + processed)" "$compare_s" "$compare_c" "$compare_m"
+row "gpt2-parity explain (every processing step)" "$explain_s" "$explain_c" "$explain_m"
+row "python: transformers + TransformerLens (HF eager, TL unprocessed, TL processed)" "$python_s" "$python_c" "$python_m"
 echo
-awk -v c="$compare_s" -v cm="$compare_m" -v e="$explain_s" -v p="$python_s" -v w="$weights_mib" 'BEGIN {
-  printf "compare is %.1fx faster than the Python workflow (target >= 20x: %s)\n", p / c, (p / c >= 20 ? "met" : "NOT met")
+awk -v c="$compare_s" -v cc="$compare_c" -v cm="$compare_m" -v e="$explain_s" -v ec="$explain_c" -v p="$python_s" -v pc="$python_c" -v w="$weights_mib" 'BEGIN {
+  printf "compare is %.1fx faster than the Python workflow in wall time, %.1fx in CPU time (target >= 20x: %s)\n", p / c, pc / cc, (p / c >= 20 ? "met" : "NOT met")
   printf "compare peaks at %.2fx the weights file (target <= 1.5x: %s)\n", cm / w, (cm / w <= 1.5 ? "met" : "NOT met")
-  printf "explain takes %.2fx compare (target <= 2x: %s)\n", e / c, (e / c <= 2 ? "met" : "NOT met")
+  printf "explain takes %.2fx compare in wall time, %.2fx in CPU time (target <= 2x: %s)\n", e / c, ec / cc, (e / c <= 2 ? "met" : "NOT met")
 }'
 
 echo
 echo "## Time against tokens: compare --reference, GPT-2-small shape, one prompt"
 echo
-printf '| %-8s | %8s | %10s |\n' tokens wall "peak RSS"
-echo "|---|---|---|"
+printf '| %-8s | %8s | %8s | %8s |\n' tokens "wall s" "CPU s" "peak MiB"
+echo "|---|---|---|---|"
 for index in "${!token_counts[@]}"; do
-  read -r seconds mib < <(measure "$binary" compare "${prompts[$index]}" --model "$small" --reference "$small.reference.safetensors")
-  printf '| %-8s | %6s s | %6s MiB |\n' "${token_counts[$index]}" "$seconds" "$mib"
+  read -r seconds cpu mib < <(measure "$binary" compare "${prompts[$index]}" --model "$small" --reference "$small.reference.safetensors")
+  printf '| %-8s | %8s | %8s | %8s |\n' "${token_counts[$index]}" "$seconds" "$cpu" "$mib"
 done
 
 echo
 echo "## Model size: compare --reference, \"$prompt\""
 echo
-printf '| %-20s | %10s | %8s | %10s | %14s |\n' model weights wall "peak RSS" "RSS / weights"
-echo "|---|---|---|---|---|"
+printf '| %-20s | %8s | %8s | %8s | %8s | %13s |\n' model "weights MiB" "wall s" "CPU s" "peak MiB" "peak / weights"
+echo "|---|---|---|---|---|---|"
 for name in gpt2-small-shaped gpt2-medium-shaped gpt2-xl-shaped; do
   dir=$bench_dir/$name
   [ -f "$dir.reference.safetensors" ] || continue
   mib=$(( $(stat -c %s "$dir/model.safetensors") / 1048576 ))
   model_runs=$runs
   [ "$name" = gpt2-xl-shaped ] && model_runs=1
-  read -r seconds peak < <(runs=$model_runs measure "$binary" compare "$prompt" --model "$dir" --reference "$dir.reference.safetensors")
-  printf '| %-20s | %6s MiB | %6s s | %6s MiB | %14s |\n' "$name" "$mib" "$seconds" "$peak" "$(awk -v p="$peak" -v w="$mib" 'BEGIN { printf "%.2fx", p / w }')"
+  read -r seconds cpu peak < <(runs=$model_runs measure "$binary" compare "$prompt" --model "$dir" --reference "$dir.reference.safetensors")
+  printf '| %-20s | %8s | %8s | %8s | %8s | %13s |\n' "$name" "$mib" "$seconds" "$cpu" "$peak" "$(awk -v p="$peak" -v w="$mib" 'BEGIN { printf "%.2fx", p / w }')"
 done
