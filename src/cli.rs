@@ -32,13 +32,18 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Compare(CompareArgs),
     /// Attribute the processed-vs-unprocessed difference to each TransformerLens processing step
+    #[command(mut_arg("prompts", |arg| arg.help(PROMPTS_HELP)))]
     Explain(ExplainArgs),
     /// Write a reference file with the bundled Python script (Hugging Face transformers, eager, float32)
+    #[command(mut_arg("prompts", |arg| arg.help(PROMPTS_HELP)))]
     Reference(ReferenceArgs),
     /// Combine the JSON reports of `compare --shard I/N` runs into the report of one run over every prompt
     #[command(after_help = EXIT_CODES)]
     Merge(MergeArgs),
 }
+
+/// The prompts' help where no reference is read (compare's mentions --reference).
+const PROMPTS_HELP: &str = "Prompts to run";
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
@@ -173,10 +178,14 @@ pub struct CompareArgs {
     pub report: ReportArgs,
     #[command(flatten)]
     pub outputs: ExtraOutputs,
-    /// Show every metric in the table (RMSE, cosine, max relative diff, elements outside allclose,
-    /// smallest passing atol, KL, top-5 overlap); JSON always has them all
+    /// Show every metric in the table and markdown (means, stds, mean |diff|, shift-free max |diff|,
+    /// RMSE, cosine, max relative diff, elements outside allclose, smallest passing atol, KL, top-5
+    /// overlap), and never drop columns to fit the terminal; JSON always has them all
     #[arg(long)]
     pub wide: bool,
+    /// With 4 or more prompts: show every prompt's table after the summary, not only the failing ones'
+    #[arg(long)]
+    pub verbose: bool,
     /// Compare even when the reference was made from other weights (its digest differs)
     #[arg(long)]
     pub allow_other_weights: bool,
@@ -219,6 +228,9 @@ pub struct ExplainArgs {
     /// Also attribute TransformerLens's refactor_factored_attn_matrices (applied last)
     #[arg(long)]
     pub refactor_factored_attn_matrices: bool,
+    /// Never drop table columns to fit the terminal (or 100 columns when piped)
+    #[arg(long)]
+    pub wide: bool,
 }
 
 #[derive(Debug, Args)]
@@ -255,6 +267,9 @@ pub struct MergeArgs {
     /// Show every metric in the table
     #[arg(long)]
     pub wide: bool,
+    /// With 4 or more prompts: show every prompt's table after the summary, not only the failing ones'
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 impl CompareArgs {

@@ -140,7 +140,7 @@ fn a_single_bad_logit_is_a_single_element_and_the_residual_stream_agrees() {
         assert_eq!(kinds(row), ["single_element", "residual_agrees"], "{name}");
     }
     let notes = notes(&report);
-    assert!(notes.contains("A single element is outside tolerance: position 1, token 234"), "{notes}");
+    assert!(notes.contains("A single element is outside tolerance: position 1, token #234 \\x8c"), "{notes}");
     assert!(notes.contains("The residual stream agrees at every block"), "{notes}");
     for unsupported in ["position embedding", "only position", "noise", "center_unembed (e.g."] {
         assert!(!notes.contains(unsupported), "{unsupported:?} in {notes}");

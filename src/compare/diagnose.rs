@@ -10,6 +10,7 @@ use super::attribution::describe_shift;
 use super::stats::{finite_mean, DiffLocation, ResidDiff};
 use super::{Comparison, Criterion, Tolerance};
 use crate::model::process::ProcessingOptions;
+use crate::tokenize::token_with_id;
 
 /// A difference of at most this many float32 ulps of the largest |reference|, spread over the
 /// matrix with every argmax agreeing, is called rounding noise. Float32 GPT-2 forwards in two
@@ -121,7 +122,7 @@ impl Cause {
                 };
                 let first = first_at
                     .as_ref()
-                    .map(|at| format!("; the first is {side}, at position {} token {} {:?}", at.position, at.token_id, at.token))
+                    .map(|at| format!("; the first is {side}, at position {} token {}", at.position, token_with_id(at.token_id, &at.token)))
                     .unwrap_or_default();
                 format!("{sides}{first}. Non-finite logits always fail, and the difference statistics are NaN.")
             }
@@ -157,10 +158,9 @@ impl Cause {
                 a transposed or permuted vocabulary (another tokenizer, or the unembedding read the wrong way)."
                 .to_owned(),
             Cause::SingleElement { at, abs_diff } => format!(
-                "a single element is outside tolerance: position {}, token {} {:?} (|diff| {}); every other logit agrees.",
+                "a single element is outside tolerance: position {}, token {} (|diff| {}); every other logit agrees.",
                 at.position,
-                at.token_id,
-                at.token,
+                token_with_id(at.token_id, &at.token),
                 sci(*abs_diff)
             ),
             Cause::SinglePosition { position, elements } => format!(
@@ -383,7 +383,7 @@ pub fn explain(comparisons: &[Comparison]) -> Vec<String> {
 }
 
 /// A shift-invariant comparison that passes only because the shift is removed.
-fn expected_shift(comparison: &Comparison) -> bool {
+pub fn expected_shift(comparison: &Comparison) -> bool {
     comparison.criterion == Criterion::ShiftInvariant && comparison.passed && comparison.violations > 0
 }
 

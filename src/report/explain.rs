@@ -1,11 +1,12 @@
 //! The report of `gpt2-parity explain`: one row per processing step (alone, then accumulated),
 //! and the sentences that sum them up; rendered as a table, JSON or markdown.
-use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
 use serde::Serialize;
 
-use super::{Format, ModelInfo, Tool};
+use super::cells::{Cell, Column, Grid};
+use super::markdown::escape;
+use super::{Format, ModelInfo, Tool, View};
 use crate::compare::attribution::{LogitEffect, StepRow};
-use crate::compare::diagnose::sci;
+use crate::compare::diagnose::{percent, sci};
 use crate::compare::Tolerance;
 
 #[derive(Debug, Serialize)]
@@ -30,38 +31,30 @@ pub struct ExplainedPrompt {
     pub tokens: Vec<i64>,
 }
 
-const HEADER: [&str; 7] = [
-    "weights",
-    "tensors changed (largest relative change)",
-    "max |logit diff|",
-    "shift spread (effect)",
-    "log-softmax max |diff|",
-    "top-1",
-    "share of raw diff",
+const COLUMNS: [Column; 7] = [
+    Column { header: "weights", drop_order: 0 },
+    Column { header: "tensors changed,\nmost (relative)", drop_order: 2 },
+    Column { header: "max |logit\ndiff|", drop_order: 0 },
+    Column { header: "spread\n(effect)", drop_order: 0 },
+    Column { header: "log-softmax\nmax |diff|", drop_order: 0 },
+    Column { header: "top-1", drop_order: 1 },
+    Column { header: "share of\nraw diff", drop_order: 0 },
 ];
 
 impl ExplainReport {
-    pub fn render(&self, format: Format) -> String {
+    pub fn render(&self, format: Format, view: &View) -> String {
         match format {
             Format::Json => super::json::to_document(self),
             Format::Table => {
-                let mut table = Table::new();
-                table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_header(HEADER);
-                for row in self.cells() {
-                    table.add_row(row);
-                }
-                format!("{}\n{table}\n\n{}\n", self.heading(), self.conclusions.join("\n"))
+                let width = super::table::note_width(view);
+                let conclusions: String = self.conclusions.iter().map(|sentence| super::table::wrap(sentence, width, "")).collect();
+                format!("{}{}\n{conclusions}", super::table::wrap(&self.heading(), width, ""), super::table::layout(&self.grid(), view))
             }
             Format::Markdown => {
-                let line = |cells: &[String]| format!("| {} |\n", cells.join(" | ").replace('\n', " "));
-                let mut out = format!("# gpt2-parity explain\n\n{}\n\n", self.heading());
-                out.push_str(&line(&HEADER.map(String::from)));
-                out.push_str(&line(&vec!["---".to_owned(); HEADER.len()]));
-                for row in self.cells() {
-                    out.push_str(&line(&row));
-                }
+                let mut out = format!("# gpt2-parity explain\n\n{}\n\n", escape(&self.heading()));
+                out.push_str(&super::markdown::table(&self.grid()));
                 for sentence in &self.conclusions {
-                    out.push_str(&format!("\n> {sentence}\n"));
+                    out.push_str(&format!("\n> {}\n", escape(sentence)));
                 }
                 out
             }
@@ -72,35 +65,40 @@ impl ExplainReport {
         format!(
             "Where the processed-vs-unprocessed difference comes from: model {} ({}), {}, each row against the unprocessed model",
             self.model.source,
-            self.model.weights,
+            super::table::short_digest(&self.model.weights),
             super::count_of(self.prompts.len(), "prompt")
         )
     }
 
-    fn cells(&self) -> Vec<Vec<String>> {
-        self.rows
+    fn grid(&self) -> Grid {
+        let rows = self
+            .rows
             .iter()
             .map(|row| {
                 let largest = row.changed_tensors.iter().max_by(|a, b| a.relative_change.total_cmp(&b.relative_change));
                 let changed = match largest {
-                    Some(largest) => format!("{} ({} {:.2e})", row.changed_tensors.len(), largest.tensor, largest.relative_change),
+                    Some(largest) => format!("{}, most\n{}\n{:.2e}", row.changed_tensors.len(), largest.tensor, largest.relative_change),
                     None => "0".to_owned(),
                 };
                 let effect = match row.logit_effect {
                     LogitEffect::Unchanged => "unchanged",
                     LogitEffect::PureShift => "pure shift",
-                    LogitEffect::ChangesDistribution => "CHANGES DISTRIBUTION",
+                    LogitEffect::ChangesDistribution => "CHANGES\nDISTRIBUTION",
                 };
-                vec![
-                    row.name.clone(),
+                [
+                    row.name.replace(" + ", " +\n").replace(" (", "\n("),
                     changed,
                     sci(row.max_abs_diff),
-                    format!("{} ({effect})", sci(row.shift_spread)),
+                    format!("{}\n{effect}", sci(row.shift_spread)),
                     sci(row.log_softmax_max_abs_diff),
-                    format!("{:.0}%", 100.0 * row.top1_agreement),
-                    format!("{:.4}%", 100.0 * row.min_share_of_raw_difference),
+                    percent(100.0 * row.top1_agreement, 0),
+                    percent(100.0 * row.min_share_of_raw_difference, 4),
                 ]
+                .into_iter()
+                .map(Cell::from)
+                .collect()
             })
-            .collect()
+            .collect();
+        Grid { columns: COLUMNS.to_vec(), rows }
     }
 }

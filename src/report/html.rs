@@ -4,7 +4,8 @@
 //! out numbers the report already holds; nothing is computed here but pixel positions.
 use std::fmt::Write;
 
-use super::{comparison_table, count_of, prompt_label, snapshot_name, xml_escape, Report};
+use super::cells::comparison_grid;
+use super::{count_of, prompt_label, snapshot_name, xml_escape, Report};
 use crate::compare::attribution::{LogitEffect, StepRow};
 use crate::compare::diagnose::sci;
 use crate::compare::Comparison;
@@ -35,7 +36,7 @@ pub fn render(report: &Report) -> String {
         "<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n\
          <title>gpt2-parity: {summary}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
          <header class=\"{verdict}\"><h1>{title}</h1><p>{summary}</p></header>\n",
-        summary = xml_escape(&report.summary()),
+        summary = xml_escape(&report.verdict_line()),
         title = verdict.to_uppercase(),
     );
     page.push_str(&run_table(report));
@@ -146,17 +147,17 @@ fn overview(report: &Report) -> String {
 }
 
 fn comparisons(comparisons: &[Comparison]) -> String {
-    let (header, rows) = comparison_table(comparisons, false);
+    let grid = comparison_grid(comparisons, false);
     let mut out = String::from("<table>\n<tr>");
-    for cell in header {
-        let _ = write!(out, "<th>{}</th>", xml_escape(cell));
+    for column in &grid.columns {
+        let _ = write!(out, "<th>{}</th>", xml_escape(&column.header.replace('\n', " ")));
     }
     out.push_str("</tr>\n");
-    for (cells, comparison) in rows.iter().zip(comparisons) {
+    for (cells, comparison) in grid.rows.iter().zip(comparisons) {
         let class = if comparison.passed { "" } else { " class=\"fail\"" };
         let _ = write!(out, "<tr{class}>");
         for cell in cells {
-            let _ = write!(out, "<td>{}</td>", xml_escape(cell));
+            let _ = write!(out, "<td>{}</td>", xml_escape(&cell.text.replace('\n', " ")));
         }
         out.push_str("</tr>\n");
     }

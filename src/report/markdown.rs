@@ -1,26 +1,104 @@
-//! Markdown, for pull-request comments and CI summaries.
-use super::{comparison_table, prompt_heading, Report};
+//! Markdown, for pull-request comments and CI summaries: the same summary-first layout as the
+//! table, every cell and heading escaped so that prompt text renders as text, and small enough
+//! for a pull-request comment (prompt sections that do not fit are left out, and said so).
+use super::cells::{comparison_grid, prompt_heading, summary_grid, Grid};
+use super::{shown_prompts, Report, View};
 
-pub fn render(report: &Report, wide: bool) -> String {
+/// GitHub's limit on a pull-request comment, in characters.
+pub const COMMENT_LIMIT: usize = 65_536;
+
+pub fn render(report: &Report, view: &View) -> String {
+    let verdict = if report.passed { "PASS" } else { "FAIL" };
     let mut out = format!(
-        "# gpt2-parity: {}\n\nModel `{}` (`{}`), reference `{}`.\n",
-        report.summary(),
-        report.model.source,
-        report.model.weights,
-        report.reference.path
+        "# gpt2-parity: {verdict}\n\nModel `{}` (`{}`), reference `{}`.\n",
+        code(&report.model.source),
+        code(&report.model.weights),
+        code(&report.reference.path)
     );
-    let row = |cells: &[String]| format!("| {} |\n", cells.iter().map(|cell| cell.replace('|', "\\|")).collect::<Vec<_>>().join(" | "));
-    for (index, prompt) in report.prompts.iter().enumerate() {
-        out.push_str(&format!("\n## {}\n\n", prompt_heading(index, report.prompts.len(), prompt)));
-        let (header, rows) = comparison_table(&prompt.comparisons, wide);
-        out.push_str(&row(&header.iter().map(|cell| cell.to_string()).collect::<Vec<_>>()));
-        out.push_str(&row(&vec!["---".to_owned(); header.len()]));
-        for cells in rows {
-            out.push_str(&row(&cells));
+    let shown = shown_prompts(report, view.verbose);
+    if let Some(heading) = &shown.summary_heading {
+        out.push_str(&format!("\n## {}\n\n{}", escape(heading), table(&summary_grid(&report.summary, view.wide))));
+        out.push_str(&quotes(&report.summary_notes));
+    }
+    let mut closing = String::new();
+    if !report.passed {
+        closing.push('\n');
+        for worst in &report.worst {
+            closing.push_str(&format!(
+                "- worst {}: \\|diff\\| {:.2e} in prompt {}, position {}, token {}\n",
+                escape(&worst.comparison),
+                worst.abs_diff,
+                worst.prompt_index + 1,
+                worst.position,
+                worst.token_id
+            ));
         }
-        for note in &prompt.notes {
-            out.push_str(&format!("\n> {note}\n"));
+    }
+    closing.push_str(&format!("\n**{}**\n", escape(&report.verdict_line())));
+    // Room for the closing lines and for the line that says what was left out.
+    let budget = COMMENT_LIMIT - closing.chars().count() - 300;
+    let mut used = out.chars().count();
+    for (shown_count, &index) in shown.prompts.iter().enumerate() {
+        let prompt = &report.prompts[index];
+        let section = format!(
+            "\n## {}\n\n{}{}",
+            escape(&prompt_heading(index, report.prompts.len(), prompt)),
+            table(&comparison_grid(&prompt.comparisons, view.wide)),
+            quotes(&prompt.notes)
+        );
+        let length = section.chars().count();
+        if used + length > budget {
+            let left = shown.prompts.len() - shown_count;
+            out.push_str(&format!(
+                "\n_{left} more prompt sections are left out to keep this under a pull-request comment's {COMMENT_LIMIT} characters; \
+                 the JSON report (`--format json`) has every prompt._\n"
+            ));
+            break;
+        }
+        used += length;
+        out.push_str(&section);
+    }
+    out.push_str(&closing);
+    out
+}
+
+/// A GFM table; line breaks inside a cell become `<br>`.
+pub(super) fn table(grid: &Grid) -> String {
+    let row = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+    let cell = |text: &str| text.split('\n').map(escape).collect::<Vec<_>>().join("<br>");
+    let mut out = row(grid.columns.iter().map(|column| cell(column.header)).collect());
+    out.push_str(&row(vec!["---".to_owned(); grid.columns.len()]));
+    for cells in &grid.rows {
+        out.push_str(&row(cells.iter().map(|shown| cell(&shown.text)).collect()));
+    }
+    out
+}
+
+fn quotes(notes: &[String]) -> String {
+    notes.iter().map(|note| format!("\n> {}\n", escape(note))).collect()
+}
+
+/// Text that renders as itself in CommonMark/GFM, inside a table cell, a heading or a quote:
+/// markup characters are backslash-escaped, HTML's as entities, line breaks as spaces.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '~' | '#' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(c),
         }
     }
     out
+}
+
+/// Text for inside a code span: backticks cannot be escaped there, so they become quotes.
+fn code(text: &str) -> String {
+    text.replace('`', "'").replace(['\n', '\r'], " ")
 }

@@ -1,5 +1,6 @@
 //! The one result every output format renders: a serde struct whose JSON form is the report
 //! that scripts read (docs/report-schema.md). Renderers only format; nothing here computes.
+mod cells;
 pub mod explain;
 mod html;
 mod json;
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::attribution::StepRow;
 pub use crate::compare::diagnose::count_of;
-use crate::compare::noise_floor::Breach;
+use crate::compare::diagnose::expected_shift;
 use crate::compare::{Comparison, Criterion, Tolerance};
 use crate::model::dtype::Dtype;
 use crate::model::process::ProcessingOptions;
@@ -59,12 +60,18 @@ pub struct Report {
     /// True when every comparison of every prompt passed.
     pub passed: bool,
     pub prompts: Vec<PromptReport>,
-    /// Per comparison name, the element with the largest |diff| over all prompts.
+    /// Per comparison name, the element worst under its criterion over all prompts.
     pub worst: Vec<WorstElement>,
     /// With `--attribution`: explain's rows, each processing step's share of the
     /// processed-vs-unprocessed difference over this report's prompts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attribution: Option<Vec<StepRow>>,
+    /// Per comparison name, over all prompts: what the summary table shows.
+    #[serde(default)]
+    pub summary: Vec<ComparisonSummary>,
+    /// Sentences about the whole run (the summary table's notes).
+    #[serde(default)]
+    pub summary_notes: Vec<String>,
 }
 
 /// The rule of each [`Criterion`], as [`Criterion::definition`] states it.
@@ -108,7 +115,7 @@ pub struct Repeatability {
 }
 
 /// Per comparison name, the element worst under that comparison's criterion over all prompts.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorstElement {
     pub comparison: String,
     pub criterion: Criterion,
@@ -122,24 +129,54 @@ pub struct WorstElement {
     /// (null) when the element is non-finite.
     #[serde(deserialize_with = "crate::report::nullable::number")]
     pub abs_diff: f64,
+    /// True when the whole position is shifted (the token is then arbitrary).
+    #[serde(default)]
+    pub is_position_shift: bool,
     /// The raw max |diff| of this comparison over all prompts, wherever it sits.
     #[serde(deserialize_with = "crate::report::nullable::number")]
     pub raw_max_abs_diff: f64,
 }
 
-impl WorstElement {
-    /// For each comparison name, in first-seen order, the prompt and element worst under the
-    /// comparison's criterion: a non-finite value first, else the largest atol needed, else the
-    /// largest |diff|.
-    pub fn collect(prompts: &[PromptReport]) -> Vec<WorstElement> {
-        let mut worst: Vec<(WorstElement, &Comparison)> = Vec::new();
+/// A figure taken over all prompts, and the prompt (index into `prompts`) it comes from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Extreme {
+    #[serde(deserialize_with = "crate::report::nullable::number")]
+    pub value: f64,
+    pub prompt_index: usize,
+}
+
+/// One comparison over every prompt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ComparisonSummary {
+    pub comparison: String,
+    pub criterion: Criterion,
+    pub prompts: usize,
+    pub failing_prompts: usize,
+    /// The element worst under the criterion, over all prompts.
+    pub worst: WorstElement,
+    /// Largest raw max |diff|, largest shift-free max |diff|, largest per-position KL, lowest
+    /// top-1 agreement; NaN (null) when a prompt's figure cannot be computed.
+    pub max_abs_diff: Extreme,
+    pub centered_max_abs_diff: Extreme,
+    pub kl_max: Extreme,
+    pub min_top1_agreement: Extreme,
+    /// Prompts on which the comparison passes only once each position's mean is removed
+    /// (center_unembed's expected shift).
+    pub expected_shift_prompts: usize,
+    /// The worst element's ranking, to compare later prompts against.
+    #[serde(skip)]
+    worst_severity: Severity,
+}
+
+impl ComparisonSummary {
+    /// Per comparison name, in first-seen order. The worst element ranks prompts by non-finite
+    /// values first, then the atol needed, then the criterion's worst |diff|.
+    pub fn collect(prompts: &[PromptReport]) -> Vec<ComparisonSummary> {
+        let mut summaries: Vec<ComparisonSummary> = Vec::new();
         for (prompt_index, prompt) in prompts.iter().enumerate() {
             for comparison in &prompt.comparisons {
-                let Some(at) = &comparison.max_abs_diff_at else { continue };
-                let known = worst.iter_mut().find(|(known, _)| known.comparison == comparison.name);
-                let raw_max_abs_diff =
-                    nan_max(known.as_ref().map_or(f64::NEG_INFINITY, |(known, _)| known.raw_max_abs_diff), comparison.max_abs_diff);
-                let candidate = WorstElement {
+                let here = |value: f64| Extreme { value, prompt_index };
+                let worst = comparison.max_abs_diff_at.as_ref().map(|at| WorstElement {
                     comparison: comparison.name.clone(),
                     criterion: comparison.criterion,
                     prompt: prompt.prompt.clone(),
@@ -148,36 +185,90 @@ impl WorstElement {
                     token_id: at.token_id,
                     token: at.token.clone(),
                     abs_diff: comparison.worst_abs_diff,
-                    raw_max_abs_diff,
+                    is_position_shift: comparison.worst_is_position_shift,
+                    raw_max_abs_diff: comparison.max_abs_diff,
+                });
+                let Some(summary) = summaries.iter_mut().find(|known| known.comparison == comparison.name) else {
+                    let Some(worst) = worst else { continue };
+                    summaries.push(ComparisonSummary {
+                        comparison: comparison.name.clone(),
+                        criterion: comparison.criterion,
+                        prompts: 1,
+                        failing_prompts: usize::from(!comparison.passed),
+                        worst,
+                        max_abs_diff: here(comparison.max_abs_diff),
+                        centered_max_abs_diff: here(comparison.centered_max_abs_diff),
+                        kl_max: here(comparison.kl_max),
+                        min_top1_agreement: here(comparison.top1_agreement),
+                        expected_shift_prompts: usize::from(expected_shift(comparison)),
+                        worst_severity: severity(comparison),
+                    });
+                    continue;
                 };
-                match known {
-                    Some((known, known_comparison)) if severity(known_comparison) < severity(comparison) => {
-                        *known = candidate;
-                        *known_comparison = comparison;
-                    }
-                    Some((known, _)) => known.raw_max_abs_diff = raw_max_abs_diff,
-                    None => worst.push((candidate, comparison)),
+                summary.prompts += 1;
+                summary.failing_prompts += usize::from(!comparison.passed);
+                summary.expected_shift_prompts += usize::from(expected_shift(comparison));
+                summary.max_abs_diff = larger(summary.max_abs_diff, here(comparison.max_abs_diff));
+                summary.centered_max_abs_diff = larger(summary.centered_max_abs_diff, here(comparison.centered_max_abs_diff));
+                summary.kl_max = larger(summary.kl_max, here(comparison.kl_max));
+                summary.min_top1_agreement = smaller(summary.min_top1_agreement, here(comparison.top1_agreement));
+                let raw_max_abs_diff = summary.max_abs_diff.value;
+                summary.worst.raw_max_abs_diff = raw_max_abs_diff;
+                if let Some(worst) = worst.filter(|_| severity(comparison) > summary.worst_severity) {
+                    summary.worst = WorstElement { raw_max_abs_diff, ..worst };
+                    summary.worst_severity = severity(comparison);
                 }
             }
         }
-        worst.into_iter().map(|(worst, _)| worst).collect()
+        summaries
     }
+}
+/// The summary table's notes: center_unembed's expected shift, told once (for the first
+/// comparison that shows it on every prompt, as the per-prompt notes do; otherwise the failing
+/// prompts' own notes tell it).
+pub fn summary_notes(summaries: &[ComparisonSummary]) -> Vec<String> {
+    summaries
+        .iter()
+        .find(|summary| summary.expected_shift_prompts == summary.prompts)
+        .map(|summary| {
+            let on = format!("on all {}", count_of(summary.prompts, "prompt"));
+            format!(
+                "{}: {on} the raw max |diff| (up to {}) is center_unembed's shift of every position by minus its mean over the \
+                 vocabulary; with it removed the logits agree to {}, and softmax, log-probabilities and argmax are unchanged. Not a bug.",
+                summary.comparison,
+                crate::compare::diagnose::sci(summary.max_abs_diff.value),
+                crate::compare::diagnose::sci(summary.centered_max_abs_diff.value)
+            )
+        })
+        .into_iter()
+        .collect()
 }
 
 /// How badly a comparison fails, for ranking prompts: non-finite values, then the atol needed,
 /// then the criterion's worst |diff| (the figures are NaN only with non-finite values, so two
-/// such prompts compare as equal and the first is kept).
-fn severity(comparison: &Comparison) -> (bool, f64, f64) {
+/// such prompts compare as unordered and the first is kept).
+type Severity = (bool, f64, f64);
+
+fn severity(comparison: &Comparison) -> Severity {
     (comparison.non_finite > 0, comparison.min_passing_atol, comparison.worst_abs_diff)
 }
 
-/// The larger of two figures, NaN when either is: a statistic that cannot be computed on one
-/// prompt cannot be computed over all of them.
-pub fn nan_max(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() {
-        f64::NAN
+/// The larger figure, NaN when either is: a statistic that cannot be computed on one prompt
+/// cannot be computed over all of them; ties keep the earlier prompt.
+fn larger(known: Extreme, new: Extreme) -> Extreme {
+    if known.value.is_nan() || (!new.value.is_nan() && new.value <= known.value) {
+        known
     } else {
-        a.max(b)
+        new
+    }
+}
+
+/// The smaller figure, NaN when either is.
+fn smaller(known: Extreme, new: Extreme) -> Extreme {
+    if known.value.is_nan() || (!new.value.is_nan() && new.value >= known.value) {
+        known
+    } else {
+        new
     }
 }
 
@@ -249,18 +340,75 @@ pub struct PromptReport {
     pub notes: Vec<String>,
 }
 
+/// How the human-readable formats are laid out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct View {
+    /// Every metric as a column, none dropped for width.
+    pub wide: bool,
+    /// Every prompt's table, not only the failing ones'.
+    pub verbose: bool,
+    /// The terminal's width to fit; `None` when not writing to a terminal.
+    pub width: Option<usize>,
+    /// Colour the verdicts (a terminal, and NO_COLOR unset).
+    pub color: bool,
+}
+
+impl View {
+    /// For a report written to `file`, or to stdout when `None`: fitted to the terminal and
+    /// coloured when stdout is one (NO_COLOR, when set and not empty, turns colour off); plain
+    /// when piped or written to a file.
+    pub fn for_output(wide: bool, verbose: bool, file: Option<&std::path::Path>) -> Self {
+        use std::io::IsTerminal;
+        if file.is_some() || !std::io::stdout().is_terminal() {
+            return Self { wide, verbose, ..Self::default() };
+        }
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+        let width = comfy_table::Table::new().width().map(usize::from);
+        Self { wide, verbose, width, color: !no_color }
+    }
+}
+
+/// From this many prompts on, the table and markdown open with the summary table and show only
+/// the failing prompts' tables (all with --verbose).
+pub const SUMMARY_FROM_PROMPTS: usize = 4;
+
+/// What the human-readable formats show: the summary table's heading (with enough prompts) and
+/// which prompts get a table of their own.
+struct Shown {
+    summary_heading: Option<String>,
+    prompts: Vec<usize>,
+}
+
+fn shown_prompts(report: &Report, verbose: bool) -> Shown {
+    let total = report.prompts.len();
+    if total < SUMMARY_FROM_PROMPTS {
+        return Shown { summary_heading: None, prompts: (0..total).collect() };
+    }
+    let failing: Vec<usize> = (0..total).filter(|&index| !report.prompts[index].passed).collect();
+    let below = match (verbose, failing.len()) {
+        (true, _) => "every prompt's table follows".to_owned(),
+        (false, 0) => "--verbose shows every prompt's table".to_owned(),
+        (false, 1) => "the failing prompt's table follows (--verbose shows all)".to_owned(),
+        (false, _) => "the failing prompts' tables follow (--verbose shows all)".to_owned(),
+    };
+    Shown {
+        summary_heading: Some(format!("Summary of {}, {} failing; {below}", count_of(total, "prompt"), failing.len())),
+        prompts: if verbose { (0..total).collect() } else { failing },
+    }
+}
+
 impl Report {
-    /// Renders in `format`; `wide` shows every metric in the table and markdown forms (JSON always has all).
-    pub fn render(&self, format: Format, wide: bool) -> String {
+    /// Renders in `format`; the view lays out the table and markdown forms (JSON always has all).
+    pub fn render(&self, format: Format, view: &View) -> String {
         match format {
-            Format::Table => table::render(self, wide),
+            Format::Table => table::render(self, view),
             Format::Json => json::render(self),
-            Format::Markdown => markdown::render(self, wide),
+            Format::Markdown => markdown::render(self, view),
         }
     }
 
     /// The closing line of the human-readable formats.
-    fn summary(&self) -> String {
+    fn verdict_line(&self) -> String {
         let comparisons: usize = self.prompts.iter().map(|prompt| prompt.comparisons.len()).sum();
         let failed: usize = self.prompts.iter().flat_map(|prompt| &prompt.comparisons).filter(|c| !c.passed).count();
         let Tolerance { atol, rtol } = self.tolerance;
@@ -273,94 +421,12 @@ impl Report {
     }
 }
 
-/// A table's header and rows for one prompt: compact by default, every metric with `wide`.
-fn comparison_table(comparisons: &[Comparison], wide: bool) -> (Vec<&'static str>, Vec<Vec<String>>) {
-    let mut header = vec![
-        "comparison",
-        "cand mean",
-        "ref mean",
-        "cand std",
-        "ref std",
-        "max |diff| @pos token",
-        "mean |diff|",
-        "shift-free max |diff|",
-        "log-softmax max |diff|",
-        "top-1",
-    ];
-    if wide {
-        header.extend(["rmse", "cosine", "max rel diff", "outside allclose", "min passing atol", "KL mean / max", "top-5 overlap"]);
-    }
-    let noise_floor = comparisons.iter().any(|comparison| comparison.noise_floor.is_some());
-    if noise_floor {
-        header.push("from float64: cand / ref");
-    }
-    header.push("verdict");
-    let rows =
-        comparisons
-            .iter()
-            .map(|comparison| {
-                let at = comparison.max_abs_diff_at.as_ref().map(|at| format!(" @{} {:?}", at.position, at.token)).unwrap_or_default();
-                let mut cells = vec![
-                    comparison.name.clone(),
-                    format!("{:.4}", comparison.candidate_mean),
-                    format!("{:.4}", comparison.reference_mean),
-                    format!("{:.4}", comparison.candidate_std),
-                    format!("{:.4}", comparison.reference_std),
-                    format!("{:.2e}{at}", comparison.max_abs_diff),
-                    format!("{:.2e}", comparison.mean_abs_diff),
-                    format!("{:.2e}", comparison.centered_max_abs_diff),
-                    format!("{:.2e}", comparison.log_softmax_max_abs_diff),
-                    format!("{:.0}%", 100.0 * comparison.top1_agreement),
-                ];
-                if wide {
-                    cells.extend([
-                        format!("{:.2e}", comparison.rmse),
-                        format!("{:.8}", comparison.cosine_similarity),
-                        format!("{:.2e}", comparison.max_rel_diff),
-                        format!("{} ({:.3}%)", comparison.outside_allclose, comparison.outside_allclose_percent),
-                        format!("{:.2e}", comparison.min_passing_atol),
-                        format!("{:.2e} / {:.2e}", comparison.kl_mean, comparison.kl_max),
-                        format!("{:.0}%", 100.0 * comparison.top5_overlap),
-                    ]);
-                }
-                if noise_floor {
-                    cells.push(comparison.noise_floor.as_ref().map_or_else(String::new, |floor| {
-                        format!("{:.2e} / {:.2e}", floor.candidate_vs_float64, floor.reference_vs_float64)
-                    }));
-                }
-                cells.push(verdict(comparison));
-                cells
-            })
-            .collect();
-    (header, rows)
-}
-
 /// "" for raw comparisons, " (shift-free)" for shift-invariant ones.
 fn criterion_suffix(criterion: Criterion) -> &'static str {
     match criterion {
         Criterion::Raw => "",
         Criterion::ShiftInvariant => " (shift-free)",
     }
-}
-
-fn verdict(comparison: &Comparison) -> String {
-    let basis = criterion_suffix(comparison.criterion);
-    if comparison.passed {
-        format!("pass{basis}")
-    } else if comparison.non_finite > 0 {
-        format!("FAIL: {} non-finite", comparison.non_finite)
-    } else {
-        let breach = match comparison.noise_floor.as_ref().and_then(|floor| floor.breach) {
-            Some(Breach::RoundingNoise) => ": rounding noise",
-            Some(Breach::Real) => ": real",
-            None => "",
-        };
-        format!("FAIL{basis}{breach}")
-    }
-}
-
-fn prompt_heading(index: usize, total: usize, prompt: &PromptReport) -> String {
-    format!("Prompt {}/{total}: {:?} ({} tokens: {:?})", index + 1, prompt.prompt, prompt.tokens.len(), prompt.tokens)
 }
 
 /// "prompt 3/8: \"Hello World\"": numbered as in the whole run, also in a shard's report.

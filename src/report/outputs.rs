@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::{Format, Report};
+use super::{Format, Report, View};
 use crate::cli::{check_writable, ExtraOutputs};
 use crate::output::{emit, write_atomically};
 
@@ -17,6 +17,7 @@ pub const STEP_SUMMARY_VARIABLE: &str = "GITHUB_STEP_SUMMARY";
 pub struct Destinations<'a> {
     pub format: Format,
     pub wide: bool,
+    pub verbose: bool,
     /// The main report's file; `None` for stdout.
     pub output: Option<&'a Path>,
     pub extra: &'a ExtraOutputs,
@@ -38,7 +39,8 @@ impl Destinations<'_> {
     /// Renders the report in every requested form and writes each.
     pub fn write(&self, report: &Report) -> Result<()> {
         let extra = self.extra;
-        let markdown = (extra.markdown.is_some() || step_summary().is_some()).then(|| report.render(Format::Markdown, self.wide));
+        let file_view = View { wide: self.wide, verbose: self.verbose, ..View::default() };
+        let markdown = (extra.markdown.is_some() || step_summary().is_some()).then(|| report.render(Format::Markdown, &file_view));
         if let Some(path) = &extra.junit {
             write_atomically(path, super::junit::render(report).as_bytes())?;
         }
@@ -51,7 +53,7 @@ impl Destinations<'_> {
         if let (Some(path), Some(markdown)) = (step_summary(), &markdown) {
             append(&path, markdown)?;
         }
-        emit(&report.render(self.format, self.wide), self.output)
+        emit(&report.render(self.format, &View::for_output(self.wide, self.verbose, self.output)), self.output)
     }
 
     fn files(&self) -> Vec<(&'static str, PathBuf)> {

@@ -1,24 +1,36 @@
-//! The terminal table: one block per prompt, its notes, and a closing PASS/FAIL line.
-use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
+//! The terminal table. With more than a few prompts it opens with one summary table, then the
+//! tables of the failing prompts (every prompt with --verbose), then the verdict. On a terminal
+//! the tables fit its width (narrower terminals drop the least needed columns first; --wide
+//! keeps them all) and verdicts are coloured unless NO_COLOR is set.
+use comfy_table::{presets::UTF8_HORIZONTAL_ONLY, Attribute, Color, ContentArrangement, Table};
 
-use super::{comparison_table, criterion_suffix, prompt_heading, Report};
+use super::cells::{comparison_grid, prompt_heading, summary_grid, Grid, Tone};
+use super::{criterion_suffix, shown_prompts, Report, View};
+use crate::compare::diagnose::sci;
+use crate::tokenize::{abbreviate, token_with_id};
 
-pub fn render(report: &Report, wide: bool) -> String {
+/// Tables fit this width when not on a terminal (piped, or written to a file), and notes wrap
+/// at it, or at the terminal's width when narrower.
+const DEFAULT_WIDTH: usize = 100;
+
+pub fn render(report: &Report, view: &View) -> String {
     let mut out = format!(
-        "gpt2-parity {}: model {} ({}), reference {}\n",
-        report.tool.version, report.model.source, report.model.weights, report.reference.path
+        "gpt2-parity {}\nmodel     {} ({})\nreference {}\n",
+        report.tool.version,
+        report.model.source,
+        short_digest(&report.model.weights),
+        report.reference.path
     );
-    for (index, prompt) in report.prompts.iter().enumerate() {
-        let mut table = Table::new();
-        let (header, rows) = comparison_table(&prompt.comparisons, wide);
-        table.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_header(header);
-        for row in rows {
-            table.add_row(row);
-        }
-        out.push_str(&format!("\n{}\n{table}\n", prompt_heading(index, report.prompts.len(), prompt)));
-        for note in &prompt.notes {
-            out.push_str(&format!("note: {note}\n"));
-        }
+    let shown = shown_prompts(report, view.verbose);
+    if let Some(heading) = &shown.summary_heading {
+        out.push_str(&format!("\n{}{}", wrap(heading, note_width(view), ""), layout(&summary_grid(&report.summary, view.wide), view)));
+        out.push_str(&notes(&report.summary_notes, view));
+    }
+    for &index in &shown.prompts {
+        let prompt = &report.prompts[index];
+        let heading = wrap(&prompt_heading(index, report.prompts.len(), prompt), note_width(view), "  ");
+        out.push_str(&format!("\n{heading}{}", layout(&comparison_grid(&prompt.comparisons, view.wide), view)));
+        out.push_str(&notes(&prompt.notes, view));
     }
     if let Some(repeatability) = report.repeatability {
         let verdict = if repeatability.identical {
@@ -29,20 +41,125 @@ pub fn render(report: &Report, wide: bool) -> String {
         out.push_str(&format!("\n{} runs of every forward: {verdict}\n", repeatability.runs));
     }
     if !report.passed {
+        out.push('\n');
         for worst in &report.worst {
-            out.push_str(&format!(
-                "worst {}{}: |diff| {:.2e} in prompt {} {:?}, position {}, token {} {:?}\n",
+            let place = if worst.is_position_shift {
+                format!("position {}, every token (the whole position is shifted)", worst.position)
+            } else {
+                format!("position {}, token {}", worst.position, token_with_id(worst.token_id, &worst.token))
+            };
+            let line = format!(
+                "worst {}{}: |diff| {} in prompt {} {:?}, {place}",
                 worst.comparison,
                 criterion_suffix(worst.criterion),
-                worst.abs_diff,
+                sci(worst.abs_diff),
                 worst.prompt_index + 1,
-                crate::tokenize::abbreviate(&worst.prompt),
-                worst.position,
-                worst.token_id,
-                worst.token
-            ));
+                abbreviate(&worst.prompt),
+            );
+            out.push_str(&wrap(&line, note_width(view), "      "));
         }
     }
-    out.push_str(&format!("\n{}\n", report.summary()));
+    let tone = if report.passed { Tone::Pass } else { Tone::Fail };
+    out.push_str(&format!("\n{}\n", paint(&report.verdict_line(), tone, view.color)));
     out
+}
+
+/// The grid as a table that fits `view.width`, dropping columns in their drop order until it
+/// does (never with --wide), and saying what was dropped.
+pub(super) fn layout(grid: &Grid, view: &View) -> String {
+    if view.wide {
+        return draw(grid, view.color);
+    }
+    let width = view.width.unwrap_or(DEFAULT_WIDTH);
+    let levels = grid.drop_levels();
+    let mut level = 0;
+    let fitted = loop {
+        let fitted = grid.dropping(level);
+        // Measured without colour codes, which take no room on screen.
+        let fits = draw(&fitted, false).lines().all(|line| line.chars().count() <= width);
+        if fits || level == levels {
+            break fitted;
+        }
+        level += 1;
+    };
+    let hidden: Vec<String> = grid
+        .columns
+        .iter()
+        .filter(|column| !fitted.columns.iter().any(|kept| kept.header == column.header))
+        .map(|column| column.header.replace('\n', " "))
+        .collect();
+    let note = if hidden.is_empty() {
+        String::new()
+    } else {
+        format!("(hidden to fit {width} columns: {}; --wide shows all)\n", hidden.join(", "))
+    };
+    format!("{}{note}", draw(&fitted, view.color))
+}
+
+fn draw(grid: &Grid, color: bool) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_HORIZONTAL_ONLY).set_content_arrangement(ContentArrangement::Disabled);
+    if color {
+        table.enforce_styling();
+    } else {
+        table.force_no_tty();
+    }
+    table.set_header(grid.columns.iter().map(|column| column.header));
+    for row in &grid.rows {
+        table.add_row(row.iter().map(|cell| {
+            let shown = comfy_table::Cell::new(&cell.text);
+            match (color, cell.tone) {
+                (true, Tone::Pass) => shown.fg(Color::Green),
+                (true, Tone::Fail) => shown.fg(Color::Red).add_attribute(Attribute::Bold),
+                _ => shown,
+            }
+        }));
+    }
+    // comfy-table pads the last column; trailing blanks only make lines wrap sooner.
+    table.to_string().lines().map(|line| format!("{}\n", line.trim_end())).collect()
+}
+
+/// Each note as "note: ...", wrapped at word boundaries.
+fn notes(notes: &[String], view: &View) -> String {
+    notes.iter().map(|note| wrap(&format!("note: {note}"), note_width(view), "      ")).collect()
+}
+
+pub(super) fn note_width(view: &View) -> usize {
+    view.width.map_or(DEFAULT_WIDTH, |width| width.min(DEFAULT_WIDTH))
+}
+
+/// "sha256:d7f8fea53eae…": enough to tell weights apart at a glance (JSON has the whole digest).
+pub(super) fn short_digest(digest: &str) -> String {
+    match digest.char_indices().nth(19) {
+        Some((end, _)) => format!("{}…", &digest[..end]),
+        None => digest.to_owned(),
+    }
+}
+
+/// Greedy word wrap; a word longer than the width gets a line of its own.
+pub(super) fn wrap(text: &str, width: usize, indent: &str) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.trim().is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = indent.to_owned();
+        } else if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+    out
+}
+
+/// `text` in the tone's colour (ANSI), when colour is on.
+fn paint(text: &str, tone: Tone, color: bool) -> String {
+    match (color, tone) {
+        (true, Tone::Pass) => format!("\x1b[32m{text}\x1b[0m"),
+        (true, Tone::Fail) => format!("\x1b[1;31m{text}\x1b[0m"),
+        _ => text.to_owned(),
+    }
 }

@@ -1,10 +1,9 @@
 //! `gpt2-parity compare`: the unprocessed model, then the processed one, each prompt against the
 //! reference, into one [`Report`].
 use anyhow::{bail, Context, Result};
-use indicatif::ProgressBar;
 use tch::Kind;
 
-use super::{candidate, explain, load_weights, to_vec, ModelInputs};
+use super::{candidate, explain, load_weights, progress_bar, to_vec, ModelInputs};
 use crate::cli::CompareArgs;
 use crate::compare::attribution::StepRow;
 use crate::compare::diagnose::{self, diagnose, Provenance};
@@ -19,7 +18,8 @@ use crate::reference::bundled::{cached_reference, find_python, ReferenceRequest}
 use crate::reference::{PromptReference, ReferenceFile};
 use crate::report::outputs::Destinations;
 use crate::report::{
-    Criteria, ModelInfo, PromptReport, ReferenceInfo, Repeatability, Report, ShardInfo, Tool, WorstElement, SCHEMA_VERSION,
+    summary_notes, ComparisonSummary, Criteria, ModelInfo, PromptReport, ReferenceInfo, Repeatability, Report, ShardInfo, Tool,
+    SCHEMA_VERSION,
 };
 use crate::timings::{timed, Phase};
 use crate::tokenize::{abbreviate, END_OF_TEXT};
@@ -34,7 +34,13 @@ pub(super) struct PromptCase {
 /// Runs the comparison and writes the report; returns whether parity holds.
 pub fn run(args: &CompareArgs) -> Result<bool> {
     let destinations =
-        Destinations { format: args.report.format, wide: args.wide, output: args.report.output_file(), extra: &args.outputs };
+        Destinations {
+            format: args.report.format,
+            wide: args.wide,
+            verbose: args.verbose,
+            output: args.report.output_file(),
+            extra: &args.outputs,
+        };
     destinations.check()?;
     let device = args.compute.apply()?;
     let dtype = args.compute.dtype;
@@ -112,6 +118,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
             comparisons,
         })
         .collect();
+    let summary = ComparisonSummary::collect(&prompts);
     let report = Report {
         schema_version: SCHEMA_VERSION,
         tool: Tool::current(),
@@ -135,7 +142,9 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         device: crate::device::name(device),
         dtype,
         passed: prompts.iter().all(|prompt| prompt.passed) && repeatability.map_or(true, |repeatability| repeatability.identical),
-        worst: WorstElement::collect(&prompts),
+        worst: summary.iter().map(|comparison| comparison.worst.clone()).collect(),
+        summary_notes: summary_notes(&summary),
+        summary,
         prompts,
         attribution,
     };
@@ -154,7 +163,7 @@ fn compare_models(
 ) -> Result<(Vec<Vec<Comparison>>, Option<Repeatability>, Option<Vec<StepRow>>)> {
     let weights = load_weights(inputs, checkpoint, device, args.compute.dtype)?;
     let mut repeatability = Repeatability { runs: args.repeat, identical: true, max_abs_diff: 0.0 };
-    let progress = ProgressBar::new(2 * cases.len() as u64);
+    let progress = progress_bar(2 * cases.len() as u64);
 
     // With --noise-floor, a float64 copy of the model runs beside the candidate.
     let float64_weights = args.noise_floor.then(|| weights.shallow_clone().map(|tensor| tensor.to_kind(Kind::Double)));

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use tch::Tensor;
 
-use super::{load_weights, to_vec, ModelInputs};
+use super::{load_weights, progress_bar, to_vec, ModelInputs};
 use crate::cli::ExplainArgs;
 use crate::compare::attribution::{conclusions, relative_change, PromptEffect, RowKind, StepRow, TensorChange};
 use crate::compare::{compare_logits, Criterion, Tolerance};
@@ -13,7 +13,7 @@ use crate::model::process::{process, ProcessingOptions, Step};
 use crate::model::Weights;
 use crate::output::emit;
 use crate::report::explain::{ExplainReport, ExplainedPrompt};
-use crate::report::{ModelInfo, Tool, SCHEMA_VERSION};
+use crate::report::{ModelInfo, Tool, View, SCHEMA_VERSION};
 use crate::timings::{timed, Phase};
 
 pub fn run(args: &ExplainArgs) -> Result<bool> {
@@ -44,7 +44,8 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
         conclusions: conclusions(&rows, tolerance),
         rows,
     };
-    timed(Phase::Render, || emit(&report.render(args.report.format), args.report.output_file()))?;
+    let view = View::for_output(args.wide, false, args.report.output_file());
+    timed(Phase::Render, || emit(&report.render(args.report.format, &view), args.report.output_file()))?;
     Ok(true)
 }
 
@@ -58,8 +59,19 @@ pub fn attribute(
     tolerance: Tolerance,
     token_text: &dyn Fn(i64) -> String,
 ) -> Result<Vec<StepRow>> {
-    let logits_of =
-        |weights: &Weights| -> Result<Vec<Vec<f32>>> { tokens.iter().map(|ids| to_vec(&forward(weights, ids).logits)).collect() };
+    // Every prompt through: the unprocessed model, all steps, and each row (baseline, each step
+    // alone, each accumulation of two or more).
+    let progress = progress_bar(((2 + 2 * steps.len()) * tokens.len()) as u64);
+    let logits_of = |weights: &Weights| -> Result<Vec<Vec<f32>>> {
+        tokens
+            .iter()
+            .map(|ids| {
+                let logits = to_vec(&forward(weights, ids).logits);
+                progress.inc(1);
+                logits
+            })
+            .collect()
+    };
     let base_logits = logits_of(unprocessed)?;
     // The fully processed model is also the last accumulated row: processed once, summarised,
     // and dropped, so that one processed copy is held at a time.
@@ -97,6 +109,7 @@ pub fn attribute(
             .collect();
         rows.push(StepRow::new(name, kind, row_steps, changed_tensors, per_prompt, tolerance));
     }
+    progress.finish_and_clear();
     Ok(rows)
 }
 

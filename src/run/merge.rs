@@ -10,12 +10,13 @@ use serde_json::Value;
 use crate::cli::MergeArgs;
 use crate::compare::attribution::StepRow;
 use crate::report::outputs::Destinations;
-use crate::report::{PromptReport, Repeatability, Report, WorstElement};
+use crate::report::{summary_notes, ComparisonSummary, PromptReport, Repeatability, Report};
 
 pub fn run(args: &MergeArgs) -> Result<bool> {
     let destinations = Destinations {
         format: args.format,
         wide: args.wide,
+        verbose: args.verbose,
         output: args.output.as_deref().filter(|path| *path != Path::new("-")),
         extra: &args.outputs,
     };
@@ -125,7 +126,9 @@ fn merge(shards: Vec<(PathBuf, Report)>) -> Result<Report> {
             .collect()
     });
     report.passed = prompts.iter().all(|prompt| prompt.passed) && repeatability.map_or(true, |runs| runs.identical);
-    report.worst = WorstElement::collect(&prompts);
+    report.summary = ComparisonSummary::collect(&prompts);
+    report.worst = report.summary.iter().map(|comparison| comparison.worst.clone()).collect();
+    report.summary_notes = summary_notes(&report.summary);
     report.prompts = prompts;
     Ok(report)
 }

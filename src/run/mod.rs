@@ -56,6 +56,16 @@ fn load_weights(inputs: &ModelInputs, checkpoint: Checkpoint, device: tch::Devic
     Ok(weights.map(|tensor| tensor.to_kind(dtype.kind())))
 }
 
+/// A progress bar on stderr counting `len` forward passes, with their rate and the time left;
+/// drawn only when stderr is a terminal, so logs and pipes never see it.
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} forward passes, {per_sec}, ETA {eta}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
 /// A tensor's values, row-major, on the CPU, as float32 (the statistics' input whatever the
 /// model's dtype; a float64 run's values are rounded once here).
 fn to_vec(tensor: &Tensor) -> Result<Vec<f32>> {
