@@ -95,7 +95,9 @@ pub fn comparison_grid(comparisons: &[Comparison], wide: bool) -> Grid {
     }
     // With --noise-floor: each side's distance from a float64 run, and the breach's kind.
     let noise_floor: (Column, Figure) = (Column { header: "from float64:\ncand / ref", drop_order: 0 }, |c| {
-        c.noise_floor.as_ref().map_or_else(String::new, |floor| format!("{} /\n{}", sci(floor.candidate_vs_float64), sci(floor.reference_vs_float64)))
+        c.noise_floor
+            .as_ref()
+            .map_or_else(String::new, |floor| format!("{} /\n{}", sci(floor.candidate_vs_float64), sci(floor.reference_vs_float64)))
     });
     if comparisons.iter().any(|comparison| comparison.noise_floor.is_some()) {
         columns.push(&noise_floor);
