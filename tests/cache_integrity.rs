@@ -135,3 +135,61 @@ fn a_run_killed_while_making_the_reference_leaves_no_usable_partial_entry() {
     ReferenceFile::open(&reference).expect("the entry is whole after the next run");
     eprintln!("after the kill the next run rebuilt the entry: {}", after.rebuilt);
 }
+
+/// Runs compare on `prompts` with the cache in `cache` and a size bound; returns whether the
+/// bundled script ran and the reference file used.
+fn compare_prompts(cache: &Path, prompts: &[&str], max: &str) -> (bool, String) {
+    let mut command = std::process::Command::cargo_bin("gpt2-parity").unwrap();
+    let output = command
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("GPT2_PARITY_PYTHON")
+        .env("GPT2_PARITY_CACHE", cache)
+        .env("GPT2_PARITY_CACHE_MAX", max)
+        .args(["compare", "--format", "json", "--model"])
+        .arg(fixture_dir())
+        .arg("--")
+        .args(prompts)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let checked: Vec<&str> = report["prompts"].as_array().unwrap().iter().map(|prompt| prompt["prompt"].as_str().unwrap()).collect();
+    assert_eq!(checked, prompts, "exactly the requested prompts, in their order");
+    (stderr.contains("making the reference"), report["reference"]["path"].as_str().unwrap().to_owned())
+}
+
+fn entries(cache: &Path) -> usize {
+    std::fs::read_dir(cache.join("references"))
+        .unwrap()
+        .filter(|entry| entry.as_ref().unwrap().path().extension().is_some_and(|ext| ext == "safetensors"))
+        .count()
+}
+
+#[test]
+fn an_entry_holding_a_superset_of_the_prompts_serves_and_the_cache_is_size_bounded() {
+    let cache = tempfile::tempdir().unwrap();
+    let (made, both) = compare_prompts(cache.path(), &["Hello World", "Hello"], "1G");
+    assert!(made);
+    for subset in [&["Hello"][..], &["Hello", "Hello World"], &["Hello World"]] {
+        let (made, used) = compare_prompts(cache.path(), subset, "1G");
+        assert!(!made && used == both, "{subset:?} is served by the entry for both prompts");
+    }
+    // A prompt the entry lacks makes a new entry; a bound below both entries' size prunes the
+    // older one, never the one just made.
+    let (made, other) = compare_prompts(cache.path(), &["Goodbye"], "1K");
+    assert!(made && other != both);
+    assert_eq!(entries(cache.path()), 1);
+    assert!(Path::new(&other).is_file() && !Path::new(&both).exists());
+
+    let mut command = std::process::Command::cargo_bin("gpt2-parity").unwrap();
+    let output = command
+        .env("GPT2_PARITY_CACHE", cache.path())
+        .env("GPT2_PARITY_CACHE_MAX", "lots")
+        .args(["compare", "Hello", "--model"])
+        .arg(fixture_dir())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("GPT2_PARITY_CACHE_MAX"));
+}

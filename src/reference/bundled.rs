@@ -1,6 +1,7 @@
 //! Produces references with the Python script that ships inside the binary
 //! (scripts/dump_reference.py): Hugging Face transformers, eager attention, float32. `compare`
-//! without `--reference` caches what it produces, keyed by everything that determines it.
+//! without `--reference` caches what it produces, keyed by everything that determines it; an
+//! entry holding a superset of the requested prompts serves, and the cache is size-bounded.
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -48,43 +49,135 @@ pub fn find_python(explicit: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
-/// A reference for `request`, from the cache when a valid entry exists, else made now.
-/// An entry that does not open, does not match the request, or whose bytes differ from the
-/// checksum recorded when it was made (a truncated, bit-flipped or half-copied file) is
-/// rebuilt, never trusted.
+/// The cache's size bound in bytes when GPT2_PARITY_CACHE_MAX is not set.
+const DEFAULT_CACHE_MAX: u64 = 2 << 30;
+
+/// A reference for `request`, from the cache when a valid entry holds every requested prompt
+/// (in any order, others besides), else made now. An entry that does not open, does not match
+/// the request, or whose bytes differ from the checksum recorded when it was made (a truncated,
+/// bit-flipped or half-copied file) is rebuilt, never trusted. After making an entry, the
+/// oldest entries (least recently used) go until the cache fits GPT2_PARITY_CACHE_MAX.
 pub fn cached_reference(python: &Path, request: &ReferenceRequest) -> Result<PathBuf> {
-    let path = cache_dir().join("references").join(format!("{}.safetensors", cache_key(request)));
-    let checksum = checksum_path(&path);
-    if let Some(problem) = cache_entry_problem(&path, &checksum, request) {
-        if path.exists() {
-            eprintln!("cached reference {} is unusable ({problem}); rebuilding it", path.display());
+    let max_bytes = cache_max_bytes()?;
+    let dir = cache_dir().join("references");
+    let family = family_key(request);
+    let path = dir.join(format!("{family}-{}.safetensors", prompts_key(request.prompts)));
+    for candidate in family_entries(&dir, &family) {
+        match cache_entry_problem(&candidate, request) {
+            None => {
+                // Reused: now the most recently used, the last to be pruned.
+                let _ =
+                    std::fs::File::options().append(true).open(&candidate).and_then(|file| file.set_modified(std::time::SystemTime::now()));
+                return Ok(candidate);
+            }
+            Some(EntryProblem::Unusable(problem)) if candidate == path => {
+                eprintln!("cached reference {} is unusable ({problem}); rebuilding it", candidate.display());
+            }
+            Some(EntryProblem::Unusable(problem)) => {
+                eprintln!("cached reference {} is unusable ({problem}); removing it", candidate.display());
+                let _ = std::fs::remove_file(checksum_path(&candidate));
+                let _ = std::fs::remove_file(&candidate);
+            }
+            Some(EntryProblem::OtherPrompts) => {}
         }
-        produce(python, request, &path)?;
-        let digest = content_checksum(&path)?;
-        write_atomically(&checksum, format!("{digest}\n").as_bytes())
-            .with_context(|| format!("cannot record the checksum of cached reference {}", path.display()))?;
     }
+    produce(python, request, &path)?;
+    let digest = content_checksum(&path)?;
+    write_atomically(&checksum_path(&path), format!("{digest}\n").as_bytes())
+        .with_context(|| format!("cannot record the checksum of cached reference {}", path.display()))?;
+    prune(&dir, &path, max_bytes);
     Ok(path)
 }
 
-/// Why the cache entry at `path` cannot be used, or `None` when it can.
-fn cache_entry_problem(path: &Path, checksum: &Path, request: &ReferenceRequest) -> Option<String> {
-    if !path.exists() {
-        return Some("absent".to_owned());
+/// GPT2_PARITY_CACHE_MAX: bytes, or a number with K, M or G (powers of 1024).
+fn cache_max_bytes() -> Result<u64> {
+    let Some(text) = std::env::var_os("GPT2_PARITY_CACHE_MAX").filter(|value| !value.is_empty()) else { return Ok(DEFAULT_CACHE_MAX) };
+    let text = text.to_string_lossy();
+    let trimmed = text.trim();
+    let (digits, unit) = match trimmed.char_indices().last() {
+        Some((at, 'K' | 'k')) => (&trimmed[..at], 1u64 << 10),
+        Some((at, 'M' | 'm')) => (&trimmed[..at], 1 << 20),
+        Some((at, 'G' | 'g')) => (&trimmed[..at], 1 << 30),
+        _ => (trimmed, 1),
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|count| count.checked_mul(unit))
+        .ok_or_else(|| anyhow!("GPT2_PARITY_CACHE_MAX={text:?} is not a size; use bytes or a number with K, M or G, e.g. 2G"))
+}
+
+/// The cache's entries for this model, script and switches, newest first.
+fn family_entries(dir: &Path, family: &str) -> Vec<PathBuf> {
+    let mut entries: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+            name.starts_with(&format!("{family}-")) && name.ends_with(".safetensors")
+        })
+        .map(|path| (std::fs::metadata(&path).and_then(|meta| meta.modified()).unwrap_or(std::time::UNIX_EPOCH), path))
+        .collect();
+    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.into_iter().map(|(_, path)| path).collect()
+}
+
+/// Removes the least recently used entries (and their checksums) until the references fit
+/// `max_bytes`; `keep`, just made, always stays. A file that cannot be removed is left.
+fn prune(dir: &Path, keep: &Path, max_bytes: u64) {
+    let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "safetensors"))
+        .filter_map(|path| {
+            let meta = std::fs::metadata(&path).ok()?;
+            let size = meta.len() + std::fs::metadata(checksum_path(&path)).map_or(0, |meta| meta.len());
+            Some((meta.modified().unwrap_or(std::time::UNIX_EPOCH), size, path))
+        })
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut total: u64 = entries.iter().map(|(_, size, _)| size).sum();
+    for (_, size, path) in entries {
+        if total <= max_bytes {
+            break;
+        }
+        if path != keep && std::fs::remove_file(&path).is_ok() {
+            let _ = std::fs::remove_file(checksum_path(&path));
+            total -= size;
+        }
     }
-    let recorded = match std::fs::read_to_string(checksum) {
+}
+
+enum EntryProblem {
+    /// A valid entry made for prompts that do not include all of the requested ones.
+    OtherPrompts,
+    /// Absent checksum, changed bytes, unreadable or mismatched: to be rebuilt.
+    Unusable(String),
+}
+
+/// Why the cache entry at `path` cannot serve `request`, or `None` when it can.
+fn cache_entry_problem(path: &Path, request: &ReferenceRequest) -> Option<EntryProblem> {
+    let recorded = match std::fs::read_to_string(checksum_path(path)) {
         Ok(text) => text.trim().to_owned(),
-        Err(_) => return Some("no checksum recorded".to_owned()),
+        Err(_) => return Some(EntryProblem::Unusable("no checksum recorded".to_owned())),
     };
     match content_checksum(path) {
         Ok(digest) if digest == recorded => {}
-        Ok(_) => return Some("its bytes differ from the checksum recorded when it was made".to_owned()),
-        Err(error) => return Some(format!("{error:#}")),
+        Ok(_) => return Some(EntryProblem::Unusable("its bytes differ from the checksum recorded when it was made".to_owned())),
+        Err(error) => return Some(EntryProblem::Unusable(format!("{error:#}"))),
     }
     match ReferenceFile::open(path) {
-        Ok(cached) if cached.meta.prompts == request.prompts && cached.meta.weights == request.weights_digest => None,
-        Ok(_) => Some("it was made for other prompts or weights".to_owned()),
-        Err(error) => Some(format!("{error:#}")),
+        Ok(cached) if cached.meta.weights != request.weights_digest => {
+            Some(EntryProblem::Unusable("it was made for other weights".to_owned()))
+        }
+        Ok(cached) if request.prompts.iter().all(|prompt| cached.meta.prompts.contains(prompt)) => None,
+        Ok(_) => Some(EntryProblem::OtherPrompts),
+        Err(error) => Some(EntryProblem::Unusable(format!("{error:#}"))),
     }
 }
 
@@ -104,7 +197,9 @@ fn content_checksum(path: &Path) -> Result<String> {
     Ok(format!("sha256:{:x}", hasher.finalize()))
 }
 
-fn cache_key(request: &ReferenceRequest) -> String {
+/// Names what a reference depends on besides its prompts: entries of one family differ only in
+/// their prompts, so one that holds a superset of the requested prompts can serve.
+fn family_key(request: &ReferenceRequest) -> String {
     let mut hasher = Sha256::new();
     let transformer_lens = request.transformer_lens.map(|options| format!("{options:?}")).unwrap_or_default();
     for part in [
@@ -118,11 +213,16 @@ fn cache_key(request: &ReferenceRequest) -> String {
         hasher.update(part.as_bytes());
         hasher.update([0]);
     }
-    for prompt in request.prompts {
+    format!("{:x}", hasher.finalize())[..32].to_owned()
+}
+
+fn prompts_key(prompts: &[String]) -> String {
+    let mut hasher = Sha256::new();
+    for prompt in prompts {
         hasher.update(prompt.as_bytes());
         hasher.update([0]);
     }
-    format!("{:x}", hasher.finalize())[..32].to_owned()
+    format!("{:x}", hasher.finalize())[..16].to_owned()
 }
 
 /// Runs the bundled script; it writes `output` atomically itself.
