@@ -138,7 +138,7 @@ fn merge(shards: Vec<(PathBuf, Report)>) -> Result<Report> {
 fn run_identity(report: &Report) -> Value {
     let mut value = serde_json::to_value(report).expect("reports serialize");
     let object = value.as_object_mut().expect("a report is an object");
-    for key in ["prompts", "worst", "passed", "shard", "repeatability", "attribution"] {
+    for key in ["prompts", "worst", "summary", "summary_notes", "passed", "shard", "repeatability", "attribution"] {
         object.remove(key);
     }
     for section in ["reference", "candidate"] {
