@@ -59,9 +59,9 @@ pub fn attribute(
     tolerance: Tolerance,
     token_text: &dyn Fn(i64) -> String,
 ) -> Result<Vec<StepRow>> {
-    // Every prompt through: the unprocessed model, all steps, and each row (baseline, each step
-    // alone, each accumulation of two or more).
-    let progress = progress_bar(((2 + 2 * steps.len()) * tokens.len()) as u64);
+    // Every prompt through: the unprocessed model, then each row (baseline, each step alone, each
+    // accumulation of two or more; the last is all steps).
+    let progress = progress_bar(((1 + 2 * steps.len()) * tokens.len()) as u64);
     let logits_of = |weights: &Weights| -> Result<Vec<Vec<f32>>> {
         tokens
             .iter()
