@@ -13,9 +13,9 @@ use crate::model::process::ProcessingOptions;
 use crate::tokenize::token_with_id;
 
 /// A difference of at most this many float32 ulps of the largest |reference|, spread over the
-/// matrix with every argmax agreeing, is called rounding noise. Float32 GPT-2 forwards in two
-/// implementations differ by about 1-30 ulps here; one wrong logit of 0.01 at GPT-2's magnitudes
-/// is hundreds.
+/// matrix with every argmax agreeing, is called rounding noise. On the fixture our float32
+/// forward and Hugging Face's differ by 3-5 such ulps; an error of 0.01 in one logit where the
+/// largest |logit| is 100 (GPT-2's scale) is about 840.
 const NOISE_ULPS: f64 = 64.0;
 
 /// What is known about how each side's logits were made, for judging a per-position shift.
