@@ -182,14 +182,33 @@ impl ReferenceFile {
             let floats = |name: &str| -> Result<Option<Vec<f32>>> {
                 Ok(self.optional_view(&tensors, index, name, Dtype::F32)?.map(|view| decode_f32(view.data())))
             };
-            Ok(PromptReference {
+            let prompt = PromptReference {
                 tokens: self.tokens(index)?,
                 logits: decode_f32(self.view(&tensors, index, "logits", Dtype::F32)?.data()),
                 resid: floats("resid")?,
                 tl_processed_logits: floats("tl_processed_logits")?,
                 tl_unprocessed_logits: floats("tl_unprocessed_logits")?,
-            })
+            };
+            for name in ["logits", "resid", "tl_processed_logits", "tl_unprocessed_logits"] {
+                if let Ok(view) = tensors.tensor(&format!("prompt.{index}.{name}")) {
+                    self.release(view.data());
+                }
+            }
+            Ok(prompt)
         })
+    }
+
+    /// Lets go of the mapped pages under `data` once they are copied out: reading every prompt
+    /// of a large reference would otherwise keep the whole file resident in this process. The
+    /// page cache keeps them, and a later read maps them in again.
+    fn release(&self, data: &[u8]) {
+        if let Bytes::Mapped(map) = &self.bytes {
+            let offset = data.as_ptr() as usize - map.as_ptr() as usize;
+            // SAFETY: the map is a read-only shared mapping of a file: MADV_DONTNEED only drops
+            // pages from this process's page tables, and the next access reads the same bytes
+            // from the file again. Advice is advisory; a refusal changes nothing.
+            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, data.len()) };
+        }
     }
 
     /// Prompt `index`'s token ids.

@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use tch::Kind;
 
+use super::spill::LogitsSpill;
 use super::{candidate, explain, load_weights, progress_bar, to_vec, ModelInputs};
 use crate::cli::CompareArgs;
 use crate::compare::attribution::StepRow;
@@ -170,10 +171,10 @@ fn compare_models(
         weights.as_ref().map(|weights| to_vec(&forward(weights, tokens).logits)).transpose()
     };
 
-    // Pass 1: the unprocessed model. Only its logits are kept, for processed-vs-unprocessed.
+    // Pass 1: the unprocessed model. Its logits (and their float64 counterpart) are spilled to
+    // disk for processed-vs-unprocessed, so that memory stays flat however many prompts there are.
     let mut reports = Vec::with_capacity(cases.len());
-    let mut unprocessed_logits = Vec::with_capacity(cases.len());
-    let mut unprocessed_float64 = Vec::with_capacity(cases.len());
+    let mut spill = LogitsSpill::new()?;
     for case in cases {
         let reference_prompt = reference.prompt(case.reference_index)?;
         let candidate = run_candidate(&weights, &case.tokens, &mut repeatability)?;
@@ -192,10 +193,13 @@ fn compare_models(
             (&reference_prompt.logits, ReferenceFloat64::External),
         );
         reports.push(vec![comparison]);
-        unprocessed_logits.push(candidate.logits);
-        unprocessed_float64.push(exact);
+        spill.push(&candidate.logits)?;
+        if let Some(exact) = &exact {
+            spill.push(exact)?;
+        }
         progress.inc(1);
     }
+    spill.rewind()?;
 
     let attribution = if args.attribution {
         let tokens: Vec<Vec<i64>> = cases.iter().map(|case| case.tokens.clone()).collect();
@@ -214,10 +218,10 @@ fn compare_models(
     let processed_vs_unprocessed = Provenance { reference_center_unembed: Some(false), ..processed_vs_reference.clone() };
     let processed_vs_tl = Provenance::against_recorded(&processing, reference.meta.transformer_lens_processing.as_ref());
     let unprocessed_vs_tl = Provenance { reference_center_unembed: Some(false), ..Provenance::default() };
-    for (((case, comparisons), unprocessed), unprocessed_exact) in
-        cases.iter().zip(&mut reports).zip(&unprocessed_logits).zip(&unprocessed_float64)
-    {
+    for (case, comparisons) in cases.iter().zip(&mut reports) {
         let reference_prompt = reference.prompt(case.reference_index)?;
+        let unprocessed = &spill.next(case.tokens.len() * comparer.vocab)?;
+        let unprocessed_exact = processed_float64.as_ref().map(|_| spill.next(case.tokens.len() * comparer.vocab)).transpose()?;
         let candidate = run_candidate(&processed, &case.tokens, &mut repeatability)?;
         let exact = float64_logits(&processed_float64, &case.tokens)?;
         let processed_sides = (&candidate.logits[..], exact.as_deref());
