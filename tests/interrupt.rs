@@ -53,3 +53,38 @@ fn ctrl_c_while_the_reference_is_made_stops_promptly_and_cleans_up() {
         eprintln!("interrupted after {delay_ms} ms: stopped in {elapsed:?}, cache holds {:?}", files_in(cache.path()));
     }
 }
+
+/// compare keeps the unprocessed pass's logits in a temporary file in TMPDIR until the processed
+/// pass has read them: gone after a run, and after Ctrl-C in the middle of one.
+#[test]
+fn the_logits_spill_is_removed_after_a_run_and_on_ctrl_c() {
+    let compare = |tmp: &Path, repeat: &str| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("gpt2-parity"))
+            .env("HF_HUB_OFFLINE", "1")
+            .env("TMPDIR", tmp)
+            .args(["compare", "--repeat", repeat, "--model"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-gpt2"))
+            .arg("--reference")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/tiny-gpt2.safetensors"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(compare(tmp.path(), "1").wait().unwrap().code(), Some(0));
+    assert!(files_in(tmp.path()).is_empty(), "left in TMPDIR: {:?}", files_in(tmp.path()));
+
+    // Many repeats of each forward keep the run inside its passes long enough to interrupt.
+    let mut child = compare(tmp.path(), "400");
+    let started = Instant::now();
+    while files_in(tmp.path()).is_empty() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before its spill file appeared");
+        assert!(started.elapsed() < Duration::from_secs(60), "no spill file within a minute");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on a child this test spawned and has not reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(files_in(tmp.path()).is_empty(), "left in TMPDIR after Ctrl-C: {:?}", files_in(tmp.path()));
+}
