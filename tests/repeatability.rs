@@ -56,3 +56,24 @@ fn a_closed_pipe_ends_the_run_quietly() {
     assert!(output.stderr.is_empty(), "nothing on stderr: {}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 1);
 }
+
+/// The statistics run on every core (RAYON_NUM_THREADS limits them); each position is computed
+/// whole by one thread and positions combine in order, so the count changes no bit of the report.
+#[test]
+fn the_report_is_the_same_whatever_the_statistics_thread_count() {
+    let report = |threads: &str| {
+        let output = gpt2_parity()
+            .env("RAYON_NUM_THREADS", threads)
+            .args(["compare", "--format", "json", "--model"])
+            .arg(fixture_dir())
+            .arg("--reference")
+            .arg(fixture_reference())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    };
+    let one = report("1");
+    assert!(!one.is_empty());
+    assert_eq!(report("3"), one, "1 and 3 statistics threads give the same bytes");
+}

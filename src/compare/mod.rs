@@ -2,6 +2,7 @@
 //! processing step a difference comes from (attribution).
 pub mod attribution;
 pub mod diagnose;
+mod kernel;
 pub mod noise_floor;
 pub mod stats;
 

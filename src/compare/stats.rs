@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::diagnose::Cause;
+use super::kernel::{self, top_k, TOP_K};
 use super::noise_floor::NoiseFloor;
 
 /// numpy's allclose: |candidate - reference| <= atol + rtol * |reference|.
@@ -233,6 +234,11 @@ struct Totals {
     top5_overlap_sum: f64,
     positions_outside: Vec<usize>,
     centered_positions_outside: Vec<usize>,
+    position_shift: Vec<f64>,
+    position_max_abs_diff: Vec<f64>,
+    /// (mean, sample std) of each side over the whole matrix.
+    candidate_moments: (f64, f64),
+    reference_moments: (f64, f64),
 }
 
 /// Compares two [positions, vocab] logit matrices. `token_text` names vocabulary entries.
@@ -246,91 +252,83 @@ pub fn compare_logits(
     token_text: &dyn Fn(i64) -> String,
 ) -> Comparison {
     debug_assert_eq!(candidate.len(), reference.len());
-    let mut totals = Totals::default();
-    let mut position_shift = Vec::new();
-    let mut position_max_abs_diff = Vec::new();
-    for (position, (candidate_row, reference_row)) in candidate.chunks_exact(vocab).zip(reference.chunks_exact(vocab)).enumerate() {
-        let (candidate_mean, reference_mean) = (finite_mean(candidate_row), finite_mean(reference_row));
-        position_shift.push(candidate_mean - reference_mean);
-        position_max_abs_diff.push(row_max_abs_diff(candidate_row, reference_row));
-        let outside_before = totals.violations_under(criterion);
-        let centered_before = totals.centered_violations;
-        for (column, (&c, &r)) in candidate_row.iter().zip(reference_row).enumerate() {
-            totals.add_element(
-                position * vocab + column,
-                f64::from(c),
-                f64::from(r),
-                (candidate_mean, reference_mean),
-                criterion,
-                tolerance,
-            );
-        }
-        if totals.violations_under(criterion) > outside_before {
-            totals.positions_outside.push(position);
-        }
-        if totals.centered_violations > centered_before {
-            totals.centered_positions_outside.push(position);
-        }
-        totals.add_distributions(candidate_row, reference_row);
-    }
-    let positions = position_shift.len().max(1) as f64;
-    let location = |index: usize| {
-        let token_id = (index % vocab) as i64;
-        DiffLocation { position: index / vocab, token_id, token: token_text(token_id) }
+    let totals = match kernel::summarize_rows(candidate, reference, vocab, criterion, tolerance) {
+        Some(rows) => Totals::from_rows(&rows, vocab, criterion),
+        None => Totals::element_by_element(candidate, reference, vocab, criterion, tolerance),
     };
-    let (candidate_mean, candidate_std) = mean_and_std(candidate);
-    let (reference_mean, reference_std) = mean_and_std(reference);
-    let outside_allclose = totals.violations_under(criterion);
-    let finite = totals.finite.max(1) as f64;
-    let worst_at = totals.first_non_finite.or(totals.worst_at);
-    let worst_is_position_shift = criterion == Criterion::Raw
-        && totals.first_non_finite.is_none()
-        && totals.worst_excess > tolerance.atol
-        && worst_at.is_some_and(|index| !totals.centered_positions_outside.contains(&(index / vocab)));
-    let mut comparison = Comparison {
-        name: name.to_owned(),
-        criterion,
-        candidate_mean,
-        reference_mean,
-        candidate_std,
-        reference_std,
-        max_abs_diff: totals.max_abs_diff,
-        raw_max_abs_diff_at: totals.max_at.map(location),
-        max_abs_diff_at: worst_at.map(location),
-        worst_abs_diff: totals.worst_abs_diff,
-        worst_is_position_shift,
-        mean_abs_diff: totals.abs_diff_sum / finite,
-        rmse: (totals.squared_diff_sum / finite).sqrt(),
-        cosine_similarity: totals.dot / (totals.candidate_norm2.sqrt() * totals.reference_norm2.sqrt()),
-        max_rel_diff: totals.max_rel_diff,
-        centered_max_abs_diff: totals.centered_max_abs_diff,
-        position_shift,
-        position_max_abs_diff,
-        violations: totals.violations,
-        centered_violations: totals.centered_violations,
-        outside_allclose,
-        outside_allclose_percent: 100.0 * outside_allclose as f64 / candidate.len().max(1) as f64,
-        positions_outside: totals.positions_outside,
-        min_passing_atol: totals.min_passing_atol,
-        log_softmax_max_abs_diff: totals.log_softmax_max_abs_diff,
-        kl_mean: totals.kl_sum / totals.kl_rows.max(1) as f64,
-        kl_max: totals.kl_max,
-        top1_agreement: totals.top1_agreements as f64 / positions,
-        top5_overlap: totals.top5_overlap_sum / positions,
-        non_finite: totals.non_finite,
-        candidate_non_finite: totals.candidate_non_finite,
-        reference_non_finite: totals.reference_non_finite,
-        first_non_finite_at: totals.first_non_finite.map(location),
-        resid: None,
-        noise_floor: None,
-        likely_cause: None,
-        findings: Vec::new(),
-        passed: totals.non_finite == 0 && outside_allclose == 0,
-    };
-    if totals.non_finite > 0 {
-        comparison.cannot_compute_differences();
+    totals.into_comparison(name, criterion, candidate.len(), vocab, tolerance, token_text)
+}
+
+impl Totals {
+    fn into_comparison(
+        self,
+        name: &str,
+        criterion: Criterion,
+        elements: usize,
+        vocab: usize,
+        tolerance: Tolerance,
+        token_text: &dyn Fn(i64) -> String,
+    ) -> Comparison {
+        let totals = self;
+        let positions = totals.position_shift.len().max(1) as f64;
+        let location = |index: usize| {
+            let token_id = (index % vocab) as i64;
+            DiffLocation { position: index / vocab, token_id, token: token_text(token_id) }
+        };
+        let (candidate_mean, candidate_std) = totals.candidate_moments;
+        let (reference_mean, reference_std) = totals.reference_moments;
+        let outside_allclose = totals.violations_under(criterion);
+        let finite = totals.finite.max(1) as f64;
+        let worst_at = totals.first_non_finite.or(totals.worst_at);
+        let worst_is_position_shift = criterion == Criterion::Raw
+            && totals.first_non_finite.is_none()
+            && totals.worst_excess > tolerance.atol
+            && worst_at.is_some_and(|index| !totals.centered_positions_outside.contains(&(index / vocab)));
+        let mut comparison = Comparison {
+            name: name.to_owned(),
+            criterion,
+            candidate_mean,
+            reference_mean,
+            candidate_std,
+            reference_std,
+            max_abs_diff: totals.max_abs_diff,
+            raw_max_abs_diff_at: totals.max_at.map(location),
+            max_abs_diff_at: worst_at.map(location),
+            worst_abs_diff: totals.worst_abs_diff,
+            worst_is_position_shift,
+            mean_abs_diff: totals.abs_diff_sum / finite,
+            rmse: (totals.squared_diff_sum / finite).sqrt(),
+            cosine_similarity: totals.dot / (totals.candidate_norm2.sqrt() * totals.reference_norm2.sqrt()),
+            max_rel_diff: totals.max_rel_diff,
+            centered_max_abs_diff: totals.centered_max_abs_diff,
+            position_shift: totals.position_shift,
+            position_max_abs_diff: totals.position_max_abs_diff,
+            violations: totals.violations,
+            centered_violations: totals.centered_violations,
+            outside_allclose,
+            outside_allclose_percent: 100.0 * outside_allclose as f64 / elements.max(1) as f64,
+            positions_outside: totals.positions_outside,
+            min_passing_atol: totals.min_passing_atol,
+            log_softmax_max_abs_diff: totals.log_softmax_max_abs_diff,
+            kl_mean: totals.kl_sum / totals.kl_rows.max(1) as f64,
+            kl_max: totals.kl_max,
+            top1_agreement: totals.top1_agreements as f64 / positions,
+            top5_overlap: totals.top5_overlap_sum / positions,
+            non_finite: totals.non_finite,
+            candidate_non_finite: totals.candidate_non_finite,
+            reference_non_finite: totals.reference_non_finite,
+            first_non_finite_at: totals.first_non_finite.map(location),
+            resid: None,
+            noise_floor: None,
+            likely_cause: None,
+            findings: Vec::new(),
+            passed: totals.non_finite == 0 && outside_allclose == 0,
+        };
+        if totals.non_finite > 0 {
+            comparison.cannot_compute_differences();
+        }
+        comparison
     }
-    comparison
 }
 
 impl Comparison {
@@ -360,6 +358,84 @@ impl Comparison {
 }
 
 impl Totals {
+    /// The definitions, element by element in one pass per row: what non-finite values do is
+    /// decided here, and the tests hold the fast path ([`kernel`]) to it.
+    fn element_by_element(candidate: &[f32], reference: &[f32], vocab: usize, criterion: Criterion, tolerance: Tolerance) -> Self {
+        let mut totals = Totals::default();
+        for (position, (candidate_row, reference_row)) in candidate.chunks_exact(vocab).zip(reference.chunks_exact(vocab)).enumerate() {
+            let (candidate_mean, reference_mean) = (finite_mean(candidate_row), finite_mean(reference_row));
+            totals.position_shift.push(candidate_mean - reference_mean);
+            totals.position_max_abs_diff.push(row_max_abs_diff(candidate_row, reference_row));
+            let outside_before = totals.violations_under(criterion);
+            let centered_before = totals.centered_violations;
+            for (column, (&c, &r)) in candidate_row.iter().zip(reference_row).enumerate() {
+                totals.add_element(
+                    position * vocab + column,
+                    f64::from(c),
+                    f64::from(r),
+                    (candidate_mean, reference_mean),
+                    criterion,
+                    tolerance,
+                );
+            }
+            if totals.violations_under(criterion) > outside_before {
+                totals.positions_outside.push(position);
+            }
+            if totals.centered_violations > centered_before {
+                totals.centered_positions_outside.push(position);
+            }
+            totals.add_distributions(candidate_row, reference_row);
+        }
+        totals.candidate_moments = mean_and_std(candidate);
+        totals.reference_moments = mean_and_std(reference);
+        totals
+    }
+
+    /// The same totals from the fast path's per-row summaries, combined in position order.
+    fn from_rows(rows: &[kernel::RowSummary], vocab: usize, criterion: Criterion) -> Self {
+        let mut totals = Totals::default();
+        for (position, row) in rows.iter().enumerate() {
+            let start = position * vocab;
+            totals.finite += vocab;
+            totals.abs_diff_sum += row.abs_diff_sum;
+            totals.squared_diff_sum += row.squared_diff_sum;
+            totals.dot += row.dot;
+            totals.candidate_norm2 += row.candidate_norm2;
+            totals.reference_norm2 += row.reference_norm2;
+            if totals.max_at.is_none() || row.max_abs_diff > totals.max_abs_diff {
+                totals.max_abs_diff = row.max_abs_diff;
+                totals.max_at = Some(start + row.max_column);
+            }
+            if totals.worst_at.is_none() || row.worst_excess > totals.worst_excess {
+                totals.worst_excess = row.worst_excess;
+                totals.worst_abs_diff = row.worst_abs_diff;
+                totals.worst_at = Some(start + row.worst_column);
+            }
+            totals.min_passing_atol = totals.min_passing_atol.max(row.worst_excess);
+            totals.max_rel_diff = totals.max_rel_diff.max(row.max_rel_diff);
+            totals.centered_max_abs_diff = totals.centered_max_abs_diff.max(row.centered_max_abs_diff);
+            totals.violations += row.violations;
+            totals.centered_violations += row.centered_violations;
+            let outside = match criterion {
+                Criterion::Raw => row.violations,
+                Criterion::ShiftInvariant => row.centered_violations,
+            };
+            if outside > 0 {
+                totals.positions_outside.push(position);
+            }
+            if row.centered_violations > 0 {
+                totals.centered_positions_outside.push(position);
+            }
+            totals.position_shift.push(row.candidate_mean - row.reference_mean);
+            totals.position_max_abs_diff.push(row.max_abs_diff);
+            totals.log_softmax_max_abs_diff = totals.log_softmax_max_abs_diff.max(row.log_softmax_max_abs_diff);
+            totals.add_kl_and_top_k(row.kl, &row.candidate_top, &row.reference_top);
+        }
+        totals.candidate_moments = kernel::mean_and_std(rows, vocab, |row| (row.candidate_mean, row.candidate_m2));
+        totals.reference_moments = kernel::mean_and_std(rows, vocab, |row| (row.reference_mean, row.reference_m2));
+        totals
+    }
+
     fn violations_under(&self, criterion: Criterion) -> usize {
         match criterion {
             Criterion::Raw => self.violations,
@@ -418,11 +494,13 @@ impl Totals {
             kl += log_p.exp() * (log_p - log_q);
         }
         // Rounding can push a KL of identical distributions a hair below zero.
-        let kl = kl.max(0.0);
+        self.add_kl_and_top_k(kl.max(0.0), &top_k(candidate, TOP_K), &top_k(reference, TOP_K));
+    }
+
+    fn add_kl_and_top_k(&mut self, kl: f64, candidate_top: &[usize], reference_top: &[usize]) {
         self.kl_sum += kl;
         self.kl_max = self.kl_max.max(kl);
         self.kl_rows += 1;
-        let (candidate_top, reference_top) = (top_k(candidate, 5), top_k(reference, 5));
         self.top1_agreements += usize::from(candidate_top[0] == reference_top[0]);
         self.top5_overlap_sum += reference_top.iter().filter(|id| candidate_top.contains(id)).count() as f64 / reference_top.len() as f64;
     }
@@ -435,20 +513,6 @@ fn log_sum_exp(row: &[f32]) -> Option<f64> {
     }
     let max = row.iter().map(|&v| f64::from(v)).fold(f64::NEG_INFINITY, f64::max);
     Some(max + row.iter().map(|&v| (f64::from(v) - max).exp()).sum::<f64>().ln())
-}
-
-/// Indices of the k largest values of a non-empty row, largest first (ties: lower index first).
-fn top_k(row: &[f32], k: usize) -> Vec<usize> {
-    let mut best: Vec<usize> = Vec::with_capacity(k + 1);
-    for (index, &value) in row.iter().enumerate() {
-        if best.len() == k && value <= row[best[k - 1]] {
-            continue;
-        }
-        let at = best.iter().position(|&other| value > row[other]).unwrap_or(best.len());
-        best.insert(at, index);
-        best.truncate(k);
-    }
-    best
 }
 
 /// Compares residual streams [L+1, T, D] snapshot by snapshot. With `center_reference`, the
@@ -713,5 +777,128 @@ mod tests {
         }
         assert_eq!(c.max_abs_diff_at.as_ref().map(|at| (at.position, at.token_id)), Some((0, 3)), "the first non-finite element");
         assert!(serde_json::to_value(&c).unwrap()["max_abs_diff"].is_null());
+    }
+
+    /// The fast path ([`kernel`]) and the element-by-element definitions on the same input.
+    fn both_paths(criterion: Criterion, candidate: &[f32], reference: &[f32], vocab: usize, tolerance: Tolerance) -> [Comparison; 2] {
+        let name = |id: i64| format!("t{id}");
+        let rows = kernel::summarize_rows(candidate, reference, vocab, criterion, tolerance).expect("finite input");
+        [
+            Totals::from_rows(&rows, vocab, criterion).into_comparison("fast", criterion, candidate.len(), vocab, tolerance, &name),
+            Totals::element_by_element(candidate, reference, vocab, criterion, tolerance).into_comparison(
+                "plain",
+                criterion,
+                candidate.len(),
+                vocab,
+                tolerance,
+                &name,
+            ),
+        ]
+    }
+
+    /// What the fast path may differ by: nothing for counts, places and verdicts, nor for
+    /// figures computed element by element the same way (max |diff|, max relative diff); the
+    /// rounding of sums in lanes and of the row means elsewhere; and for KL and the log-softmax
+    /// difference, the rounding of the element-by-element formula's two log-sum-exps at these
+    /// magnitudes.
+    fn assert_within_rounding(fast: &Comparison, plain: &Comparison, case: &str) {
+        assert_eq!(
+            (fast.violations, fast.centered_violations, fast.outside_allclose, &fast.positions_outside, fast.passed),
+            (plain.violations, plain.centered_violations, plain.outside_allclose, &plain.positions_outside, plain.passed),
+            "{case}: verdicts"
+        );
+        assert_eq!((&fast.max_abs_diff_at, &fast.raw_max_abs_diff_at), (&plain.max_abs_diff_at, &plain.raw_max_abs_diff_at), "{case}");
+        assert_eq!(
+            (fast.top1_agreement, fast.top5_overlap, fast.worst_is_position_shift),
+            (plain.top1_agreement, plain.top5_overlap, plain.worst_is_position_shift),
+            "{case}"
+        );
+        assert_eq!((fast.max_abs_diff, fast.max_rel_diff), (plain.max_abs_diff, plain.max_rel_diff), "{case}: element-wise maxima");
+        assert_eq!(fast.position_max_abs_diff, plain.position_max_abs_diff, "{case}");
+        let close = |what: &str, a: f64, b: f64, absolute: f64, relative: f64| {
+            assert!((a - b).abs() <= absolute + relative * b.abs(), "{case}: {what} {a} vs {b}");
+        };
+        for (what, a, b) in [
+            ("candidate_mean", fast.candidate_mean, plain.candidate_mean),
+            ("reference_mean", fast.reference_mean, plain.reference_mean),
+            ("candidate_std", fast.candidate_std, plain.candidate_std),
+            ("reference_std", fast.reference_std, plain.reference_std),
+            ("mean_abs_diff", fast.mean_abs_diff, plain.mean_abs_diff),
+            ("rmse", fast.rmse, plain.rmse),
+            ("cosine_similarity", fast.cosine_similarity, plain.cosine_similarity),
+        ] {
+            close(what, a, b, 0.0, 1e-12);
+        }
+        for (what, a, b) in [
+            ("worst_abs_diff", fast.worst_abs_diff, plain.worst_abs_diff),
+            ("centered_max_abs_diff", fast.centered_max_abs_diff, plain.centered_max_abs_diff),
+            ("min_passing_atol", fast.min_passing_atol, plain.min_passing_atol),
+            ("log_softmax_max_abs_diff", fast.log_softmax_max_abs_diff, plain.log_softmax_max_abs_diff),
+            ("kl_mean", fast.kl_mean, plain.kl_mean),
+            ("kl_max", fast.kl_max, plain.kl_max),
+        ] {
+            close(what, a, b, 1e-12, 1e-9);
+        }
+        for (a, b) in fast.position_shift.iter().zip(&plain.position_shift) {
+            close("position_shift", *a, *b, 1e-12, 0.0);
+        }
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_definitions_within_rounding() {
+        let tolerance = Tolerance { atol: 1e-4, rtol: 1e-5 };
+        // 501 entries: rows that do not fill the last set of lanes.
+        let (positions, vocab) = (6, 501);
+        for seed in 0..12 {
+            let mut next = uniform(500 + seed);
+            let (candidate, reference) = gpt2_like(seed, positions, vocab);
+            // A center_unembed-like shift per position, and faults from rounding size to large.
+            let mut shifted = candidate.clone();
+            for row in shifted.chunks_exact_mut(vocab) {
+                let shift = (20.0 * next() - 10.0) as f32;
+                row.iter_mut().for_each(|value| *value += shift);
+            }
+            let mut faulty = candidate.clone();
+            for _ in 0..3 {
+                let at = (next() * faulty.len() as f64) as usize;
+                faulty[at] += (10f64.powf(-5.0 + 6.0 * next()) * if next() < 0.5 { -1.0 } else { 1.0 }) as f32;
+            }
+            // Near-zero logits, as a tiny random model gives.
+            let small: Vec<f32> = reference.iter().map(|&r| (r + 60.0) / 50.0).collect();
+            let small_candidate: Vec<f32> = small.iter().map(|&r| r + 1e-6 * (next() as f32 - 0.5)).collect();
+            for (case, candidate, reference) in [
+                ("noise", &candidate, &reference),
+                ("shifted", &shifted, &reference),
+                ("faulty", &faulty, &reference),
+                ("small", &small_candidate, &small),
+                ("identical", &reference, &reference),
+            ] {
+                for criterion in [Criterion::Raw, Criterion::ShiftInvariant] {
+                    let [fast, plain] = both_paths(criterion, candidate, reference, vocab, tolerance);
+                    assert_within_rounding(&fast, &plain, &format!("{case}, {criterion:?}, seed {seed}"));
+                }
+            }
+        }
+        let [fast, plain] = both_paths(Criterion::Raw, &CANDIDATE, &REFERENCE, 6, TOLERANCE);
+        assert_within_rounding(&fast, &plain, "hand-made");
+    }
+
+    #[test]
+    fn the_figures_do_not_depend_on_the_thread_count() {
+        let tolerance = Tolerance { atol: 1e-4, rtol: 1e-5 };
+        let (candidate, reference) = gpt2_like(3, 37, 1000);
+        let json = |threads: usize, criterion: Criterion| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let comparison = compare_logits("threads", criterion, &candidate, &reference, 1000, tolerance, &|id| id.to_string());
+                serde_json::to_string(&comparison).unwrap()
+            })
+        };
+        for criterion in [Criterion::Raw, Criterion::ShiftInvariant] {
+            let one = json(1, criterion);
+            for threads in [2, 3, 8] {
+                assert_eq!(json(threads, criterion), one, "{threads} threads, {criterion:?}");
+            }
+        }
     }
 }

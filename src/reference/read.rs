@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use memmap2::Mmap;
-use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use safetensors::tensor::{Metadata, TensorView};
+use safetensors::{Dtype, SafeTensors};
 use serde::Serialize;
+use zerocopy::IntoBytes;
 
 use crate::model::Gpt2Config;
 use crate::timings::{timed, Phase};
@@ -47,12 +49,36 @@ pub struct PromptReference {
 pub struct ReferenceFile {
     path: PathBuf,
     bytes: Bytes,
+    /// The safetensors header, parsed once: it grows with the prompt count, and every prompt is
+    /// looked up in it.
+    header: Header,
     pub meta: ReferenceMeta,
+}
+
+struct Header {
+    size: usize,
+    tensors: Metadata,
+}
+
+/// The file's tensors, as views into its bytes.
+struct Tensors<'a> {
+    header: &'a Metadata,
+    data: &'a [u8],
+}
+
+impl<'a> Tensors<'a> {
+    fn tensor(&self, name: &str) -> Option<TensorView<'a>> {
+        let info = self.header.info(name)?;
+        let (start, end) = info.data_offsets;
+        // The offsets and shapes were validated against each other and the file size at open.
+        TensorView::new(info.dtype, info.shape.clone(), &self.data[start..end]).ok()
+    }
 }
 
 /// The file's bytes: memory-mapped from disk, or handed over in memory.
 enum Bytes {
-    Mapped(Mmap),
+    /// The file too: tensor data is read from it rather than through the map (see `floats`).
+    Mapped(Mmap, File),
     Owned(Vec<u8>),
 }
 
@@ -61,7 +87,7 @@ impl std::ops::Deref for Bytes {
 
     fn deref(&self) -> &[u8] {
         match self {
-            Bytes::Mapped(map) => map,
+            Bytes::Mapped(map, _) => map,
             Bytes::Owned(bytes) => bytes,
         }
     }
@@ -79,7 +105,7 @@ impl ReferenceFile {
         }
         // SAFETY: read-only map of a file the tool only reads; see model::load for the same choice.
         let map = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map reference {shown}"))?;
-        Self::from_parts(Bytes::Mapped(map), path)
+        Self::from_parts(Bytes::Mapped(map, file), path)
     }
 
     /// Reads a reference held in memory; `origin` names it in errors. Checks as [`Self::open`] does.
@@ -89,8 +115,10 @@ impl ReferenceFile {
 
     fn from_parts(bytes: Bytes, path: &Path) -> Result<Self> {
         timed(Phase::Reference, || {
-            let meta = parse_meta(&bytes, path)?;
-            let reference = Self { path: path.to_path_buf(), bytes, meta };
+            let (size, tensors) = SafeTensors::read_metadata(&bytes)
+                .map_err(|error| anyhow!("reference {} is not a readable safetensors file ({error}); regenerate it", path.display()))?;
+            let meta = parse_meta(&tensors, path)?;
+            let reference = Self { path: path.to_path_buf(), bytes, header: Header { size, tensors }, meta };
             reference.check_structure()?;
             Ok(reference)
         })
@@ -100,13 +128,12 @@ impl ReferenceFile {
         &self.path
     }
 
-    fn tensors(&self) -> Result<SafeTensors<'_>> {
-        SafeTensors::deserialize(&self.bytes)
-            .map_err(|error| anyhow!("reference {} is not a readable safetensors file ({error}); regenerate it", self.path.display()))
+    fn tensors(&self) -> Tensors<'_> {
+        Tensors { header: &self.header.tensors, data: &self.bytes[8 + self.header.size..] }
     }
 
     fn check_structure(&self) -> Result<()> {
-        let tensors = self.tensors()?;
+        let tensors = self.tensors();
         for index in 0..self.meta.prompts.len() {
             let tokens = self.view(&tensors, index, "tokens", Dtype::I64)?;
             let positions = tokens.shape().first().copied().unwrap_or(0);
@@ -153,7 +180,7 @@ impl ReferenceFile {
                 self.meta.weights
             );
         }
-        let tensors = self.tensors()?;
+        let tensors = self.tensors();
         let expect = |index: usize, name: &str, axis: usize, expected: i64, what: &str| -> Result<()> {
             if let Some(view) = self.optional_view(&tensors, index, name, Dtype::F32)? {
                 let found = view.shape()[axis] as i64;
@@ -178,55 +205,50 @@ impl ReferenceFile {
     /// Loads prompt `index`'s tensors.
     pub fn prompt(&self, index: usize) -> Result<PromptReference> {
         timed(Phase::Reference, || {
-            let tensors = self.tensors()?;
+            let tensors = self.tensors();
             let floats = |name: &str| -> Result<Option<Vec<f32>>> {
-                Ok(self.optional_view(&tensors, index, name, Dtype::F32)?.map(|view| decode_f32(view.data())))
+                self.optional_view(&tensors, index, name, Dtype::F32)?.map(|view| self.floats(&view)).transpose()
             };
-            let prompt = PromptReference {
+            Ok(PromptReference {
                 tokens: self.tokens(index)?,
-                logits: decode_f32(self.view(&tensors, index, "logits", Dtype::F32)?.data()),
+                logits: self.floats(&self.view(&tensors, index, "logits", Dtype::F32)?)?,
                 resid: floats("resid")?,
                 tl_processed_logits: floats("tl_processed_logits")?,
                 tl_unprocessed_logits: floats("tl_unprocessed_logits")?,
-            };
-            for name in ["logits", "resid", "tl_processed_logits", "tl_unprocessed_logits"] {
-                if let Ok(view) = tensors.tensor(&format!("prompt.{index}.{name}")) {
-                    self.release(view.data());
-                }
-            }
-            Ok(prompt)
+            })
         })
     }
 
-    /// Lets go of the mapped pages under `data` once they are copied out: reading every prompt
-    /// of a large reference would otherwise keep the whole file resident in this process. The
-    /// page cache keeps them, and a later read maps them in again.
-    fn release(&self, data: &[u8]) {
-        if let Bytes::Mapped(map) = &self.bytes {
-            let offset = data.as_ptr() as usize - map.as_ptr() as usize;
-            // SAFETY: the map is a read-only shared mapping of a file: MADV_DONTNEED only drops
-            // pages from this process's page tables, and the next access reads the same bytes
-            // from the file again. Advice is advisory; a refusal changes nothing.
-            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, data.len()) };
-        }
+    /// A float32 tensor's values. From a file they are read with one positioned read: going
+    /// through the map would fault every page into this process and keep it there, so that
+    /// checking every prompt of a large reference would hold the whole file in memory.
+    fn floats(&self, view: &TensorView) -> Result<Vec<f32>> {
+        let Bytes::Mapped(map, file) = &self.bytes else { return Ok(decode_f32(view.data())) };
+        let offset = view.data().as_ptr() as usize - map.as_ptr() as usize;
+        let mut values = vec![0.0f32; view.data().len() / 4];
+        std::os::unix::fs::FileExt::read_exact_at(file, values.as_mut_bytes(), offset as u64)
+            .with_context(|| format!("cannot read reference {}; is it being rewritten?", self.path.display()))?;
+        // The format is little-endian: a no-op on little-endian machines.
+        values.iter_mut().for_each(|value| *value = f32::from_bits(u32::from_le(value.to_bits())));
+        Ok(values)
     }
 
     /// Prompt `index`'s token ids.
     pub fn tokens(&self, index: usize) -> Result<Vec<i64>> {
-        let tensors = self.tensors()?;
+        let tensors = self.tensors();
         let view = self.view(&tensors, index, "tokens", Dtype::I64)?;
         Ok(view.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8-byte chunk"))).collect())
     }
 
-    fn view<'a>(&self, tensors: &SafeTensors<'a>, index: usize, name: &str, dtype: Dtype) -> Result<TensorView<'a>> {
+    fn view<'a>(&self, tensors: &Tensors<'a>, index: usize, name: &str, dtype: Dtype) -> Result<TensorView<'a>> {
         self.optional_view(tensors, index, name, dtype)?.ok_or_else(|| {
             anyhow!("reference {} lacks tensor prompt.{index}.{name}; regenerate it (docs/reference-format.md)", self.path.display())
         })
     }
 
-    fn optional_view<'a>(&self, tensors: &SafeTensors<'a>, index: usize, name: &str, dtype: Dtype) -> Result<Option<TensorView<'a>>> {
+    fn optional_view<'a>(&self, tensors: &Tensors<'a>, index: usize, name: &str, dtype: Dtype) -> Result<Option<TensorView<'a>>> {
         let full_name = format!("prompt.{index}.{name}");
-        let Ok(view) = tensors.tensor(&full_name) else { return Ok(None) };
+        let Some(view) = tensors.tensor(&full_name) else { return Ok(None) };
         if view.dtype() != dtype {
             bail!(
                 "reference {}: tensor {full_name} has dtype {:?}, the format requires {dtype:?}; regenerate it (docs/reference-format.md)",
@@ -242,10 +264,8 @@ fn decode_f32(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4-byte chunk"))).collect()
 }
 
-fn parse_meta(bytes: &[u8], path: &Path) -> Result<ReferenceMeta> {
+fn parse_meta(header: &Metadata, path: &Path) -> Result<ReferenceMeta> {
     let shown = path.display();
-    let (_, header) = SafeTensors::read_metadata(bytes)
-        .map_err(|error| anyhow!("reference {shown} is not a readable safetensors file ({error}); regenerate it"))?;
     let empty = HashMap::new();
     let metadata = header.metadata().as_ref().unwrap_or(&empty);
     let field = |key: &str| -> Result<&str> {

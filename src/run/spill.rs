@@ -6,14 +6,15 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use zerocopy::IntoBytes;
 
 use crate::interrupt::TempFile;
 
-/// Logits written in the first pass and read back, in the same order, in the second.
+/// Logits written in the first pass and read back, in the same order, in the second, as this
+/// machine holds them in memory (the file never outlives the process).
 pub struct LogitsSpill {
     file: TempFile,
     dir: PathBuf,
-    bytes: Vec<u8>,
 }
 
 impl LogitsSpill {
@@ -23,14 +24,12 @@ impl LogitsSpill {
         let file = TempFile::new_in(&dir, ".logits").with_context(|| {
             format!("cannot make a temporary file in {} for the unprocessed logits; set TMPDIR to a writable directory", dir.display())
         })?;
-        Ok(Self { file, dir, bytes: Vec::new() })
+        Ok(Self { file, dir })
     }
 
     /// Appends one prompt's logits.
     pub fn push(&mut self, logits: &[f32]) -> Result<()> {
-        self.bytes.clear();
-        self.bytes.extend(logits.iter().flat_map(|value| value.to_le_bytes()));
-        self.file.write_all(&self.bytes).with_context(|| self.write_failed())
+        self.file.write_all(logits.as_bytes()).with_context(|| self.write_failed())
     }
 
     /// Goes back to the first prompt's logits, for [`Self::next`].
@@ -40,11 +39,11 @@ impl LogitsSpill {
 
     /// The next prompt's logits, `len` values.
     pub fn next(&mut self, len: usize) -> Result<Vec<f32>> {
-        self.bytes.resize(4 * len, 0);
+        let mut logits = vec![0.0f32; len];
         self.file
-            .read_exact(&mut self.bytes)
+            .read_exact(logits.as_mut_bytes())
             .with_context(|| format!("cannot read back the unprocessed logits from {}", self.dir.display()))?;
-        Ok(self.bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4-byte chunk"))).collect())
+        Ok(logits)
     }
 
     fn write_failed(&self) -> String {
