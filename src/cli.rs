@@ -178,14 +178,8 @@ pub struct CompareArgs {
     pub report: ReportArgs,
     #[command(flatten)]
     pub outputs: ExtraOutputs,
-    /// Show every metric in the table and markdown (means, stds, mean |diff|, shift-free max |diff|,
-    /// RMSE, cosine, max relative diff, elements outside allclose, smallest passing atol, KL, top-5
-    /// overlap), and never drop columns to fit the terminal; JSON always has them all
-    #[arg(long)]
-    pub wide: bool,
-    /// With 4 or more prompts: show every prompt's table after the summary, not only the failing ones'
-    #[arg(long)]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
     /// Compare even when the reference was made from other weights (its digest differs)
     #[arg(long)]
     pub allow_other_weights: bool,
@@ -264,7 +258,16 @@ pub struct MergeArgs {
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub outputs: ExtraOutputs,
-    /// Show every metric in the table
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+}
+
+/// How much of a multi-prompt report the table and markdown show; JSON always has it all.
+#[derive(Debug, Args)]
+pub struct LayoutArgs {
+    /// Show every metric in the table and markdown (means, stds, mean |diff|, shift-free max |diff|,
+    /// RMSE, cosine, max relative diff, elements outside allclose, smallest passing atol, KL, top-5
+    /// overlap), and never drop columns to fit the terminal; JSON always has them all
     #[arg(long)]
     pub wide: bool,
     /// With 4 or more prompts: show every prompt's table after the summary, not only the failing ones'

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::{Format, Report, View};
-use crate::cli::{check_writable, ExtraOutputs};
+use crate::cli::{check_writable, ExtraOutputs, LayoutArgs};
 use crate::output::{emit, write_atomically};
 
 /// GitHub Actions sets this to a file whose markdown it shows on the run's summary page.
@@ -16,8 +16,7 @@ pub const STEP_SUMMARY_VARIABLE: &str = "GITHUB_STEP_SUMMARY";
 /// A run's output options, resolved.
 pub struct Destinations<'a> {
     pub format: Format,
-    pub wide: bool,
-    pub verbose: bool,
+    pub layout: &'a LayoutArgs,
     /// The main report's file; `None` for stdout.
     pub output: Option<&'a Path>,
     pub extra: &'a ExtraOutputs,
@@ -39,7 +38,7 @@ impl Destinations<'_> {
     /// Renders the report in every requested form and writes each.
     pub fn write(&self, report: &Report) -> Result<()> {
         let extra = self.extra;
-        let file_view = View { wide: self.wide, verbose: self.verbose, ..View::default() };
+        let file_view = View { wide: self.layout.wide, verbose: self.layout.verbose, ..View::default() };
         let markdown = (extra.markdown.is_some() || step_summary().is_some()).then(|| report.render(Format::Markdown, &file_view));
         if let Some(path) = &extra.junit {
             write_atomically(path, super::junit::render(report).as_bytes())?;
@@ -53,7 +52,7 @@ impl Destinations<'_> {
         if let (Some(path), Some(markdown)) = (step_summary(), &markdown) {
             append(&path, markdown)?;
         }
-        emit(&report.render(self.format, &View::for_output(self.wide, self.verbose, self.output)), self.output)
+        emit(&report.render(self.format, &View::for_output(self.layout.wide, self.layout.verbose, self.output)), self.output)
     }
 
     fn files(&self) -> Vec<(&'static str, PathBuf)> {

@@ -34,13 +34,8 @@ pub(super) struct PromptCase {
 
 /// Runs the comparison and writes the report; returns whether parity holds.
 pub fn run(args: &CompareArgs) -> Result<bool> {
-    let destinations = Destinations {
-        format: args.report.format,
-        wide: args.wide,
-        verbose: args.verbose,
-        output: args.report.output_file(),
-        extra: &args.outputs,
-    };
+    let destinations =
+        Destinations { format: args.report.format, layout: &args.layout, output: args.report.output_file(), extra: &args.outputs };
     destinations.check()?;
     let device = args.compute.apply()?;
     let dtype = args.compute.dtype;

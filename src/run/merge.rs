@@ -15,8 +15,7 @@ use crate::report::{summary_notes, ComparisonSummary, PromptReport, Repeatabilit
 pub fn run(args: &MergeArgs) -> Result<bool> {
     let destinations = Destinations {
         format: args.format,
-        wide: args.wide,
-        verbose: args.verbose,
+        layout: &args.layout,
         output: args.output.as_deref().filter(|path| *path != Path::new("-")),
         extra: &args.outputs,
     };
