@@ -119,14 +119,14 @@ fn process_unembed(weight: &Tensor, bias: &Tensor, ln_f: Option<Affine>, center_
         let mut weight_sum = Tensor::zeros([weight.size()[0], 1], (Kind::Double, weight.device()));
         let mut bias_sum = Tensor::zeros([1], (Kind::Double, weight.device()));
         for (start, length) in slabs(vocab) {
-            weight_sum += to_double(weight.narrow(1, start, length)).sum_dim_intlist(1, true, Kind::Double);
+            weight_sum += unembed_slab(weight, start, length).sum_dim_intlist(1, true, Kind::Double);
             bias_sum += to_double(bias.narrow(0, start, length)).sum(Kind::Double);
         }
         fold(weight_sum / vocab as f64, bias_sum / vocab as f64)
     });
-    let (processed_weight, processed_bias) = (weight.empty_like(), bias.empty_like());
+    let (processed_weight, processed_bias) = (Tensor::empty(weight.size(), (weight.kind(), weight.device())), bias.empty_like());
     for (start, length) in slabs(vocab) {
-        let (mut slab_weight, mut slab_bias) = fold(to_double(weight.narrow(1, start, length)), to_double(bias.narrow(0, start, length)));
+        let (mut slab_weight, mut slab_bias) = fold(unembed_slab(weight, start, length), to_double(bias.narrow(0, start, length)));
         if let Some((mean_weight, mean_bias)) = &means {
             (slab_weight, slab_bias) = (slab_weight - mean_weight, slab_bias - mean_bias);
         }
@@ -140,13 +140,21 @@ fn to_double(tensor: Tensor) -> Tensor {
     tensor.to_kind(Kind::Double)
 }
 
-/// TransformerLens keeps W_U = wte^T as its own tensor, with a zero bias b_U.
+/// Columns `start..start + length` of W_U in float64, row-major whether W_U is its own tensor or
+/// a view of wte, so that sums over them add in one order.
+fn unembed_slab(weight: &Tensor, start: i64, length: i64) -> Tensor {
+    to_double(weight.narrow(1, start, length)).contiguous()
+}
+
+/// TransformerLens keeps W_U = wte^T as its own tensor, with a zero bias b_U. Here it starts as
+/// a transposed view of wte, not a copy: the steps that change W_U write a new tensor slab by
+/// slab, and a copy made up front would hold a third vocabulary-sized matrix (147 MiB for GPT-2
+/// small) through all of processing.
 fn untie_unembed(mut weights: Weights) -> Weights {
     if let Unembed::Tied = weights.unembed {
         let embedding = &weights.token_embedding;
         let vocab = embedding.size()[0];
-        weights.unembed =
-            Unembed::Untied { weight: embedding.tr().contiguous(), bias: Tensor::zeros([vocab], (embedding.kind(), embedding.device())) };
+        weights.unembed = Unembed::Untied { weight: embedding.tr(), bias: Tensor::zeros([vocab], (embedding.kind(), embedding.device())) };
     }
     weights
 }
