@@ -11,6 +11,7 @@ use crate::model::hub::DEFAULT_MODEL;
 use crate::model::process::ProcessingOptions;
 use crate::prompts::read_prompts_file;
 use crate::report::Format;
+use crate::run::spill::SpillPolicy;
 use crate::shard::Shard;
 
 const EXIT_CODES: &str = "\
@@ -189,6 +190,11 @@ pub struct CompareArgs {
     /// from it, and whether a breach is rounding noise or real (docs/metrics.md)
     #[arg(long)]
     pub noise_floor: bool,
+    /// Where the unprocessed pass's logits wait for the processed pass: a temporary file in TMPDIR
+    /// (one weight set in memory; memory flat in the prompt count), or memory, one prompt at a
+    /// time (both weight sets held)
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
+    pub spill: SpillPolicy,
     /// Run every forward N times and fail unless all runs give bit-identical logits
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub repeat: u32,

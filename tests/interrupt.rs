@@ -54,15 +54,16 @@ fn ctrl_c_while_the_reference_is_made_stops_promptly_and_cleans_up() {
     }
 }
 
-/// compare keeps the unprocessed pass's logits in a temporary file in TMPDIR until the processed
-/// pass has read them: gone after a run, and after Ctrl-C in the middle of one.
+/// compare --spill always keeps the unprocessed pass's logits in a temporary file in TMPDIR until
+/// the processed pass has read them: gone after a run, and after Ctrl-C in the middle of one. The
+/// fixture is small enough that the default (auto) keeps them in memory and writes no file.
 #[test]
 fn the_logits_spill_is_removed_after_a_run_and_on_ctrl_c() {
-    let compare = |tmp: &Path, repeat: &str| {
+    let compare = |tmp: &Path, repeat: &str, spill: &str| {
         std::process::Command::new(assert_cmd::cargo::cargo_bin("gpt2-parity"))
             .env("HF_HUB_OFFLINE", "1")
             .env("TMPDIR", tmp)
-            .args(["compare", "--repeat", repeat, "--model"])
+            .args(["compare", "--repeat", repeat, "--spill", spill, "--model"])
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-gpt2"))
             .arg("--reference")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/tiny-gpt2.safetensors"))
@@ -72,11 +73,13 @@ fn the_logits_spill_is_removed_after_a_run_and_on_ctrl_c() {
             .unwrap()
     };
     let tmp = tempfile::tempdir().unwrap();
-    assert_eq!(compare(tmp.path(), "1").wait().unwrap().code(), Some(0));
-    assert!(files_in(tmp.path()).is_empty(), "left in TMPDIR: {:?}", files_in(tmp.path()));
+    for spill in ["always", "auto"] {
+        assert_eq!(compare(tmp.path(), "1", spill).wait().unwrap().code(), Some(0));
+        assert!(files_in(tmp.path()).is_empty(), "--spill {spill}: left in TMPDIR: {:?}", files_in(tmp.path()));
+    }
 
     // Many repeats of each forward keep the run inside its passes long enough to interrupt.
-    let mut child = compare(tmp.path(), "400");
+    let mut child = compare(tmp.path(), "400", "always");
     let started = Instant::now();
     while files_in(tmp.path()).is_empty() {
         assert!(child.try_wait().unwrap().is_none(), "the run ended before its spill file appeared");

@@ -34,6 +34,31 @@ fn repeat_runs_every_forward_n_times_and_records_that_they_agree() {
     assert_eq!(report["repeatability"]["max_abs_diff"], 0.0);
 }
 
+/// Spilled to a temporary file (one weight set at a time) or held in memory (both weight sets,
+/// each prompt through both models in turn), the unprocessed logits are the same, and so is
+/// every number, with TransformerLens's rows, the noise floor and the attribution.
+#[test]
+fn spilling_or_not_gives_byte_identical_reports() {
+    let tl_reference = fixture_reference().with_file_name("tiny-gpt2-tl.safetensors");
+    let report = |spill: &str| {
+        let output = gpt2_parity()
+            .args(["compare", "--format", "json", "--noise-floor", "--attribution", "--spill", spill, "--model"])
+            .arg(fixture_dir())
+            .arg("--reference")
+            .arg(&tl_reference)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    };
+    let spilled = report("always");
+    let parsed: Value = serde_json::from_slice(&spilled).unwrap();
+    let prompts = parsed["prompts"].as_array().unwrap();
+    assert!(prompts.len() > 1 && prompts.iter().all(|prompt| prompt["comparisons"].as_array().unwrap().len() == 5));
+    assert!(parsed["attribution"].as_array().is_some_and(|rows| !rows.is_empty()));
+    assert_eq!(spilled, report("never"));
+}
+
 #[test]
 fn more_threads_still_repeat_exactly() {
     let (code, stdout) = compare_json(&["--repeat", "2", "--threads", "2", "Hello World"]);

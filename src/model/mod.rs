@@ -187,4 +187,9 @@ impl Weights {
         named.extend([("unembed.weight".to_owned(), unembed_weight), ("unembed.bias".to_owned(), unembed_bias)]);
         named
     }
+
+    /// The bytes a processed copy of these weights holds: every parameter, the unembedding untied.
+    pub fn processed_bytes(&self) -> u64 {
+        self.named_tensors().iter().map(|(_, tensor)| tensor.numel() as u64 * tensor.kind().elt_size_in_bytes() as u64).sum()
+    }
 }

@@ -13,7 +13,7 @@ use crate::compare::{compare_logits, compare_resid, Comparison, Criterion, Toler
 use crate::model::dtype::Dtype;
 use crate::model::gpt2::forward;
 use crate::model::load::Checkpoint;
-use crate::model::process::process;
+use crate::model::process::{process, ProcessingOptions};
 use crate::model::Weights;
 use crate::reference::bundled::{cached_reference, find_python, ReferenceRequest};
 use crate::reference::{PromptReference, ReferenceFile};
@@ -149,6 +149,11 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
 
 /// Our two models against the reference: each prompt's comparisons, how repeatable the forwards
 /// were (with --repeat), and explain's per-step rows (with --attribution).
+///
+/// Spilling (`--spill`), one weight set is held at a time: every prompt through the unprocessed
+/// model, its logits to a temporary file, then the weights processed in place and every prompt
+/// through the processed model. Otherwise both weight sets are held and each prompt runs through
+/// both in turn. Either way each comparison sees the same logits.
 fn compare_models(
     args: &CompareArgs,
     (inputs, checkpoint, device): (&ModelInputs, Checkpoint, tch::Device),
@@ -157,24 +162,121 @@ fn compare_models(
     comparer: &Comparer,
 ) -> Result<(Vec<Vec<Comparison>>, Option<Repeatability>, Option<Vec<StepRow>>)> {
     let weights = load_weights(inputs, checkpoint, device, args.compute.dtype)?;
-    let mut repeatability = Repeatability { runs: args.repeat, identical: true, max_abs_diff: 0.0 };
-    let progress = progress_bar(2 * cases.len() as u64);
-
+    let processing = args.processing();
     // With --noise-floor, a float64 copy of the model runs beside the candidate.
-    let float64_weights = args.noise_floor.then(|| weights.shallow_clone().map(|tensor| tensor.to_kind(Kind::Double)));
-    let float64_logits = |weights: &Option<Weights>, tokens: &[i64]| -> Result<Option<Vec<f32>>> {
-        weights.as_ref().map(|weights| to_vec(&forward(weights, tokens).logits)).transpose()
+    let unprocessed =
+        Model { exact: args.noise_floor.then(|| weights.shallow_clone().map(|tensor| tensor.to_kind(Kind::Double))), weights };
+    let spills = args.spill.spills(unprocessed.weights.processed_bytes());
+    let mut passes = Passes {
+        comparer,
+        reference,
+        spill: if spills { LogitsSpill::file()? } else { LogitsSpill::memory() },
+        repeatability: Repeatability { runs: args.repeat, identical: true, max_abs_diff: 0.0 },
+        progress: progress_bar(2 * cases.len() as u64),
+        provenance: ProcessedProvenance::new(processing, reference),
     };
-
-    // Pass 1: the unprocessed model. Its logits (and their float64 counterpart) are spilled to
-    // disk for processed-vs-unprocessed, so that memory stays flat however many prompts there are.
+    let attribute = |weights: &Weights| -> Result<Option<Vec<StepRow>>> {
+        if !args.attribution {
+            return Ok(None);
+        }
+        let tokens: Vec<Vec<i64>> = cases.iter().map(|case| case.tokens.clone()).collect();
+        Ok(Some(explain::attribute(weights, &tokens, &processing.steps(), comparer.vocab, comparer.tolerance, comparer.token_text)?))
+    };
     let mut reports = Vec::with_capacity(cases.len());
-    let mut spill = LogitsSpill::new()?;
-    for case in cases {
-        let reference_prompt = reference.prompt(case.reference_index)?;
-        let candidate = run_candidate(&weights, &case.tokens, &mut repeatability)?;
-        let exact = float64_logits(&float64_weights, &case.tokens)?;
-        let comparison = comparer.against_reference(
+    let attribution = if spills {
+        for case in cases {
+            reports.push(passes.unprocessed(&unprocessed, case)?);
+        }
+        passes.spill.rewind()?;
+        let attribution = attribute(&unprocessed.weights)?;
+        let processed = unprocessed.processed(processing);
+        for (case, comparisons) in cases.iter().zip(&mut reports) {
+            passes.processed(&processed, case, comparisons)?;
+        }
+        attribution
+    } else {
+        let attribution = attribute(&unprocessed.weights)?;
+        let processed = unprocessed.shallow_clone().processed(processing);
+        for case in cases {
+            let mut comparisons = passes.unprocessed(&unprocessed, case)?;
+            passes.processed(&processed, case, &mut comparisons)?;
+            reports.push(comparisons);
+        }
+        attribution
+    };
+    passes.progress.finish_and_clear();
+    let repeatability = passes.repeatability;
+    Ok((reports, (args.repeat > 1).then_some(repeatability), attribution))
+}
+
+/// One of our models: its weights, and their float64 copy with --noise-floor.
+struct Model {
+    weights: Weights,
+    exact: Option<Weights>,
+}
+
+impl Model {
+    /// The model processed; its tensors are freed as they are replaced when nothing else holds them.
+    fn processed(self, processing: ProcessingOptions) -> Model {
+        Model {
+            weights: timed(Phase::Processing, || process(self.weights, processing)),
+            exact: self.exact.map(|weights| process(weights, processing)),
+        }
+    }
+
+    /// A second handle on the same tensors.
+    fn shallow_clone(&self) -> Model {
+        Model { weights: self.weights.shallow_clone(), exact: self.exact.as_ref().map(Weights::shallow_clone) }
+    }
+
+    /// The float64 copy's logits, with --noise-floor.
+    fn exact_logits(&self, tokens: &[i64]) -> Result<Option<Vec<f32>>> {
+        self.exact.as_ref().map(|weights| to_vec(&forward(weights, tokens).logits)).transpose()
+    }
+}
+
+/// What each row about the processed model knows about how its two sides were made, for judging
+/// a shift.
+struct ProcessedProvenance {
+    criterion: Criterion,
+    vs_reference: Provenance,
+    vs_unprocessed: Provenance,
+    vs_transformer_lens: Provenance,
+    unprocessed_vs_transformer_lens: Provenance,
+}
+
+impl ProcessedProvenance {
+    fn new(processing: ProcessingOptions, reference: &ReferenceFile) -> Self {
+        let vs_reference = Provenance { ours_center_unembed: processing.center_unembed, ..Provenance::default() };
+        Self {
+            criterion: if processing.center_unembed { Criterion::ShiftInvariant } else { Criterion::Raw },
+            vs_unprocessed: Provenance { reference_center_unembed: Some(false), ..vs_reference.clone() },
+            vs_reference,
+            vs_transformer_lens: Provenance::against_recorded(&processing, reference.meta.transformer_lens_processing.as_ref()),
+            unprocessed_vs_transformer_lens: Provenance { reference_center_unembed: Some(false), ..Provenance::default() },
+        }
+    }
+}
+
+/// The state compare's two passes share: the unprocessed logits waiting for the processed pass,
+/// the repeatability so far, the progress bar.
+struct Passes<'a> {
+    comparer: &'a Comparer<'a>,
+    reference: &'a ReferenceFile,
+    spill: LogitsSpill,
+    repeatability: Repeatability,
+    progress: indicatif::ProgressBar,
+    provenance: ProcessedProvenance,
+}
+
+impl Passes<'_> {
+    /// The unprocessed model on one prompt: unprocessed-vs-reference, its logits (and their
+    /// float64 counterpart) kept for the processed pass.
+    fn unprocessed(&mut self, model: &Model, case: &PromptCase) -> Result<Vec<Comparison>> {
+        let reference_prompt = self.reference.prompt(case.reference_index)?;
+        let candidate = run_candidate(&model.weights, &case.tokens, &mut self.repeatability)?;
+        let exact = model.exact_logits(&case.tokens)?;
+        let comparison = self.comparer.against_reference(
             "unprocessed-vs-reference",
             Criterion::Raw,
             &candidate,
@@ -182,75 +284,57 @@ fn compare_models(
             false,
             &Provenance::default(),
         );
-        let comparison = comparer.with_noise_floor(
+        let comparison = self.comparer.with_noise_floor(
             comparison,
             (&candidate.logits, exact.as_deref()),
             (&reference_prompt.logits, ReferenceFloat64::External),
         );
-        reports.push(vec![comparison]);
-        spill.push(&candidate.logits)?;
-        if let Some(exact) = &exact {
-            spill.push(exact)?;
+        self.spill.push(candidate.logits)?;
+        if let Some(exact) = exact {
+            self.spill.push(exact)?;
         }
-        progress.inc(1);
+        self.progress.inc(1);
+        Ok(vec![comparison])
     }
-    spill.rewind()?;
 
-    let attribution = if args.attribution {
-        let tokens: Vec<Vec<i64>> = cases.iter().map(|case| case.tokens.clone()).collect();
-        Some(explain::attribute(&weights, &tokens, &args.processing().steps(), comparer.vocab, comparer.tolerance, comparer.token_text)?)
-    } else {
-        None
-    };
-
-    // Pass 2: the processed model, made from the same tensors (one copy of the weights at a time).
-    let processing = args.processing();
-    let processed = timed(Phase::Processing, || process(weights, processing));
-    let processed_float64 = float64_weights.map(|weights| process(weights, processing));
-    let shift_criterion = if processing.center_unembed { Criterion::ShiftInvariant } else { Criterion::Raw };
-    // What each row knows about how its two sides were made, for judging a shift.
-    let processed_vs_reference = Provenance { ours_center_unembed: processing.center_unembed, ..Provenance::default() };
-    let processed_vs_unprocessed = Provenance { reference_center_unembed: Some(false), ..processed_vs_reference.clone() };
-    let processed_vs_tl = Provenance::against_recorded(&processing, reference.meta.transformer_lens_processing.as_ref());
-    let unprocessed_vs_tl = Provenance { reference_center_unembed: Some(false), ..Provenance::default() };
-    for (case, comparisons) in cases.iter().zip(&mut reports) {
-        let reference_prompt = reference.prompt(case.reference_index)?;
-        let unprocessed = &spill.next(case.tokens.len() * comparer.vocab)?;
-        let unprocessed_exact = processed_float64.as_ref().map(|_| spill.next(case.tokens.len() * comparer.vocab)).transpose()?;
-        let candidate = run_candidate(&processed, &case.tokens, &mut repeatability)?;
-        let exact = float64_logits(&processed_float64, &case.tokens)?;
+    /// The processed model on one prompt: its rows appended to the prompt's comparisons.
+    fn processed(&mut self, model: &Model, case: &PromptCase, comparisons: &mut Vec<Comparison>) -> Result<()> {
+        let (comparer, provenance, criterion) = (self.comparer, &self.provenance, self.provenance.criterion);
+        let reference_prompt = self.reference.prompt(case.reference_index)?;
+        let unprocessed = &self.spill.next(case.tokens.len() * comparer.vocab)?;
+        let unprocessed_exact = model.exact.as_ref().map(|_| self.spill.next(case.tokens.len() * comparer.vocab)).transpose()?;
+        let candidate = run_candidate(&model.weights, &case.tokens, &mut self.repeatability)?;
+        let exact = model.exact_logits(&case.tokens)?;
         let processed_sides = (&candidate.logits[..], exact.as_deref());
         let unprocessed_reference =
             (&unprocessed[..], unprocessed_exact.as_deref().map_or(ReferenceFloat64::External, ReferenceFloat64::Ours));
-        let comparison = comparer.against_reference(
-            "processed-vs-reference",
-            shift_criterion,
-            &candidate,
-            &reference_prompt,
-            true,
-            &processed_vs_reference,
-        );
-        comparisons.push(comparer.with_noise_floor(comparison, processed_sides, (&reference_prompt.logits, ReferenceFloat64::External)));
         let comparison =
-            comparer.logits("processed-vs-unprocessed", shift_criterion, &candidate.logits, unprocessed, &processed_vs_unprocessed);
+            comparer.against_reference("processed-vs-reference", criterion, &candidate, &reference_prompt, true, &provenance.vs_reference);
+        comparisons.push(comparer.with_noise_floor(comparison, processed_sides, (&reference_prompt.logits, ReferenceFloat64::External)));
+        let comparison = comparer.logits("processed-vs-unprocessed", criterion, &candidate.logits, unprocessed, &provenance.vs_unprocessed);
         comparisons.push(comparer.with_noise_floor(comparison, processed_sides, unprocessed_reference));
         if let Some(tl) = &reference_prompt.tl_processed_logits {
-            let comparison = comparer.logits("processed-vs-transformer-lens", Criterion::Raw, &candidate.logits, tl, &processed_vs_tl);
+            let comparison =
+                comparer.logits("processed-vs-transformer-lens", Criterion::Raw, &candidate.logits, tl, &provenance.vs_transformer_lens);
             comparisons.push(comparer.with_noise_floor(comparison, processed_sides, (tl, ReferenceFloat64::External)));
         }
         if let Some(tl) = &reference_prompt.tl_unprocessed_logits {
-            let comparison =
-                comparer.logits("unprocessed-vs-transformer-lens-unprocessed", Criterion::Raw, unprocessed, tl, &unprocessed_vs_tl);
+            let comparison = comparer.logits(
+                "unprocessed-vs-transformer-lens-unprocessed",
+                Criterion::Raw,
+                unprocessed,
+                tl,
+                &provenance.unprocessed_vs_transformer_lens,
+            );
             comparisons.push(comparer.with_noise_floor(
                 comparison,
                 (unprocessed, unprocessed_exact.as_deref()),
                 (tl, ReferenceFloat64::External),
             ));
         }
-        progress.inc(1);
+        self.progress.inc(1);
+        Ok(())
     }
-    progress.finish_and_clear();
-    Ok((reports, (args.repeat > 1).then_some(repeatability), attribution))
 }
 
 /// The prompts to check, each matched to the reference's copy and its tokens verified.

@@ -5,7 +5,7 @@ pub mod compare;
 pub mod explain;
 pub mod merge;
 pub mod reference;
-mod spill;
+pub mod spill;
 
 use anyhow::{bail, Context, Result};
 use tch::Tensor;

@@ -1,55 +1,110 @@
-//! Keeps the unprocessed pass's logits on disk between compare's two passes, so that memory does
-//! not grow with the number of prompts. One weight set is held at a time (the processed weights
-//! are made from the unprocessed ones in place), so processed-vs-unprocessed needs the first
-//! pass's logits back in the second; a temporary file, removed on exit and on Ctrl-C, holds them.
+//! Keeps the unprocessed pass's logits until the processed pass compares against them. When one
+//! weight set is held at a time (the processed weights are made from the unprocessed ones in
+//! place), every prompt's logits wait in a temporary file, removed on exit and on Ctrl-C, so
+//! that memory does not grow with the number of prompts. When both weight sets are held, each
+//! prompt runs through both models in turn and its logits wait in memory, one prompt at a time.
+use std::collections::VecDeque;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use clap::ValueEnum;
 use zerocopy::IntoBytes;
 
 use crate::interrupt::TempFile;
 
-/// Logits written in the first pass and read back, in the same order, in the second, as this
-/// machine holds them in memory (the file never outlives the process).
-pub struct LogitsSpill {
-    file: TempFile,
-    dir: PathBuf,
+/// `compare --spill`: where the unprocessed pass's logits wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SpillPolicy {
+    /// A temporary file for models of 64 MiB of weights or more, else memory
+    Auto,
+    /// A temporary file in TMPDIR; one weight set in memory at a time
+    Always,
+    /// Memory, one prompt at a time; the unprocessed and processed weights held together
+    Never,
+}
+
+/// Under `auto`, a model smaller than this is held twice rather than spilling: a second copy
+/// this small is less than libtorch's own start-up footprint (113 MiB), while writing and
+/// reading back every prompt's logits cost the fixture model a sixth of a 200-prompt run.
+const HOLD_BOTH_BELOW_BYTES: u64 = 64 << 20;
+
+impl SpillPolicy {
+    /// Whether a model of `weight_bytes` spills under this policy.
+    pub fn spills(self, weight_bytes: u64) -> bool {
+        match self {
+            SpillPolicy::Auto => weight_bytes >= HOLD_BOTH_BELOW_BYTES,
+            SpillPolicy::Always => true,
+            SpillPolicy::Never => false,
+        }
+    }
+}
+
+/// Logits pushed in the first pass and taken back, in the same order, in the second.
+pub enum LogitsSpill {
+    /// On disk, as this machine holds them in memory (the file never outlives the process).
+    File {
+        file: TempFile,
+        dir: PathBuf,
+    },
+    Memory(VecDeque<Vec<f32>>),
 }
 
 impl LogitsSpill {
-    /// An empty spill in the temporary directory (TMPDIR).
-    pub fn new() -> Result<Self> {
+    /// An empty spill in a temporary file in TMPDIR.
+    pub fn file() -> Result<Self> {
         let dir = std::env::temp_dir();
         let file = TempFile::new_in(&dir, ".logits").with_context(|| {
             format!("cannot make a temporary file in {} for the unprocessed logits; set TMPDIR to a writable directory", dir.display())
         })?;
-        Ok(Self { file, dir })
+        Ok(Self::File { file, dir })
+    }
+
+    /// An empty spill that holds its logits in memory.
+    pub fn memory() -> Self {
+        Self::Memory(VecDeque::new())
     }
 
     /// Appends one prompt's logits.
-    pub fn push(&mut self, logits: &[f32]) -> Result<()> {
-        self.file.write_all(logits.as_bytes()).with_context(|| self.write_failed())
+    pub fn push(&mut self, logits: Vec<f32>) -> Result<()> {
+        match self {
+            Self::File { file, dir } => file.write_all(logits.as_bytes()).with_context(|| write_failed(dir)),
+            Self::Memory(queue) => {
+                queue.push_back(logits);
+                Ok(())
+            }
+        }
     }
 
     /// Goes back to the first prompt's logits, for [`Self::next`].
     pub fn rewind(&mut self) -> Result<()> {
-        self.file.flush().and_then(|()| self.file.seek(SeekFrom::Start(0))).map(drop).with_context(|| self.write_failed())
+        match self {
+            Self::File { file, dir } => {
+                file.flush().and_then(|()| file.seek(SeekFrom::Start(0))).map(drop).with_context(|| write_failed(dir))
+            }
+            Self::Memory(_) => Ok(()),
+        }
     }
 
     /// The next prompt's logits, `len` values.
     pub fn next(&mut self, len: usize) -> Result<Vec<f32>> {
-        let mut logits = vec![0.0f32; len];
-        self.file
-            .read_exact(logits.as_mut_bytes())
-            .with_context(|| format!("cannot read back the unprocessed logits from {}", self.dir.display()))?;
-        Ok(logits)
+        match self {
+            Self::File { file, dir } => {
+                let mut logits = vec![0.0f32; len];
+                file.read_exact(logits.as_mut_bytes())
+                    .with_context(|| format!("cannot read back the unprocessed logits from {}", dir.display()))?;
+                Ok(logits)
+            }
+            Self::Memory(queue) => {
+                queue.pop_front().context("the unprocessed pass left no logits for this prompt (a bug in gpt2-parity; please report it)")
+            }
+        }
     }
+}
 
-    fn write_failed(&self) -> String {
-        format!(
-            "cannot write the unprocessed logits to a temporary file in {}; free space there or set TMPDIR to a directory with room",
-            self.dir.display()
-        )
-    }
+fn write_failed(dir: &std::path::Path) -> String {
+    format!(
+        "cannot write the unprocessed logits to a temporary file in {}; free space there or set TMPDIR to a directory with room",
+        dir.display()
+    )
 }
