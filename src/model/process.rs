@@ -70,20 +70,20 @@ pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
             block.map(|tensor| tensor.to_kind(kind))
         })
         .collect();
+    // wte is as large as all of GPT-2 small's attention weights: its pages leave slab by slab.
+    let release = || MappedFiles::release(&mapped);
     let (token_embedding, position_embedding) = if options.center_writing_weights {
-        (center_rows_in_float64(&token_embedding), center_rows_in_float64(&position_embedding))
+        (center_rows_in_float64(&token_embedding, &release), center_rows_in_float64(&position_embedding, &release))
     } else {
         (token_embedding, position_embedding)
     };
-    MappedFiles::release(&mapped);
     let Unembed::Untied { weight, bias } = unembed else { unreachable!("untie_unembed unties") };
     let (ln_f, folded) = if options.fold_ln { (None, ln_f) } else { (ln_f, None) };
     let (weight, bias) = if options.fold_ln || options.center_unembed {
-        process_unembed(&weight, &bias, folded.map(|affine| affine.map(to_double)), options.center_unembed)
+        process_unembed(&weight, &bias, folded.map(|affine| affine.map(to_double)), options.center_unembed, &release)
     } else {
         (weight, bias)
     };
-    MappedFiles::release(&mapped);
     Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed: Unembed::Untied { weight, bias }, mapped }
 }
 
@@ -96,11 +96,13 @@ fn slabs(size: i64) -> impl Iterator<Item = (i64, i64)> {
     (0..size).step_by(SLAB as usize).map(move |start| (start, SLAB.min(size - start)))
 }
 
-/// Each row minus its mean, in float64 one slab of rows at a time, rounded once.
-fn center_rows_in_float64(embedding: &Tensor) -> Tensor {
+/// Each row minus its mean, in float64 one slab of rows at a time, rounded once; `release`
+/// after each slab.
+fn center_rows_in_float64(embedding: &Tensor, release: &dyn Fn()) -> Tensor {
     let centered = embedding.empty_like();
     for (start, length) in slabs(embedding.size()[0]) {
         centered.narrow(0, start, length).copy_(&center_last(&to_double(embedding.narrow(0, start, length))));
+        release();
     }
     centered
 }
@@ -108,8 +110,8 @@ fn center_rows_in_float64(embedding: &Tensor) -> Tensor {
 /// The unembedding's steps, ln_f folded in (when given) then center_unembed, in float64 one
 /// slab of the vocabulary at a time, rounded once. Folding acts column by column;
 /// center_unembed's mean over the vocabulary is linear in the columns, so it is the folded mean
-/// column, computed first.
-fn process_unembed(weight: &Tensor, bias: &Tensor, ln_f: Option<Affine>, center_unembed: bool) -> (Tensor, Tensor) {
+/// column, computed first. `release` after each slab.
+fn process_unembed(weight: &Tensor, bias: &Tensor, ln_f: Option<Affine>, center_unembed: bool, release: &dyn Fn()) -> (Tensor, Tensor) {
     let fold = |weight: Tensor, bias: Tensor| match &ln_f {
         Some(affine) => fold_norm_into(affine, weight, bias),
         None => (weight, bias),
@@ -121,6 +123,7 @@ fn process_unembed(weight: &Tensor, bias: &Tensor, ln_f: Option<Affine>, center_
         for (start, length) in slabs(vocab) {
             weight_sum += unembed_slab(weight, start, length).sum_dim_intlist(1, true, Kind::Double);
             bias_sum += to_double(bias.narrow(0, start, length)).sum(Kind::Double);
+            release();
         }
         fold(weight_sum / vocab as f64, bias_sum / vocab as f64)
     });
@@ -132,6 +135,7 @@ fn process_unembed(weight: &Tensor, bias: &Tensor, ln_f: Option<Affine>, center_
         }
         processed_weight.narrow(1, start, length).copy_(&slab_weight);
         processed_bias.narrow(0, start, length).copy_(&slab_bias);
+        release();
     }
     (processed_weight, processed_bias)
 }
