@@ -47,6 +47,42 @@ fn center_unembed_accounts_for_the_whole_raw_difference_on_every_prompt() {
     assert!(report["conclusions"][0].as_str().unwrap().starts_with("center_unembed accounts for the whole raw difference"));
 }
 
+/// Each step alone changes exactly the tensors it writes (fold_ln also the LayerNorms it folds
+/// away, which read as the identity), and nothing else.
+#[test]
+fn each_step_alone_changes_only_its_own_tensors() {
+    let output = explain("json");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let changed = |name: &str| -> Vec<String> {
+        let row = report["rows"].as_array().unwrap().iter().find(|row| row["name"] == name).unwrap();
+        row["changed_tensors"].as_array().unwrap().iter().map(|change| change["tensor"].as_str().unwrap().to_owned()).collect()
+    };
+    let layers = 3;
+    let per_block = |suffixes: &[&str]| -> Vec<String> {
+        (0..layers).flat_map(|layer| suffixes.iter().map(move |suffix| format!("h.{layer}.{suffix}"))).collect()
+    };
+    let sorted = |mut names: Vec<String>| {
+        names.sort();
+        names
+    };
+    assert_eq!(sorted(changed("fold_value_biases alone")), sorted(per_block(&["attn.c_attn.bias", "attn.c_proj.bias"])));
+    let mut writes = per_block(&["attn.c_proj.weight", "attn.c_proj.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"]);
+    writes.extend(["wte.weight".to_owned(), "wpe.weight".to_owned()]);
+    assert_eq!(sorted(changed("center_writing_weights alone")), sorted(writes));
+    let mut reads = per_block(&[
+        "ln_1.weight",
+        "ln_1.bias",
+        "attn.c_attn.weight",
+        "attn.c_attn.bias",
+        "ln_2.weight",
+        "ln_2.bias",
+        "mlp.c_fc.weight",
+        "mlp.c_fc.bias",
+    ]);
+    reads.extend(["ln_f.weight", "ln_f.bias", "unembed.weight", "unembed.bias"].map(str::to_owned));
+    assert_eq!(sorted(changed("fold_ln alone")), sorted(reads));
+}
+
 #[test]
 fn table_and_markdown_show_the_same_rows_and_conclusions() {
     for format in ["table", "markdown"] {

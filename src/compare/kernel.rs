@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::stats::{Criterion, Tolerance};
 
-const LANES: usize = 8;
+pub(super) const LANES: usize = 8;
 /// Up to this |shift-free difference| (see [`summarize_row`]) a series replaces the candidate's
 /// exponential: 2^-7.
 const SMALL_SHIFT_FREE_DIFF: f64 = 0.007_812_5;

@@ -75,20 +75,53 @@ impl Affine {
     }
 }
 
+/// The four parts of a block that a processing step reads or writes together: what reads the
+/// residual for attention (ln_1, c_attn) and for the MLP (ln_2, c_fc), and what writes to it
+/// (attention's c_proj, the MLP's c_proj).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BlockParts {
+    pub attention_in: bool,
+    pub attention_out: bool,
+    pub mlp_in: bool,
+    pub mlp_out: bool,
+}
+
+impl BlockParts {
+    pub const ALL: Self = Self { attention_in: true, attention_out: true, mlp_in: true, mlp_out: true };
+
+    pub fn union(self, other: Self) -> Self {
+        Self {
+            attention_in: self.attention_in || other.attention_in,
+            attention_out: self.attention_out || other.attention_out,
+            mlp_in: self.mlp_in || other.mlp_in,
+            mlp_out: self.mlp_out || other.mlp_out,
+        }
+    }
+}
+
 impl Block {
     /// The same parameters, each passed through `f` (a dtype or device change).
     pub fn map(self, f: impl Fn(Tensor) -> Tensor) -> Self {
+        self.map_parts(BlockParts::ALL, f)
+    }
+
+    /// The parameters of `parts` passed through `f`, the others kept as they are.
+    pub fn map_parts(self, parts: BlockParts, f: impl Fn(Tensor) -> Tensor) -> Self {
+        let f = |selected: bool, tensor: Tensor| if selected { f(tensor) } else { tensor };
+        let affine = |selected: bool, affine: Option<Affine>| {
+            affine.map(|affine| Affine { weight: f(selected, affine.weight), bias: f(selected, affine.bias) })
+        };
         Self {
-            ln_1: self.ln_1.map(|affine| affine.map(&f)),
-            qkv_weight: f(self.qkv_weight),
-            qkv_bias: f(self.qkv_bias),
-            attn_out_weight: f(self.attn_out_weight),
-            attn_out_bias: f(self.attn_out_bias),
-            ln_2: self.ln_2.map(|affine| affine.map(&f)),
-            mlp_in_weight: f(self.mlp_in_weight),
-            mlp_in_bias: f(self.mlp_in_bias),
-            mlp_out_weight: f(self.mlp_out_weight),
-            mlp_out_bias: f(self.mlp_out_bias),
+            ln_1: affine(parts.attention_in, self.ln_1),
+            qkv_weight: f(parts.attention_in, self.qkv_weight),
+            qkv_bias: f(parts.attention_in, self.qkv_bias),
+            attn_out_weight: f(parts.attention_out, self.attn_out_weight),
+            attn_out_bias: f(parts.attention_out, self.attn_out_bias),
+            ln_2: affine(parts.mlp_in, self.ln_2),
+            mlp_in_weight: f(parts.mlp_in, self.mlp_in_weight),
+            mlp_in_bias: f(parts.mlp_in, self.mlp_in_bias),
+            mlp_out_weight: f(parts.mlp_out, self.mlp_out_weight),
+            mlp_out_bias: f(parts.mlp_out, self.mlp_out_bias),
         }
     }
 

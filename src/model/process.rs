@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::load::MappedFiles;
-use super::{Affine, Block, Unembed, Weights};
+use super::{Affine, Block, BlockParts, Unembed, Weights};
 
 /// Which of TransformerLens's steps to apply; all on is TransformerLens's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,16 +44,16 @@ pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
     let (d_model, heads) = (config.n_embd, config.n_head);
     // The checkpoint's pages leave memory part by part; a part still to come is read back.
     MappedFiles::release(&mapped);
-    // A part no enabled step touches is kept as it is: its float64 round trip is exact.
-    let touches_blocks =
-        options.fold_ln || options.center_writing_weights || options.fold_value_biases || options.refactor_factored_attn_matrices;
+    // A part no enabled step touches is kept as it is: its float64 round trip is exact, and
+    // explain sees it unchanged without comparing values.
+    let parts = options.block_parts();
     let blocks = blocks
         .into_iter()
         .map(|block| {
-            if !touches_blocks {
+            if parts == BlockParts::default() {
                 return block;
             }
-            let mut block = block.map(to_double);
+            let mut block = block.map_parts(parts, to_double);
             MappedFiles::release(&mapped);
             if options.fold_ln {
                 block = fold_block_norms(block);
@@ -67,7 +67,7 @@ pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
             if options.refactor_factored_attn_matrices {
                 block = refactor_factored_attn_matrices(block, d_model, heads);
             }
-            block.map(|tensor| tensor.to_kind(kind))
+            block.map_parts(parts, |tensor| tensor.to_kind(kind))
         })
         .collect();
     // wte is as large as all of GPT-2 small's attention weights: its pages leave slab by slab.
@@ -303,6 +303,18 @@ impl ProcessingOptions {
     /// The enabled steps, in TransformerLens's order.
     pub fn steps(&self) -> Vec<Step> {
         Step::ALL.into_iter().filter(|step| self.enables(*step)).collect()
+    }
+
+    /// The block parts the enabled steps read or write.
+    fn block_parts(&self) -> BlockParts {
+        let reads = |attention_in, attention_out, mlp_in, mlp_out| BlockParts { attention_in, attention_out, mlp_in, mlp_out };
+        let step_parts = |step: Step| match step {
+            Step::FoldLn => reads(true, false, true, false),
+            Step::CenterWritingWeights => reads(false, true, false, true),
+            Step::CenterUnembed => BlockParts::default(),
+            Step::FoldValueBiases | Step::RefactorFactoredAttnMatrices => reads(true, true, false, false),
+        };
+        self.steps().into_iter().map(step_parts).fold(BlockParts::default(), BlockParts::union)
     }
 
     fn enables(&self, step: Step) -> bool {
