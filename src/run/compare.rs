@@ -218,10 +218,12 @@ struct Model {
 impl Model {
     /// The model processed; its tensors are freed as they are replaced when nothing else holds them.
     fn processed(self, processing: ProcessingOptions) -> Model {
-        Model {
+        let model = Model {
             weights: timed(Phase::Processing, || process(self.weights, processing)),
             exact: self.exact.map(|weights| process(weights, processing)),
-        }
+        };
+        return_free_heap();
+        model
     }
 
     /// A second handle on the same tensors.
@@ -232,6 +234,17 @@ impl Model {
     /// The float64 copy's logits, with --noise-floor.
     fn exact_logits(&self, tokens: &[i64]) -> Result<Option<Vec<f32>>> {
         self.exact.as_ref().map(|weights| to_vec(&forward(weights, tokens).logits)).transpose()
+    }
+}
+
+/// Hands the heap's free memory back to the kernel. Processing's float64 working memory stays in
+/// the heap for reuse while it runs (see main.rs); once it is done, the processed pass's own
+/// allocations would land beside it rather than in it, and the resident set would grow by both.
+fn return_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns the allocator's free pages, under the allocator's own lock.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
