@@ -125,6 +125,29 @@ impl Block {
         }
     }
 
+    /// The tensors of `parts`, in [`Block::map_parts`]'s order.
+    pub fn tensors_of(&self, parts: BlockParts) -> Vec<&Tensor> {
+        fn affine(affine: &Option<Affine>) -> Vec<&Tensor> {
+            affine.iter().flat_map(|affine| [&affine.weight, &affine.bias]).collect()
+        }
+        let mut tensors = Vec::new();
+        if parts.attention_in {
+            tensors.extend(affine(&self.ln_1));
+            tensors.extend([&self.qkv_weight, &self.qkv_bias]);
+        }
+        if parts.attention_out {
+            tensors.extend([&self.attn_out_weight, &self.attn_out_bias]);
+        }
+        if parts.mlp_in {
+            tensors.extend(affine(&self.ln_2));
+            tensors.extend([&self.mlp_in_weight, &self.mlp_in_bias]);
+        }
+        if parts.mlp_out {
+            tensors.extend([&self.mlp_out_weight, &self.mlp_out_bias]);
+        }
+        tensors
+    }
+
     fn shallow_clone(&self) -> Self {
         Self {
             ln_1: self.ln_1.as_ref().map(Affine::shallow_clone),

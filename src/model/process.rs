@@ -47,6 +47,7 @@ pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
     // A part no enabled step touches is kept as it is: its float64 round trip is exact, and
     // explain sees it unchanged without comparing values.
     let parts = options.block_parts();
+    let arena = Arena::for_block_parts(&blocks, parts);
     let blocks = blocks
         .into_iter()
         .map(|block| {
@@ -67,7 +68,7 @@ pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
             if options.refactor_factored_attn_matrices {
                 block = refactor_factored_attn_matrices(block, d_model, heads);
             }
-            block.map_parts(parts, |tensor| tensor.to_kind(kind))
+            block.map_parts(parts, |tensor| arena.copy_of(&tensor, kind))
         })
         .collect();
     // wte is as large as all of GPT-2 small's attention weights: its pages leave slab by slab.
@@ -85,6 +86,47 @@ pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
         (weight, bias)
     };
     Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed: Unembed::Untied { weight, bias }, mapped }
+}
+
+/// One buffer that the processed blocks' tensors are rounded into, allocated before the first
+/// block. Allocated one by one, each block's results would land between the float64 working
+/// memory of the blocks before and after it, and the heap would fragment: gpt2-xl's processing
+/// peaked anywhere from 7.4 to 9.5 GiB with the same results, depending on the heap's layout.
+/// Here the working memory of one block is reused by the next, and the results grow one buffer.
+struct Arena {
+    buffer: Tensor,
+    used: std::cell::Cell<i64>,
+}
+
+/// Each tensor in the arena starts on a 64-byte boundary, as libtorch aligns its own allocations.
+const ARENA_ALIGNMENT: i64 = 64;
+
+impl Arena {
+    /// Room for every tensor of `parts` in every block, in the blocks' dtype and device.
+    fn for_block_parts(blocks: &[Block], parts: BlockParts) -> Self {
+        let sample = blocks.first().map(|block| &block.qkv_weight);
+        let (kind, device) = sample.map_or((Kind::Float, tch::Device::Cpu), |tensor| (tensor.kind(), tensor.device()));
+        let aligned = Self::aligned_len(kind);
+        let len: i64 = blocks.iter().flat_map(|block| block.tensors_of(parts)).map(|tensor| aligned(tensor.numel() as i64)).sum();
+        Self { buffer: Tensor::empty([len], (kind, device)), used: std::cell::Cell::new(0) }
+    }
+
+    /// Rounds `len` elements of `kind` up to a whole number of alignment units.
+    fn aligned_len(kind: Kind) -> impl Fn(i64) -> i64 {
+        let unit = (ARENA_ALIGNMENT / kind.elt_size_in_bytes() as i64).max(1);
+        move |len| (len + unit - 1) / unit * unit
+    }
+
+    /// `tensor` rounded to `kind` into the arena's next free place.
+    fn copy_of(&self, tensor: &Tensor, kind: Kind) -> Tensor {
+        debug_assert_eq!(kind, self.buffer.kind());
+        let len = tensor.numel() as i64;
+        let start = self.used.get();
+        self.used.set(start + Self::aligned_len(kind)(len));
+        let mut place = self.buffer.narrow(0, start, len).view(tensor.size().as_slice());
+        place.copy_(tensor);
+        place
+    }
 }
 
 /// Rows of an embedding, or columns of the unembedding, processed in float64 at a time: a
