@@ -73,11 +73,12 @@ pub fn attribute(
             .collect()
     };
     let base_logits = logits_of(unprocessed)?;
+    let before = Before::new(unprocessed);
     // The fully processed model is also the last accumulated row: processed once, summarised,
     // and dropped, so that one processed copy is held at a time.
     let (all_changed, all_logits) = {
         let all = timed(Phase::Processing, || process(unprocessed.shallow_clone(), ProcessingOptions::only(steps)));
-        (timed(Phase::Statistics, || changed_tensors(unprocessed, &all)), logits_of(&all)?)
+        (timed(Phase::Statistics, || changed_tensors(&before, &all)), logits_of(&all)?)
     };
     let mut all_changed = Some(all_changed);
     let variants = std::iter::once(("no processing (untied unembedding only)".to_owned(), RowKind::Baseline, Vec::new()))
@@ -93,7 +94,7 @@ pub fn attribute(
             Some(changed) => (changed, all_logits.clone()),
             None => {
                 let weights = timed(Phase::Processing, || process(unprocessed.shallow_clone(), ProcessingOptions::only(&row_steps)));
-                (timed(Phase::Statistics, || changed_tensors(unprocessed, &weights)), logits_of(&weights)?)
+                (timed(Phase::Statistics, || changed_tensors(&before, &weights)), logits_of(&weights)?)
             }
         };
         let per_prompt = logits
@@ -113,16 +114,36 @@ pub fn attribute(
     Ok(rows)
 }
 
+/// The unprocessed side of every row's weight comparison: each tensor as the weights hold it,
+/// and a contiguous copy where that is a view in another order (a tied W_U is wte transposed),
+/// made once rather than once per row.
+struct Before {
+    named: Vec<(String, Tensor)>,
+    contiguous: Vec<Tensor>,
+}
+
+impl Before {
+    fn new(weights: &Weights) -> Self {
+        let named = weights.named_tensors();
+        let contiguous = named.iter().map(|(_, tensor)| tensor.contiguous()).collect();
+        Self { named, contiguous }
+    }
+}
+
 /// The tensors whose values differ between the two weight sets, with their relative change. A
 /// tensor that processing left alone is the same view of the same memory on both sides.
-fn changed_tensors(before: &Weights, after: &Weights) -> Vec<TensorChange> {
+fn changed_tensors(before: &Before, after: &Weights) -> Vec<TensorChange> {
     let same_view = |a: &Tensor, b: &Tensor| a.data_ptr() == b.data_ptr() && a.size() == b.size() && a.stride() == b.stride();
     before
-        .named_tensors()
-        .into_iter()
+        .named
+        .iter()
+        .zip(&before.contiguous)
         .zip(after.named_tensors())
-        .filter(|((_, before), (_, after))| !same_view(before, after))
-        .map(|((tensor, before), (_, after))| TensorChange { relative_change: relative_change(&before, &after), tensor })
+        .filter(|(((_, before), _), (_, after))| !same_view(before, after))
+        .map(|(((tensor, _), contiguous), (_, after))| TensorChange {
+            relative_change: relative_change(contiguous, &after),
+            tensor: tensor.clone(),
+        })
         .filter(|change| change.relative_change > 0.0)
         .collect()
 }
