@@ -103,12 +103,13 @@ fn run_table(report: &Report) -> String {
     out
 }
 
-/// One row per prompt with its verdict and each comparison's max |diff|, then the worst elements.
+/// One row per prompt with its verdict and each comparison's worst |diff| under its criterion
+/// (centered for shift-free rows, as the verdict judges it), then the worst elements.
 fn overview(report: &Report) -> String {
     let names: Vec<&str> = report.worst.iter().map(|worst| worst.comparison.as_str()).collect();
     let mut out = String::from("<h2>Prompts</h2>\n<table>\n<tr><th>prompt</th><th>verdict</th>");
     for name in &names {
-        let _ = write!(out, "<th>{} max |diff|</th>", xml_escape(name));
+        let _ = write!(out, "<th>{} worst |diff|</th>", xml_escape(name));
     }
     out.push_str("</tr>\n");
     for (index, prompt) in report.prompts.iter().enumerate() {
@@ -122,7 +123,7 @@ fn overview(report: &Report) -> String {
             match prompt.comparisons.iter().find(|comparison| comparison.name == *name) {
                 Some(comparison) => {
                     let class = if comparison.passed { "num" } else { "num fail" };
-                    let _ = write!(out, "<td class=\"{class}\">{}</td>", sci(comparison.max_abs_diff));
+                    let _ = write!(out, "<td class=\"{class}\">{}</td>", sci(comparison.worst_abs_diff));
                 }
                 None => out.push_str("<td></td>"),
             }
@@ -133,13 +134,12 @@ fn overview(report: &Report) -> String {
     for worst in &report.worst {
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td>{} <code>{}</code></td></tr>",
+            "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td><code>{}</code></td></tr>",
             xml_escape(&worst.comparison),
             sci(worst.abs_diff),
             xml_escape(&format!("{:?}", crate::tokenize::abbreviate(&worst.prompt))),
             worst.position,
-            worst.token_id,
-            xml_escape(&format!("{:?}", worst.token))
+            xml_escape(&crate::tokenize::token_with_id(worst.token_id, &worst.token))
         );
     }
     out.push_str("</table>\n");
