@@ -4,7 +4,7 @@ mod common;
 
 use common::{centered, load_fixture, max_abs_diff, tensor};
 use gpt2_parity::model::gpt2::forward;
-use gpt2_parity::model::process::{process, ProcessingOptions};
+use gpt2_parity::model::process::{process, process_part, Part, ProcessingOptions, Step};
 use gpt2_parity::model::Unembed;
 use tch::Kind;
 
@@ -130,4 +130,25 @@ fn the_scripts_reference_reads_back_and_matches_our_tokenizer() {
     }
     assert!(lengths.contains(&1), "a one-token prompt");
     assert!(lengths.contains(&fixture.config.n_positions), "a prompt of exactly n_positions tokens");
+}
+
+/// explain builds each row from parts processed under only the steps that shape them, shared
+/// between rows: for every set of steps, that is the whole processing, bit for bit.
+#[test]
+fn each_part_processed_under_its_own_steps_is_the_whole_processing() {
+    let fixture = load_fixture();
+    let steps = Step::ALL;
+    for mask in 0..(1u32 << steps.len()) {
+        let chosen: Vec<Step> = steps.iter().enumerate().filter(|(bit, _)| mask & (1 << bit) != 0).map(|(_, step)| *step).collect();
+        let options = ProcessingOptions::only(&chosen);
+        let whole = process(fixture.weights.shallow_clone(), options);
+        let mut assembled = fixture.weights.shallow_clone();
+        for part in Part::ALL {
+            let processed = process_part(fixture.weights.shallow_clone(), options.restricted_to(part), part);
+            assembled.take_part(part, &processed);
+        }
+        for ((name, whole), (_, assembled)) in whole.named_tensors().into_iter().zip(assembled.named_tensors()) {
+            assert!(whole.equal(&assembled), "{chosen:?}: {name} differs");
+        }
+    }
 }

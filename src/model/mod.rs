@@ -181,6 +181,21 @@ impl Weights {
         }
     }
 
+    /// `part`'s tensors replaced by second handles on `from`'s.
+    pub fn take_part(&mut self, part: process::Part, from: &Weights) {
+        match part {
+            process::Part::Blocks => self.blocks = from.blocks.iter().map(Block::shallow_clone).collect(),
+            process::Part::Embeddings => {
+                self.token_embedding = from.token_embedding.shallow_clone();
+                self.position_embedding = from.position_embedding.shallow_clone();
+            }
+            process::Part::Unembedding => {
+                let shallow = from.shallow_clone();
+                (self.ln_f, self.unembed) = (shallow.ln_f, shallow.unembed);
+            }
+        }
+    }
+
     /// A second handle on the same storage. Safe to hand to [`process::process`], which never
     /// writes into a tensor in place.
     pub fn shallow_clone(&self) -> Self {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::load::MappedFiles;
-use super::{Affine, Block, BlockParts, Unembed, Weights};
+use super::{Affine, Block, BlockParts, Gpt2Config, Unembed, Weights};
 
 /// Which of TransformerLens's steps to apply; all on is TransformerLens's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,24 +38,68 @@ impl Default for ProcessingOptions {
 /// Each step touches only one block's tensors, or the embeddings, or the unembedding, so the
 /// steps run part by part, in float64 one part at a time, in the same order as a whole.
 pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
+    Part::ALL.into_iter().fold(weights, |weights, part| process_part(weights, options, part))
+}
+
+/// The three parts of the weights that processing works on one at a time. Each is shaped by its
+/// own steps only ([`ProcessingOptions::restricted_to`]), so that explain's rows can share them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// By fold_ln, center_writing_weights, fold_value_biases and refactor_factored_attn_matrices.
+    Blocks,
+    /// wte and wpe, by center_writing_weights.
+    Embeddings,
+    /// ln_f, W_U and b_U, by fold_ln and center_unembed.
+    Unembedding,
+}
+
+impl Part {
+    pub const ALL: [Part; 3] = [Part::Blocks, Part::Embeddings, Part::Unembedding];
+}
+
+/// `weights`, untied, with `part` processed by the enabled steps and the other parts as given.
+pub fn process_part(weights: Weights, options: ProcessingOptions, part: Part) -> Weights {
     let _no_grad = tch::no_grad_guard();
     let kind = weights.token_embedding.kind();
-    let Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed, mapped } = untie_unembed(weights);
-    let (d_model, heads) = (config.n_embd, config.n_head);
+    let Weights { config, mut token_embedding, mut position_embedding, mut blocks, mut ln_f, mut unembed, mapped } = untie_unembed(weights);
     // The checkpoint's pages leave memory part by part; a part still to come is read back.
     MappedFiles::release(&mapped);
+    // wte is as large as all of GPT-2 small's attention weights: its pages leave slab by slab.
+    let release = || MappedFiles::release(&mapped);
+    match part {
+        Part::Blocks => blocks = process_blocks(blocks, options, &config, kind, &release),
+        Part::Embeddings if options.center_writing_weights => {
+            (token_embedding, position_embedding) =
+                (center_rows_in_float64(&token_embedding, &release), center_rows_in_float64(&position_embedding, &release));
+        }
+        Part::Unembedding if options.fold_ln || options.center_unembed => {
+            let Unembed::Untied { weight, bias } = &unembed else { unreachable!("untie_unembed unties") };
+            let folded = if options.fold_ln { ln_f.take() } else { None };
+            let (weight, bias) =
+                process_unembed(weight, bias, folded.map(|affine| affine.map(to_double)), options.center_unembed, &release);
+            unembed = Unembed::Untied { weight, bias };
+        }
+        Part::Embeddings | Part::Unembedding => {}
+    }
+    Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed, mapped }
+}
+
+/// Every block processed in float64, rounded once into one buffer; `release` after each block's
+/// float64 copy is made.
+fn process_blocks(blocks: Vec<Block>, options: ProcessingOptions, config: &Gpt2Config, kind: Kind, release: &dyn Fn()) -> Vec<Block> {
     // A part no enabled step touches is kept as it is: its float64 round trip is exact, and
     // explain sees it unchanged without comparing values.
     let parts = options.block_parts();
+    if parts == BlockParts::default() {
+        return blocks;
+    }
+    let (d_model, heads) = (config.n_embd, config.n_head);
     let arena = Arena::for_block_parts(&blocks, parts);
-    let blocks = blocks
+    blocks
         .into_iter()
         .map(|block| {
-            if parts == BlockParts::default() {
-                return block;
-            }
             let mut block = block.map_parts(parts, to_double);
-            MappedFiles::release(&mapped);
+            release();
             if options.fold_ln {
                 block = fold_block_norms(block);
             }
@@ -70,22 +114,7 @@ pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
             }
             block.map_parts(parts, |tensor| arena.copy_of(&tensor, kind))
         })
-        .collect();
-    // wte is as large as all of GPT-2 small's attention weights: its pages leave slab by slab.
-    let release = || MappedFiles::release(&mapped);
-    let (token_embedding, position_embedding) = if options.center_writing_weights {
-        (center_rows_in_float64(&token_embedding, &release), center_rows_in_float64(&position_embedding, &release))
-    } else {
-        (token_embedding, position_embedding)
-    };
-    let Unembed::Untied { weight, bias } = unembed else { unreachable!("untie_unembed unties") };
-    let (ln_f, folded) = if options.fold_ln { (None, ln_f) } else { (ln_f, None) };
-    let (weight, bias) = if options.fold_ln || options.center_unembed {
-        process_unembed(&weight, &bias, folded.map(|affine| affine.map(to_double)), options.center_unembed, &release)
-    } else {
-        (weight, bias)
-    };
-    Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed: Unembed::Untied { weight, bias }, mapped }
+        .collect()
 }
 
 /// One buffer that the processed blocks' tensors are rounded into, allocated before the first
@@ -345,6 +374,17 @@ impl ProcessingOptions {
     /// The enabled steps, in TransformerLens's order.
     pub fn steps(&self) -> Vec<Step> {
         Step::ALL.into_iter().filter(|step| self.enables(*step)).collect()
+    }
+
+    /// Only the enabled steps that shape `part`: two option sets with the same restriction
+    /// process that part identically.
+    pub fn restricted_to(&self, part: Part) -> Self {
+        let none = Self::only(&[]);
+        match part {
+            Part::Blocks => Self { center_unembed: false, ..*self },
+            Part::Embeddings => Self { center_writing_weights: self.center_writing_weights, ..none },
+            Part::Unembedding => Self { fold_ln: self.fold_ln, center_unembed: self.center_unembed, ..none },
+        }
     }
 
     /// The block parts the enabled steps read or write.

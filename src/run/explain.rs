@@ -9,7 +9,7 @@ use crate::cli::ExplainArgs;
 use crate::compare::attribution::{conclusions, relative_change, PromptEffect, RowKind, StepRow, TensorChange};
 use crate::compare::{compare_logits, Criterion, Tolerance};
 use crate::model::gpt2::forward;
-use crate::model::process::{process, ProcessingOptions, Step};
+use crate::model::process::{process_part, Part, ProcessingOptions, Step};
 use crate::model::Weights;
 use crate::output::emit;
 use crate::report::explain::{ExplainReport, ExplainedPrompt};
@@ -74,44 +74,78 @@ pub fn attribute(
     };
     let base_logits = logits_of(unprocessed)?;
     let before = Before::new(unprocessed);
-    // The fully processed model is also the last accumulated row: processed once, summarised,
-    // and dropped, so that one processed copy is held at a time.
-    let (all_changed, all_logits) = {
-        let all = timed(Phase::Processing, || process(unprocessed.shallow_clone(), ProcessingOptions::only(steps)));
-        (timed(Phase::Statistics, || changed_tensors(&before, &all)), logits_of(&all)?)
-    };
-    let mut all_changed = Some(all_changed);
-    let variants = std::iter::once(("no processing (untied unembedding only)".to_owned(), RowKind::Baseline, Vec::new()))
-        .chain(steps.iter().map(|step| (format!("{} alone", step.name()), RowKind::Alone, vec![*step])))
-        .chain((2..=steps.len()).map(|count| {
-            let name = steps[..count].iter().map(|step| step.name()).collect::<Vec<_>>().join(" + ");
-            (name, RowKind::Accumulated, steps[..count].to_vec())
-        }));
-
-    let mut rows = Vec::new();
-    for (name, kind, row_steps) in variants {
-        let (changed_tensors, logits) = match all_changed.take_if(|_| kind == RowKind::Accumulated && row_steps == steps) {
-            Some(changed) => (changed, all_logits.clone()),
-            None => {
-                let weights = timed(Phase::Processing, || process(unprocessed.shallow_clone(), ProcessingOptions::only(&row_steps)));
-                (timed(Phase::Statistics, || changed_tensors(&before, &weights)), logits_of(&weights)?)
-            }
-        };
+    let variants: Vec<(String, RowKind, Vec<Step>)> =
+        std::iter::once(("no processing (untied unembedding only)".to_owned(), RowKind::Baseline, Vec::new()))
+            .chain(steps.iter().map(|step| (format!("{} alone", step.name()), RowKind::Alone, vec![*step])))
+            .chain((2..=steps.len()).map(|count| {
+                let name = steps[..count].iter().map(|step| step.name()).collect::<Vec<_>>().join(" + ");
+                (name, RowKind::Accumulated, steps[..count].to_vec())
+            }))
+            .collect();
+    // Rows are made most steps first: the first is all steps, whose logits every row's share of
+    // the difference needs, and a part that a row shares with another (the accumulations share
+    // their blocks, embeddings or unembedding with the next shorter one and with the steps
+    // alone) is used again soon after it is made, so that few are kept at a time.
+    let mut order: Vec<usize> = (0..variants.len()).collect();
+    order.sort_by_key(|&index| (std::cmp::Reverse(variants[index].2.len()), variants[index].1 != RowKind::Accumulated, index));
+    let options: Vec<ProcessingOptions> = order.iter().map(|&index| ProcessingOptions::only(&variants[index].2)).collect();
+    let mut parts = SharedParts { unprocessed, kept: Vec::new() };
+    let mut all_logits = Vec::new();
+    let mut rows: Vec<Option<StepRow>> = variants.iter().map(|_| None).collect();
+    for (position, &index) in order.iter().enumerate() {
+        let (name, kind, row_steps) = &variants[index];
+        let weights = timed(Phase::Processing, || parts.weights(options[position], &options[position + 1..]));
+        let changed_tensors = timed(Phase::Statistics, || changed_tensors(&before, &weights));
+        let logits = logits_of(&weights)?;
+        drop(weights);
+        if position == 0 {
+            all_logits = logits.clone();
+        }
         let per_prompt = logits
             .iter()
             .zip(&base_logits)
             .zip(&all_logits)
             .map(|((row_logits, base), all)| {
                 timed(Phase::Statistics, || {
-                    let comparison = compare_logits(&name, Criterion::Raw, row_logits, base, vocab, tolerance, token_text);
+                    let comparison = compare_logits(name, Criterion::Raw, row_logits, base, vocab, tolerance, token_text);
                     PromptEffect::new(&comparison, row_logits, base, all)
                 })
             })
             .collect();
-        rows.push(StepRow::new(name, kind, row_steps, changed_tensors, per_prompt, tolerance));
+        rows[index] = Some(StepRow::new(name.clone(), *kind, row_steps.clone(), changed_tensors, per_prompt, tolerance));
     }
+    let rows = rows.into_iter().flatten().collect();
     progress.finish_and_clear();
     Ok(rows)
+}
+
+/// Processed parts kept for the rows still to come: each part ([`Part`]) is processed once for
+/// each distinct set of the steps that shape it, and kept only while a later row needs it.
+struct SharedParts<'a> {
+    unprocessed: &'a Weights,
+    /// (part, the steps shaping it, the unprocessed weights with that part processed)
+    kept: Vec<(Part, ProcessingOptions, Weights)>,
+}
+
+impl SharedParts<'_> {
+    /// The model processed with `options`, made of kept parts where they fit; then only the
+    /// parts `upcoming` rows need are kept.
+    fn weights(&mut self, options: ProcessingOptions, upcoming: &[ProcessingOptions]) -> Weights {
+        let mut weights = self.unprocessed.shallow_clone();
+        for part in Part::ALL {
+            let steps = options.restricted_to(part);
+            let kept = match self.kept.iter().position(|(kept_part, kept_steps, _)| (*kept_part, *kept_steps) == (part, steps)) {
+                Some(index) => index,
+                None => {
+                    self.kept.push((part, steps, process_part(self.unprocessed.shallow_clone(), steps, part)));
+                    self.kept.len() - 1
+                }
+            };
+            weights.take_part(part, &self.kept[kept].2);
+        }
+        self.kept.retain(|(part, steps, _)| upcoming.iter().any(|options| options.restricted_to(*part) == *steps));
+        weights
+    }
 }
 
 /// The unprocessed side of every row's weight comparison: each tensor as the weights hold it,
