@@ -125,29 +125,6 @@ impl Block {
         }
     }
 
-    /// The tensors of `parts`, in [`Block::map_parts`]'s order.
-    pub fn tensors_of(&self, parts: BlockParts) -> Vec<&Tensor> {
-        fn affine(affine: &Option<Affine>) -> Vec<&Tensor> {
-            affine.iter().flat_map(|affine| [&affine.weight, &affine.bias]).collect()
-        }
-        let mut tensors = Vec::new();
-        if parts.attention_in {
-            tensors.extend(affine(&self.ln_1));
-            tensors.extend([&self.qkv_weight, &self.qkv_bias]);
-        }
-        if parts.attention_out {
-            tensors.extend([&self.attn_out_weight, &self.attn_out_bias]);
-        }
-        if parts.mlp_in {
-            tensors.extend(affine(&self.ln_2));
-            tensors.extend([&self.mlp_in_weight, &self.mlp_in_bias]);
-        }
-        if parts.mlp_out {
-            tensors.extend([&self.mlp_out_weight, &self.mlp_out_bias]);
-        }
-        tensors
-    }
-
     fn shallow_clone(&self) -> Self {
         Self {
             ln_1: self.ln_1.as_ref().map(Affine::shallow_clone),
@@ -160,6 +137,15 @@ impl Block {
             mlp_in_bias: self.mlp_in_bias.shallow_clone(),
             mlp_out_weight: self.mlp_out_weight.shallow_clone(),
             mlp_out_bias: self.mlp_out_bias.shallow_clone(),
+        }
+    }
+}
+
+impl Unembed {
+    fn shallow_clone(&self) -> Self {
+        match self {
+            Unembed::Tied => Unembed::Tied,
+            Unembed::Untied { weight, bias } => Unembed::Untied { weight: weight.shallow_clone(), bias: bias.shallow_clone() },
         }
     }
 }
@@ -190,8 +176,8 @@ impl Weights {
                 self.position_embedding = from.position_embedding.shallow_clone();
             }
             process::Part::Unembedding => {
-                let shallow = from.shallow_clone();
-                (self.ln_f, self.unembed) = (shallow.ln_f, shallow.unembed);
+                self.ln_f = from.ln_f.as_ref().map(Affine::shallow_clone);
+                self.unembed = from.unembed.shallow_clone();
             }
         }
     }
@@ -205,10 +191,7 @@ impl Weights {
             position_embedding: self.position_embedding.shallow_clone(),
             blocks: self.blocks.iter().map(Block::shallow_clone).collect(),
             ln_f: self.ln_f.as_ref().map(Affine::shallow_clone),
-            unembed: match &self.unembed {
-                Unembed::Tied => Unembed::Tied,
-                Unembed::Untied { weight, bias } => Unembed::Untied { weight: weight.shallow_clone(), bias: bias.shallow_clone() },
-            },
+            unembed: self.unembed.shallow_clone(),
             mapped: self.mapped.clone(),
         }
     }

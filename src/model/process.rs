@@ -1,6 +1,8 @@
 //! TransformerLens's weight processing (processing.md section 3) as a pure function on
 //! [`Weights`]: it takes the unprocessed weights and returns processed ones in the same layout,
 //! freeing each replaced tensor as it goes so that one copy of the model is held at a time.
+use std::cell::Cell;
+
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -94,7 +96,7 @@ fn process_blocks(blocks: Vec<Block>, options: ProcessingOptions, config: &Gpt2C
         return blocks;
     }
     let (d_model, heads) = (config.n_embd, config.n_head);
-    let arena = Arena::for_block_parts(&blocks, parts);
+    let arena = Arena::for_block_parts(&blocks, parts, kind);
     blocks
         .into_iter()
         .map(|block| {
@@ -112,7 +114,7 @@ fn process_blocks(blocks: Vec<Block>, options: ProcessingOptions, config: &Gpt2C
             if options.refactor_factored_attn_matrices {
                 block = refactor_factored_attn_matrices(block, d_model, heads);
             }
-            block.map_parts(parts, |tensor| arena.copy_of(&tensor, kind))
+            block.map_parts(parts, |tensor| arena.copy_of(&tensor))
         })
         .collect()
 }
@@ -124,38 +126,42 @@ fn process_blocks(blocks: Vec<Block>, options: ProcessingOptions, config: &Gpt2C
 /// Here the working memory of one block is reused by the next, and the results grow one buffer.
 struct Arena {
     buffer: Tensor,
-    used: std::cell::Cell<i64>,
+    /// The alignment in elements.
+    unit: i64,
+    used: Cell<i64>,
 }
 
 /// Each tensor in the arena starts on a 64-byte boundary, as libtorch aligns its own allocations.
 const ARENA_ALIGNMENT: i64 = 64;
 
 impl Arena {
-    /// Room for every tensor of `parts` in every block, in the blocks' dtype and device.
-    fn for_block_parts(blocks: &[Block], parts: BlockParts) -> Self {
-        let sample = blocks.first().map(|block| &block.qkv_weight);
-        let (kind, device) = sample.map_or((Kind::Float, tch::Device::Cpu), |tensor| (tensor.kind(), tensor.device()));
-        let aligned = Self::aligned_len(kind);
-        let len: i64 = blocks.iter().flat_map(|block| block.tensors_of(parts)).map(|tensor| aligned(tensor.numel() as i64)).sum();
-        Self { buffer: Tensor::empty([len], (kind, device)), used: std::cell::Cell::new(0) }
-    }
-
-    /// Rounds `len` elements of `kind` up to a whole number of alignment units.
-    fn aligned_len(kind: Kind) -> impl Fn(i64) -> i64 {
+    /// Room for every tensor of `parts` in every block, in `kind` on the blocks' device.
+    fn for_block_parts(blocks: &[Block], parts: BlockParts, kind: Kind) -> Self {
         let unit = (ARENA_ALIGNMENT / kind.elt_size_in_bytes() as i64).max(1);
-        move |len| (len + unit - 1) / unit * unit
+        let len = Cell::new(0);
+        for block in blocks {
+            block.shallow_clone().map_parts(parts, |tensor| {
+                len.set(len.get() + round_up(tensor.numel() as i64, unit));
+                tensor
+            });
+        }
+        let device = blocks.first().map_or(tch::Device::Cpu, |block| block.qkv_weight.device());
+        Self { buffer: Tensor::empty([len.get()], (kind, device)), unit, used: Cell::new(0) }
     }
 
-    /// `tensor` rounded to `kind` into the arena's next free place.
-    fn copy_of(&self, tensor: &Tensor, kind: Kind) -> Tensor {
-        debug_assert_eq!(kind, self.buffer.kind());
-        let len = tensor.numel() as i64;
-        let start = self.used.get();
-        self.used.set(start + Self::aligned_len(kind)(len));
+    /// `tensor` rounded to the arena's dtype into its next free place.
+    fn copy_of(&self, tensor: &Tensor) -> Tensor {
+        let (start, len) = (self.used.get(), tensor.numel() as i64);
+        self.used.set(start + round_up(len, self.unit));
         let mut place = self.buffer.narrow(0, start, len).view(tensor.size().as_slice());
         place.copy_(tensor);
         place
     }
+}
+
+/// `len` rounded up to a multiple of `unit`.
+fn round_up(len: i64, unit: i64) -> i64 {
+    (len + unit - 1) / unit * unit
 }
 
 /// Rows of an embedding, or columns of the unembedding, processed in float64 at a time: a
