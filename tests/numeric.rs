@@ -5,7 +5,7 @@ mod common;
 use common::{centered, load_fixture, max_abs_diff, tensor};
 use gpt2_parity::model::gpt2::forward;
 use gpt2_parity::model::process::{process, process_part, Part, ProcessingOptions, Step};
-use gpt2_parity::model::Unembed;
+use gpt2_parity::model::{TokenEmbedding, Unembed};
 use tch::Kind;
 
 const TOLERANCE: f64 = 1e-5;
@@ -102,7 +102,7 @@ fn processing_leaves_the_documented_structure() {
         assert!(block.mlp_out_weight.mean_dim(-1, false, Kind::Float).abs().max().double_value(&[]) < 1e-6);
         assert_eq!(block.qkv_bias.narrow(0, 2 * d_model, d_model).abs().max().double_value(&[]), 0.0);
     }
-    assert!(processed.token_embedding.mean_dim(-1, false, Kind::Float).abs().max().double_value(&[]) < 1e-6);
+    assert!(processed.token_embedding.table().mean_dim(-1, false, Kind::Float).abs().max().double_value(&[]) < 1e-6);
     let Unembed::Untied { weight, bias } = &processed.unembed else { panic!("processing unties the unembedding") };
     assert!(weight.mean_dim(-1, false, Kind::Float).abs().max().double_value(&[]) < 1e-6);
     assert!(bias.mean(Kind::Float).abs().double_value(&[]) < 1e-6);
@@ -150,5 +150,48 @@ fn each_part_processed_under_its_own_steps_is_the_whole_processing() {
         for ((name, whole), (_, assembled)) in whole.named_tensors().into_iter().zip(assembled.named_tensors()) {
             assert!(whole.equal(&assembled), "{chosen:?}: {name} differs");
         }
+    }
+}
+
+/// A processed token embedding is centered row by row as rows are looked up; every lookup, of one
+/// row or many, in any order, must give the bits that centering the whole table gives. Checked at
+/// GPT-2's widths (small, medium, xl) and the fixture's, over more rows than one slab, with
+/// GPT-2's magnitudes (wte entries around 0.1, a few rows far from mean-free).
+#[test]
+fn embedding_rows_centered_on_lookup_are_the_whole_tables_rows() {
+    tch::manual_seed(7);
+    for width in [32, 768, 1024, 1600] {
+        let rows = 4096 + 901;
+        let table = (tch::Tensor::randn([rows, width], (Kind::Float, tch::Device::Cpu)) * 0.11)
+            + tch::Tensor::randn([rows, 1], (Kind::Float, tch::Device::Cpu)) * 0.05;
+        let embedding = TokenEmbedding::CenteredOnLookup(table);
+        let whole = embedding.table();
+        let order = tch::Tensor::randperm(rows, (Kind::Int64, tch::Device::Cpu));
+        let same = |ids: &tch::Tensor| embedding.rows(ids).equal(&whole.index_select(0, ids));
+        assert!(same(&order), "width {width}: every row at once, shuffled");
+        for length in [1, 2, 3, 17, 1024] {
+            for start in (0..rows - length).step_by(997) {
+                assert!(same(&order.narrow(0, start, length)), "width {width}: {length} rows from {start}");
+            }
+        }
+        for id in 0..rows {
+            assert!(same(&tch::Tensor::from_slice(&[id])), "width {width}: row {id} alone");
+        }
+    }
+}
+
+/// The processed model's logits are the same bits whether its token embedding is centered on
+/// lookup (compare) or in full (explain, which compares whole tensors).
+#[test]
+fn a_centered_table_and_centering_on_lookup_give_the_same_logits() {
+    let fixture = load_fixture();
+    let lazy = process(fixture.weights.shallow_clone(), ProcessingOptions::default());
+    assert!(matches!(lazy.token_embedding, TokenEmbedding::CenteredOnLookup(_)));
+    let mut whole = lazy.shallow_clone();
+    whole.token_embedding = TokenEmbedding::Table(lazy.token_embedding.table());
+    for index in 0..fixture.reference.meta.prompts.len() {
+        let tokens = fixture.reference.tokens(index).unwrap();
+        let (lazy, whole) = (forward(&lazy, &tokens), forward(&whole, &tokens));
+        assert!(lazy.logits.equal(&whole.logits) && lazy.resid.equal(&whole.resid), "prompt {index}");
     }
 }

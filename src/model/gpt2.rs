@@ -21,12 +21,12 @@ pub fn forward(weights: &Weights, tokens: &[i64]) -> Activations {
 
 fn forward_untimed(weights: &Weights, tokens: &[i64]) -> Activations {
     let _no_grad = tch::no_grad_guard();
-    let device = weights.token_embedding.device();
+    let device = weights.token_embedding.stored().device();
     let config = &weights.config;
     let positions = tokens.len() as i64;
     let ids = Tensor::from_slice(tokens).to_device(device);
     let position_ids = Tensor::arange(positions, (Kind::Int64, device));
-    let mut x = weights.token_embedding.index_select(0, &ids) + weights.position_embedding.index_select(0, &position_ids);
+    let mut x = weights.token_embedding.rows(&ids) + weights.position_embedding.index_select(0, &position_ids);
     let future = Tensor::ones([positions, positions], (Kind::Bool, device)).triu(1);
     let mut resid = Vec::with_capacity(weights.blocks.len() + 1);
     resid.push(x.shallow_clone());
@@ -37,7 +37,7 @@ fn forward_untimed(weights: &Weights, tokens: &[i64]) -> Activations {
     }
     let normalized = layer_norm(&x, weights.ln_f.as_ref(), config.layer_norm_epsilon);
     let logits = match &weights.unembed {
-        Unembed::Tied => normalized.matmul(&weights.token_embedding.tr()),
+        Unembed::Tied => normalized.matmul(&weights.token_embedding.table().tr()),
         Unembed::Untied { weight, bias } => bias.addmm(&normalized, weight),
     };
     Activations { logits, resid: Tensor::stack(&resid, 0) }

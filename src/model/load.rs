@@ -16,7 +16,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::convert::converted;
 use super::hub::WeightFiles;
-use super::{Affine, Block, Gpt2Config, Unembed, Weights};
+use super::{Affine, Block, Gpt2Config, TokenEmbedding, Unembed, Weights};
 use crate::cache::file_digest;
 use crate::timings::{timed, Phase};
 
@@ -158,7 +158,10 @@ impl Checkpoint {
         drop(tensors);
         // Maps no tensor views are released now; the others live as long as the weights.
         let mapped = viewed.then(|| Arc::new(MappedFiles { maps: self.shards.into_iter().map(|shard| shard.map).collect() }));
-        Ok(Weights { config: config.clone(), token_embedding, position_embedding, blocks, ln_f, unembed: Unembed::Tied, mapped })
+        Ok(Weights {
+            config: config.clone(),
+            token_embedding: TokenEmbedding::Table(token_embedding),
+            position_embedding, blocks, ln_f, unembed: Unembed::Tied, mapped })
     }
 }
 

@@ -50,10 +50,19 @@ pub enum Unembed {
     Untied { weight: Tensor, bias: Tensor },
 }
 
+/// wte [V, D] as the forward reads it.
+pub enum TokenEmbedding {
+    Table(Tensor),
+    /// The table before center_writing_weights, each row centered as it is looked up (in float64,
+    /// rounded once, as centering the whole table does). A prompt reads a handful of the 50257
+    /// rows, and a centered copy of the whole table would hold another vocabulary-sized matrix
+    /// (147 MiB for GPT-2 small) for them.
+    CenteredOnLookup(Tensor),
+}
+
 pub struct Weights {
     pub config: Gpt2Config,
-    /// wte [V, D]
-    pub token_embedding: Tensor,
+    pub token_embedding: TokenEmbedding,
     /// wpe [P, D]
     pub position_embedding: Tensor,
     pub blocks: Vec<Block>,
@@ -141,6 +150,46 @@ impl Block {
     }
 }
 
+impl TokenEmbedding {
+    /// The rows of `ids` [T], as [T, D].
+    pub fn rows(&self, ids: &Tensor) -> Tensor {
+        match self {
+            TokenEmbedding::Table(table) => table.index_select(0, ids),
+            TokenEmbedding::CenteredOnLookup(uncentered) => process::centered_rows(&uncentered.index_select(0, ids)),
+        }
+    }
+
+    /// The whole table, centered in full where it is centered on lookup.
+    pub fn table(&self) -> Tensor {
+        match self {
+            TokenEmbedding::Table(table) => table.shallow_clone(),
+            TokenEmbedding::CenteredOnLookup(uncentered) => process::center_rows_in_float64(uncentered, &|| {}),
+        }
+    }
+
+    /// The tensor the table is read from, for its dtype, device and shape.
+    pub fn stored(&self) -> &Tensor {
+        match self {
+            TokenEmbedding::Table(tensor) | TokenEmbedding::CenteredOnLookup(tensor) => tensor,
+        }
+    }
+
+    /// The same table with the stored tensor passed through `f` (a dtype or device change).
+    pub fn map(self, f: impl Fn(Tensor) -> Tensor) -> Self {
+        match self {
+            TokenEmbedding::Table(table) => TokenEmbedding::Table(f(table)),
+            TokenEmbedding::CenteredOnLookup(uncentered) => TokenEmbedding::CenteredOnLookup(f(uncentered)),
+        }
+    }
+
+    fn shallow_clone(&self) -> Self {
+        match self {
+            TokenEmbedding::Table(table) => TokenEmbedding::Table(table.shallow_clone()),
+            TokenEmbedding::CenteredOnLookup(uncentered) => TokenEmbedding::CenteredOnLookup(uncentered.shallow_clone()),
+        }
+    }
+}
+
 impl Unembed {
     fn shallow_clone(&self) -> Self {
         match self {
@@ -155,7 +204,7 @@ impl Weights {
     pub fn map(self, f: impl Fn(Tensor) -> Tensor) -> Self {
         Self {
             config: self.config,
-            token_embedding: f(self.token_embedding),
+            token_embedding: self.token_embedding.map(&f),
             position_embedding: f(self.position_embedding),
             blocks: self.blocks.into_iter().map(|block| block.map(&f)).collect(),
             ln_f: self.ln_f.map(|affine| affine.map(&f)),
@@ -182,6 +231,13 @@ impl Weights {
         }
     }
 
+    /// The same weights with the token embedding held as a whole table, centered once here where
+    /// it was centered on lookup: for reading the whole table more than once.
+    pub fn with_whole_token_table(mut self) -> Self {
+        self.token_embedding = TokenEmbedding::Table(self.token_embedding.table());
+        self
+    }
+
     /// A second handle on the same storage. Safe to hand to [`process::process`], which never
     /// writes into a tensor in place.
     pub fn shallow_clone(&self) -> Self {
@@ -204,7 +260,7 @@ impl Weights {
     /// compared name by name.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         let d_model = self.config.n_embd;
-        let options = (self.token_embedding.kind(), self.token_embedding.device());
+        let options = (self.token_embedding.stored().kind(), self.token_embedding.stored().device());
         let affine = |prefix: &str, affine: Option<&Affine>| -> [(String, Tensor); 2] {
             let (weight, bias) = match affine {
                 Some(Affine { weight, bias }) => (weight.shallow_clone(), bias.shallow_clone()),
@@ -213,7 +269,7 @@ impl Weights {
             [(format!("{prefix}.weight"), weight), (format!("{prefix}.bias"), bias)]
         };
         let mut named = vec![
-            ("wte.weight".to_owned(), self.token_embedding.shallow_clone()),
+            ("wte.weight".to_owned(), self.token_embedding.table()),
             ("wpe.weight".to_owned(), self.position_embedding.shallow_clone()),
         ];
         for (layer, block) in self.blocks.iter().enumerate() {
@@ -235,7 +291,7 @@ impl Weights {
         }
         named.extend(affine("ln_f", self.ln_f.as_ref()));
         let (unembed_weight, unembed_bias) = match &self.unembed {
-            Unembed::Tied => (self.token_embedding.tr(), Tensor::zeros([self.config.vocab_size], options)),
+            Unembed::Tied => (self.token_embedding.table().tr(), Tensor::zeros([self.config.vocab_size], options)),
             Unembed::Untied { weight, bias } => (weight.shallow_clone(), bias.shallow_clone()),
         };
         named.extend([("unembed.weight".to_owned(), unembed_weight), ("unembed.bias".to_owned(), unembed_bias)]);

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::load::MappedFiles;
-use super::{Affine, Block, BlockParts, Gpt2Config, Unembed, Weights};
+use super::{Affine, Block, BlockParts, Gpt2Config, TokenEmbedding, Unembed, Weights};
 
 /// Which of TransformerLens's steps to apply; all on is TransformerLens's default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +62,7 @@ impl Part {
 /// `weights`, untied, with `part` processed by the enabled steps and the other parts as given.
 pub fn process_part(weights: Weights, options: ProcessingOptions, part: Part) -> Weights {
     let _no_grad = tch::no_grad_guard();
-    let kind = weights.token_embedding.kind();
+    let kind = weights.token_embedding.stored().kind();
     let Weights { config, mut token_embedding, mut position_embedding, mut blocks, mut ln_f, mut unembed, mapped } = untie_unembed(weights);
     // The checkpoint's pages leave memory part by part; a part still to come is read back.
     MappedFiles::release(&mapped);
@@ -71,8 +71,8 @@ pub fn process_part(weights: Weights, options: ProcessingOptions, part: Part) ->
     match part {
         Part::Blocks => blocks = process_blocks(blocks, options, &config, kind, &release),
         Part::Embeddings if options.center_writing_weights => {
-            (token_embedding, position_embedding) =
-                (center_rows_in_float64(&token_embedding, &release), center_rows_in_float64(&position_embedding, &release));
+            token_embedding = TokenEmbedding::CenteredOnLookup(token_embedding.table());
+            position_embedding = center_rows_in_float64(&position_embedding, &release);
         }
         Part::Unembedding if options.fold_ln || options.center_unembed => {
             let Unembed::Untied { weight, bias } = &unembed else { unreachable!("untie_unembed unties") };
@@ -175,13 +175,23 @@ fn slabs(size: i64) -> impl Iterator<Item = (i64, i64)> {
 
 /// Each row minus its mean, in float64 one slab of rows at a time, rounded once; `release`
 /// after each slab.
-fn center_rows_in_float64(embedding: &Tensor, release: &dyn Fn()) -> Tensor {
+pub(super) fn center_rows_in_float64(embedding: &Tensor, release: &dyn Fn()) -> Tensor {
     let centered = embedding.empty_like();
     for (start, length) in slabs(embedding.size()[0]) {
-        centered.narrow(0, start, length).copy_(&center_last(&to_double(embedding.narrow(0, start, length))));
+        centered.narrow(0, start, length).copy_(&center_in_float64(embedding.narrow(0, start, length)));
         release();
     }
     centered
+}
+
+/// `rows` [N, D] centered as [`center_rows_in_float64`] centers them within a whole table: a
+/// row's mean over D is computed the same way whichever rows are beside it.
+pub(super) fn centered_rows(rows: &Tensor) -> Tensor {
+    center_in_float64(rows.shallow_clone()).to_kind(rows.kind())
+}
+
+fn center_in_float64(rows: Tensor) -> Tensor {
+    center_last(&to_double(rows))
 }
 
 /// The unembedding's steps, ln_f folded in (when given) then center_unembed, in float64 one
@@ -233,7 +243,7 @@ fn unembed_slab(weight: &Tensor, start: i64, length: i64) -> Tensor {
 /// small) through all of processing.
 fn untie_unembed(mut weights: Weights) -> Weights {
     if let Unembed::Tied = weights.unembed {
-        let embedding = &weights.token_embedding;
+        let embedding = weights.token_embedding.table();
         let vocab = embedding.size()[0];
         weights.unembed = Unembed::Untied { weight: embedding.tr(), bias: Tensor::zeros([vocab], (embedding.kind(), embedding.device())) };
     }

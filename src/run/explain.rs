@@ -137,7 +137,9 @@ impl SharedParts<'_> {
             let kept = match self.kept.iter().position(|(kept_part, kept_steps, _)| (*kept_part, *kept_steps) == (part, steps)) {
                 Some(index) => index,
                 None => {
-                    self.kept.push((part, steps, process_part(self.unprocessed.shallow_clone(), steps, part)));
+                    // Every row compares its whole token embedding with the unprocessed one.
+                    let processed = process_part(self.unprocessed.shallow_clone(), steps, part).with_whole_token_table();
+                    self.kept.push((part, steps, processed));
                     self.kept.len() - 1
                 }
             };
