@@ -98,6 +98,15 @@ pub struct BlockParts {
 impl BlockParts {
     pub const ALL: Self = Self { attention_in: true, attention_out: true, mlp_in: true, mlp_out: true };
 
+    pub fn intersection(self, other: Self) -> Self {
+        Self {
+            attention_in: self.attention_in && other.attention_in,
+            attention_out: self.attention_out && other.attention_out,
+            mlp_in: self.mlp_in && other.mlp_in,
+            mlp_out: self.mlp_out && other.mlp_out,
+        }
+    }
+
     pub fn union(self, other: Self) -> Self {
         Self {
             attention_in: self.attention_in || other.attention_in,
@@ -131,6 +140,30 @@ impl Block {
             mlp_in_bias: f(parts.mlp_in, self.mlp_in_bias),
             mlp_out_weight: f(parts.mlp_out, self.mlp_out_weight),
             mlp_out_bias: f(parts.mlp_out, self.mlp_out_bias),
+        }
+    }
+
+    /// This block with the tensors of `parts` replaced by second handles on `other`'s.
+    fn with_parts_of(self, parts: BlockParts, other: &Block) -> Self {
+        let other = other.shallow_clone();
+        fn pick<T>(selected: bool, mine: T, theirs: T) -> T {
+            if selected {
+                theirs
+            } else {
+                mine
+            }
+        }
+        Self {
+            ln_1: pick(parts.attention_in, self.ln_1, other.ln_1),
+            qkv_weight: pick(parts.attention_in, self.qkv_weight, other.qkv_weight),
+            qkv_bias: pick(parts.attention_in, self.qkv_bias, other.qkv_bias),
+            attn_out_weight: pick(parts.attention_out, self.attn_out_weight, other.attn_out_weight),
+            attn_out_bias: pick(parts.attention_out, self.attn_out_bias, other.attn_out_bias),
+            ln_2: pick(parts.mlp_in, self.ln_2, other.ln_2),
+            mlp_in_weight: pick(parts.mlp_in, self.mlp_in_weight, other.mlp_in_weight),
+            mlp_in_bias: pick(parts.mlp_in, self.mlp_in_bias, other.mlp_in_bias),
+            mlp_out_weight: pick(parts.mlp_out, self.mlp_out_weight, other.mlp_out_weight),
+            mlp_out_bias: pick(parts.mlp_out, self.mlp_out_bias, other.mlp_out_bias),
         }
     }
 
@@ -219,7 +252,10 @@ impl Weights {
     /// `part`'s tensors replaced by second handles on `from`'s.
     pub fn take_part(&mut self, part: process::Part, from: &Weights) {
         match part {
-            process::Part::Blocks => self.blocks = from.blocks.iter().map(Block::shallow_clone).collect(),
+            process::Part::Attention | process::Part::Mlp => {
+                let blocks = std::mem::take(&mut self.blocks);
+                self.blocks = blocks.into_iter().zip(&from.blocks).map(|(mine, theirs)| mine.with_parts_of(part.block_parts(), theirs)).collect();
+            }
             process::Part::Embeddings => {
                 self.token_embedding = from.token_embedding.shallow_clone();
                 self.position_embedding = from.position_embedding.shallow_clone();

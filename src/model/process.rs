@@ -37,18 +37,21 @@ impl Default for ProcessingOptions {
 /// Every step computes in float64 and the result is rounded once to the weights' own dtype:
 /// rounding after each step stacks float32 errors, and at GPT-2's magnitudes (residual
 /// dimensions in the hundreds) that made the processed model's error 2.5x the unprocessed one's.
-/// Each step touches only one block's tensors, or the embeddings, or the unembedding, so the
-/// steps run part by part, in float64 one part at a time, in the same order as a whole.
+/// Each step touches only one block's attention or MLP, or the embeddings, or the unembedding,
+/// so the steps run part by part, in float64 one part at a time, in the same order as a whole.
 pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
     Part::ALL.into_iter().fold(weights, |weights, part| process_part(weights, options, part))
 }
 
-/// The three parts of the weights that processing works on one at a time. Each is shaped by its
+/// The four parts of the weights that processing works on one at a time. Each is shaped by its
 /// own steps only ([`ProcessingOptions::restricted_to`]), so that explain's rows can share them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
-    /// By fold_ln, center_writing_weights, fold_value_biases and refactor_factored_attn_matrices.
-    Blocks,
+    /// Every block's ln_1, c_attn and attention c_proj, by fold_ln, center_writing_weights,
+    /// fold_value_biases and refactor_factored_attn_matrices.
+    Attention,
+    /// Every block's ln_2, c_fc and MLP c_proj, by fold_ln and center_writing_weights.
+    Mlp,
     /// wte and wpe, by center_writing_weights.
     Embeddings,
     /// ln_f, W_U and b_U, by fold_ln and center_unembed.
@@ -56,7 +59,16 @@ pub enum Part {
 }
 
 impl Part {
-    pub const ALL: [Part; 3] = [Part::Blocks, Part::Embeddings, Part::Unembedding];
+    pub const ALL: [Part; 4] = [Part::Attention, Part::Mlp, Part::Embeddings, Part::Unembedding];
+
+    /// The block parts this part is made of; none for the embeddings and the unembedding.
+    pub fn block_parts(self) -> BlockParts {
+        match self {
+            Part::Attention => BlockParts { attention_in: true, attention_out: true, ..BlockParts::default() },
+            Part::Mlp => BlockParts { mlp_in: true, mlp_out: true, ..BlockParts::default() },
+            Part::Embeddings | Part::Unembedding => BlockParts::default(),
+        }
+    }
 }
 
 /// `weights`, untied, with `part` processed by the enabled steps and the other parts as given.
@@ -69,7 +81,7 @@ pub fn process_part(weights: Weights, options: ProcessingOptions, part: Part) ->
     // wte is as large as all of GPT-2 small's attention weights: its pages leave slab by slab.
     let release = || MappedFiles::release(&mapped);
     match part {
-        Part::Blocks => blocks = process_blocks(blocks, options, &config, kind, &release),
+        Part::Attention | Part::Mlp => blocks = process_blocks(blocks, options, part.block_parts(), (&config, kind), &release),
         Part::Embeddings if options.center_writing_weights => {
             token_embedding = TokenEmbedding::CenteredOnLookup(token_embedding.table());
             position_embedding = center_rows_in_float64(&position_embedding, &release);
@@ -86,12 +98,18 @@ pub fn process_part(weights: Weights, options: ProcessingOptions, part: Part) ->
     Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed, mapped }
 }
 
-/// Every block processed in float64, rounded once into one buffer; `release` after each block's
-/// float64 copy is made.
-fn process_blocks(blocks: Vec<Block>, options: ProcessingOptions, config: &Gpt2Config, kind: Kind, release: &dyn Fn()) -> Vec<Block> {
+/// `half` (attention or MLP) of every block processed in float64, rounded once into one buffer;
+/// `release` after each block's float64 copy is made.
+fn process_blocks(
+    blocks: Vec<Block>,
+    options: ProcessingOptions,
+    half: BlockParts,
+    (config, kind): (&Gpt2Config, Kind),
+    release: &dyn Fn(),
+) -> Vec<Block> {
     // A part no enabled step touches is kept as it is: its float64 round trip is exact, and
     // explain sees it unchanged without comparing values.
-    let parts = options.block_parts();
+    let parts = options.block_parts().intersection(half);
     if parts == BlockParts::default() {
         return blocks;
     }
@@ -103,15 +121,17 @@ fn process_blocks(blocks: Vec<Block>, options: ProcessingOptions, config: &Gpt2C
             let mut block = block.map_parts(parts, to_double);
             release();
             if options.fold_ln {
-                block = fold_block_norms(block);
+                block = fold_block_norms(block, parts);
             }
             if options.center_writing_weights {
-                block = center_block_writes(block);
+                block = center_block_writes(block, parts);
             }
-            if options.fold_value_biases {
+            // Both read and write the attention half only.
+            let attention = parts.attention_in;
+            if options.fold_value_biases && attention {
                 block = fold_value_biases(block, d_model, options.center_writing_weights);
             }
-            if options.refactor_factored_attn_matrices {
+            if options.refactor_factored_attn_matrices && attention {
                 block = refactor_factored_attn_matrices(block, d_model, heads);
             }
             block.map_parts(parts, |tensor| arena.copy_of(&tensor))
@@ -260,11 +280,12 @@ fn fold_norm_into(affine: &Affine, weight: Tensor, bias: Tensor) -> (Tensor, Ten
     (centered, bias)
 }
 
-fn fold_block_norms(mut block: Block) -> Block {
-    if let Some(affine) = block.ln_1.take() {
+/// Folds the LayerNorms of the readers among `parts`.
+fn fold_block_norms(mut block: Block, parts: BlockParts) -> Block {
+    if let Some(affine) = block.ln_1.take_if(|_| parts.attention_in) {
         (block.qkv_weight, block.qkv_bias) = fold_norm_into(&affine, block.qkv_weight, block.qkv_bias);
     }
-    if let Some(affine) = block.ln_2.take() {
+    if let Some(affine) = block.ln_2.take_if(|_| parts.mlp_in) {
         (block.mlp_in_weight, block.mlp_in_bias) = fold_norm_into(&affine, block.mlp_in_weight, block.mlp_in_bias);
     }
     block
@@ -276,12 +297,16 @@ fn center_last(tensor: &Tensor) -> Tensor {
 }
 
 /// Everything that writes to the residual stream writes mean-free vectors (the embeddings are
-/// centered in [`process`]).
-fn center_block_writes(mut block: Block) -> Block {
-    block.attn_out_weight = center_last(&block.attn_out_weight);
-    block.attn_out_bias = center_last(&block.attn_out_bias);
-    block.mlp_out_weight = center_last(&block.mlp_out_weight);
-    block.mlp_out_bias = center_last(&block.mlp_out_bias);
+/// centered in [`process`]): here the writers among `parts`.
+fn center_block_writes(mut block: Block, parts: BlockParts) -> Block {
+    if parts.attention_out {
+        block.attn_out_weight = center_last(&block.attn_out_weight);
+        block.attn_out_bias = center_last(&block.attn_out_bias);
+    }
+    if parts.mlp_out {
+        block.mlp_out_weight = center_last(&block.mlp_out_weight);
+        block.mlp_out_bias = center_last(&block.mlp_out_bias);
+    }
     block
 }
 
@@ -397,7 +422,8 @@ impl ProcessingOptions {
     pub fn restricted_to(&self, part: Part) -> Self {
         let none = Self::only(&[]);
         match part {
-            Part::Blocks => Self { center_unembed: false, ..*self },
+            Part::Attention => Self { center_unembed: false, ..*self },
+            Part::Mlp => Self { fold_ln: self.fold_ln, center_writing_weights: self.center_writing_weights, ..none },
             Part::Embeddings => Self { center_writing_weights: self.center_writing_weights, ..none },
             Part::Unembedding => Self { fold_ln: self.fold_ln, center_unembed: self.center_unembed, ..none },
         }
