@@ -89,13 +89,12 @@ pub fn attribute(
     let mut order: Vec<usize> = (0..variants.len()).collect();
     order.sort_by_key(|&index| (std::cmp::Reverse(variants[index].2.len()), variants[index].1 != RowKind::Accumulated, index));
     let options: Vec<ProcessingOptions> = order.iter().map(|&index| ProcessingOptions::only(&variants[index].2)).collect();
-    let mut parts = SharedParts { unprocessed, kept: Vec::new() };
+    let mut parts = SharedParts { unprocessed, before: &before, kept: Vec::new() };
     let mut all_logits = Vec::new();
     let mut rows: Vec<Option<StepRow>> = variants.iter().map(|_| None).collect();
     for (position, &index) in order.iter().enumerate() {
         let (name, kind, row_steps) = &variants[index];
-        let weights = timed(Phase::Processing, || parts.weights(options[position], &options[position + 1..]));
-        let changed_tensors = timed(Phase::Statistics, || changed_tensors(&before, &weights));
+        let (weights, changed_tensors) = parts.weights(options[position], &options[position + 1..]);
         let logits = logits_of(&weights)?;
         drop(weights);
         if position == 0 {
@@ -120,33 +119,51 @@ pub fn attribute(
 }
 
 /// Processed parts kept for the rows still to come: each part ([`Part`]) is processed once for
-/// each distinct set of the steps that shape it, and kept only while a later row needs it.
+/// each distinct set of the steps that shape it, its tensors' changes measured once, and kept
+/// only while a later row needs it.
 struct SharedParts<'a> {
     unprocessed: &'a Weights,
-    /// (part, the steps shaping it, the unprocessed weights with that part processed)
-    kept: Vec<(Part, ProcessingOptions, Weights)>,
+    before: &'a Before,
+    kept: Vec<KeptPart>,
+}
+
+struct KeptPart {
+    part: Part,
+    /// The steps shaping it.
+    steps: ProcessingOptions,
+    /// The unprocessed weights with this part processed.
+    weights: Weights,
+    /// The part's changed tensors, each with its place among the named tensors.
+    changes: Vec<(usize, TensorChange)>,
 }
 
 impl SharedParts<'_> {
-    /// The model processed with `options`, made of kept parts where they fit; then only the
-    /// parts `upcoming` rows need are kept.
-    fn weights(&mut self, options: ProcessingOptions, upcoming: &[ProcessingOptions]) -> Weights {
+    /// The model processed with `options`, made of kept parts where they fit, and the tensors
+    /// that differ from the unprocessed ones; then only the parts `upcoming` rows need are kept.
+    fn weights(&mut self, options: ProcessingOptions, upcoming: &[ProcessingOptions]) -> (Weights, Vec<TensorChange>) {
         let mut weights = self.unprocessed.shallow_clone();
+        let mut changes = Vec::new();
         for part in Part::ALL {
             let steps = options.restricted_to(part);
-            let kept = match self.kept.iter().position(|(kept_part, kept_steps, _)| (*kept_part, *kept_steps) == (part, steps)) {
-                Some(index) => index,
+            let kept = match self.kept.iter().position(|kept| (kept.part, kept.steps) == (part, steps)) {
+                Some(index) => &self.kept[index],
                 None => {
                     // Every row compares its whole token embedding with the unprocessed one.
-                    let processed = process_part(self.unprocessed.shallow_clone(), steps, part).with_whole_token_table();
-                    self.kept.push((part, steps, processed));
-                    self.kept.len() - 1
+                    let processed = timed(Phase::Processing, || {
+                        process_part(self.unprocessed.shallow_clone(), steps, part).with_whole_token_table()
+                    });
+                    let changes = timed(Phase::Statistics, || changed_tensors(self.before, &processed));
+                    self.kept.push(KeptPart { part, steps, weights: processed, changes });
+                    &self.kept[self.kept.len() - 1]
                 }
             };
-            weights.take_part(part, &self.kept[kept].2);
+            weights.take_part(part, &kept.weights);
+            changes.extend(kept.changes.iter().cloned());
         }
-        self.kept.retain(|(part, steps, _)| upcoming.iter().any(|options| options.restricted_to(*part) == *steps));
-        weights
+        self.kept.retain(|kept| upcoming.iter().any(|options| options.restricted_to(kept.part) == kept.steps));
+        // Each part changes its own tensors only, so the union lists each once, in name order.
+        changes.sort_by_key(|(place, _)| *place);
+        (weights, changes.into_iter().map(|(_, change)| change).collect())
     }
 }
 
@@ -166,20 +183,21 @@ impl Before {
     }
 }
 
-/// The tensors whose values differ between the two weight sets, with their relative change. A
-/// tensor that processing left alone is the same view of the same memory on both sides.
-fn changed_tensors(before: &Before, after: &Weights) -> Vec<TensorChange> {
+/// The tensors whose values differ between the two weight sets, with their relative change and
+/// their place among the named tensors. A tensor that processing left alone is the same view of
+/// the same memory on both sides.
+fn changed_tensors(before: &Before, after: &Weights) -> Vec<(usize, TensorChange)> {
     let same_view = |a: &Tensor, b: &Tensor| a.data_ptr() == b.data_ptr() && a.size() == b.size() && a.stride() == b.stride();
     before
         .named
         .iter()
         .zip(&before.contiguous)
         .zip(after.named_tensors())
-        .filter(|(((_, before), _), (_, after))| !same_view(before, after))
-        .map(|(((tensor, _), contiguous), (_, after))| TensorChange {
-            relative_change: relative_change(contiguous, &after),
-            tensor: tensor.clone(),
+        .enumerate()
+        .filter(|(_, (((_, before), _), (_, after)))| !same_view(before, after))
+        .map(|(place, (((tensor, _), contiguous), (_, after)))| {
+            (place, TensorChange { relative_change: relative_change(contiguous, &after), tensor: tensor.clone() })
         })
-        .filter(|change| change.relative_change > 0.0)
+        .filter(|(_, change)| change.relative_change > 0.0)
         .collect()
 }
