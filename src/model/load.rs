@@ -161,7 +161,12 @@ impl Checkpoint {
         Ok(Weights {
             config: config.clone(),
             token_embedding: TokenEmbedding::Table(token_embedding),
-            position_embedding, blocks, ln_f, unembed: Unembed::Tied, mapped })
+            position_embedding,
+            blocks,
+            ln_f,
+            unembed: Unembed::Tied,
+            mapped,
+        })
     }
 }
 

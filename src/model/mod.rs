@@ -254,7 +254,8 @@ impl Weights {
         match part {
             process::Part::Attention | process::Part::Mlp => {
                 let blocks = std::mem::take(&mut self.blocks);
-                self.blocks = blocks.into_iter().zip(&from.blocks).map(|(mine, theirs)| mine.with_parts_of(part.block_parts(), theirs)).collect();
+                self.blocks =
+                    blocks.into_iter().zip(&from.blocks).map(|(mine, theirs)| mine.with_parts_of(part.block_parts(), theirs)).collect();
             }
             process::Part::Embeddings => {
                 self.token_embedding = from.token_embedding.shallow_clone();

@@ -149,9 +149,8 @@ impl SharedParts<'_> {
                 Some(index) => &self.kept[index],
                 None => {
                     // Every row compares its whole token embedding with the unprocessed one.
-                    let processed = timed(Phase::Processing, || {
-                        process_part(self.unprocessed.shallow_clone(), steps, part).with_whole_token_table()
-                    });
+                    let processed =
+                        timed(Phase::Processing, || process_part(self.unprocessed.shallow_clone(), steps, part).with_whole_token_table());
                     let changes = timed(Phase::Statistics, || changed_tensors(self.before, &processed));
                     self.kept.push(KeptPart { part, steps, weights: processed, changes });
                     &self.kept[self.kept.len() - 1]
