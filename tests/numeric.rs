@@ -4,7 +4,7 @@ mod common;
 
 use common::{centered, load_fixture, max_abs_diff, tensor};
 use gpt2_parity::model::gpt2::forward;
-use gpt2_parity::model::process::{process, process_part, Part, ProcessingOptions, Step};
+use gpt2_parity::model::process::{process, process_part, process_unembedding_variants, Part, ProcessingOptions, Step};
 use gpt2_parity::model::{TokenEmbedding, Unembed};
 use tch::Kind;
 
@@ -149,6 +149,41 @@ fn each_part_processed_under_its_own_steps_is_the_whole_processing() {
         }
         for ((name, whole), (_, assembled)) in whole.named_tensors().into_iter().zip(assembled.named_tensors()) {
             assert!(whole.equal(&assembled), "{chosen:?}: {name} differs");
+        }
+    }
+}
+
+/// explain makes the unembedding's variants together, sharing one pass over W_U; each must be
+/// what processing the unembedding under its steps alone gives, bit for bit, in any order and
+/// with any company.
+#[test]
+fn unembedding_variants_made_together_are_each_made_alone() {
+    let fixture = load_fixture();
+    let sets = [vec![], vec![Step::FoldLn], vec![Step::CenterUnembed], vec![Step::FoldLn, Step::CenterUnembed]];
+    let alone: Vec<_> = sets
+        .iter()
+        .map(|steps| process_part(fixture.weights.shallow_clone(), ProcessingOptions::only(steps), Part::Unembedding).named_tensors())
+        .collect();
+    // Every ordered selection of distinct sets: 4 singles, 12 pairs, 24 triples, 24 of all four.
+    let mut selections: Vec<Vec<usize>> = (0..sets.len()).map(|index| vec![index]).collect();
+    for _ in 1..sets.len() {
+        let longer: Vec<Vec<usize>> = selections
+            .iter()
+            .filter(|selection| selection.len() == selections.last().unwrap().len())
+            .flat_map(|selection| {
+                (0..sets.len()).filter(|index| !selection.contains(index)).map(|index| [&selection[..], &[index]].concat())
+            })
+            .collect();
+        selections.extend(longer);
+    }
+    assert_eq!(selections.len(), 64);
+    for selection in selections {
+        let variants: Vec<ProcessingOptions> = selection.iter().map(|&index| ProcessingOptions::only(&sets[index])).collect();
+        let together = process_unembedding_variants(fixture.weights.shallow_clone(), &variants);
+        for (&index, made) in selection.iter().zip(together) {
+            for ((name, made), (_, alone)) in made.named_tensors().into_iter().zip(&alone[index]) {
+                assert!(made.equal(alone), "{:?} among {selection:?}: {name} differs", sets[index]);
+            }
         }
     }
 }

@@ -73,9 +73,12 @@ impl Part {
 
 /// `weights`, untied, with `part` processed by the enabled steps and the other parts as given.
 pub fn process_part(weights: Weights, options: ProcessingOptions, part: Part) -> Weights {
+    if part == Part::Unembedding {
+        return process_unembedding_variants(weights, &[options]).pop().expect("one variant asked, one made");
+    }
     let _no_grad = tch::no_grad_guard();
     let kind = weights.token_embedding.stored().kind();
-    let Weights { config, mut token_embedding, mut position_embedding, mut blocks, mut ln_f, mut unembed, mapped } = untie_unembed(weights);
+    let Weights { config, mut token_embedding, mut position_embedding, mut blocks, ln_f, unembed, mapped } = untie_unembed(weights);
     // The checkpoint's pages leave memory part by part; a part still to come is read back.
     MappedFiles::release(&mapped);
     // wte is as large as all of GPT-2 small's attention weights: its pages leave slab by slab.
@@ -86,16 +89,47 @@ pub fn process_part(weights: Weights, options: ProcessingOptions, part: Part) ->
             token_embedding = TokenEmbedding::CenteredOnLookup(token_embedding.table());
             position_embedding = center_rows_in_float64(&position_embedding, &release);
         }
-        Part::Unembedding if options.fold_ln || options.center_unembed => {
-            let Unembed::Untied { weight, bias } = &unembed else { unreachable!("untie_unembed unties") };
-            let folded = if options.fold_ln { ln_f.take() } else { None };
-            let (weight, bias) =
-                process_unembed(weight, bias, folded.map(|affine| affine.map(to_double)), options.center_unembed, &release);
-            unembed = Unembed::Untied { weight, bias };
-        }
         Part::Embeddings | Part::Unembedding => {}
     }
     Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed, mapped }
+}
+
+/// `weights`, untied, with the unembedding processed under each of `variants`, each as
+/// [`process_part`] makes it. The variants share one pass over W_U: its reading and float64
+/// layout, ln_f's folding and the vocabulary's mean (explain's rows need three variants).
+pub fn process_unembedding_variants(weights: Weights, variants: &[ProcessingOptions]) -> Vec<Weights> {
+    let _no_grad = tch::no_grad_guard();
+    let weights = untie_unembed(weights);
+    MappedFiles::release(&weights.mapped);
+    let release = || MappedFiles::release(&weights.mapped);
+    let Unembed::Untied { weight, bias } = &weights.unembed else { unreachable!("untie_unembed unties") };
+    let steps: Vec<UnembedSteps> = variants
+        .iter()
+        .map(|options| UnembedSteps { fold_ln: options.fold_ln && weights.ln_f.is_some(), center_unembed: options.center_unembed })
+        .collect();
+    let ln_f = weights.ln_f.as_ref().map(|affine| affine.shallow_clone().map(to_double));
+    let processed = process_unembed(weight, bias, ln_f.as_ref(), &steps, &release);
+    processed
+        .into_iter()
+        .zip(&steps)
+        .map(|(unembed, steps)| {
+            let mut variant = weights.shallow_clone();
+            if let Some((weight, bias)) = unembed {
+                variant.unembed = Unembed::Untied { weight, bias };
+            }
+            if steps.fold_ln {
+                variant.ln_f = None;
+            }
+            variant
+        })
+        .collect()
+}
+
+/// The steps that shape the unembedding, as one variant applies them.
+struct UnembedSteps {
+    /// Fold ln_f in (the weights have one to fold).
+    fold_ln: bool,
+    center_unembed: bool,
 }
 
 /// `half` (attention or MLP) of every block processed in float64, rounded once into one buffer;
@@ -214,17 +248,24 @@ fn center_in_float64(rows: Tensor) -> Tensor {
     center_last(&to_double(rows))
 }
 
-/// The unembedding's steps, ln_f folded in (when given) then center_unembed, in float64 one
-/// slab of the vocabulary at a time, rounded once. Folding acts column by column;
-/// center_unembed's mean over the vocabulary is linear in the columns, so it is the folded mean
-/// column, computed first. `release` after each slab.
-fn process_unembed(weight: &Tensor, bias: &Tensor, ln_f: Option<Affine>, center_unembed: bool, release: &dyn Fn()) -> (Tensor, Tensor) {
-    let fold = |weight: Tensor, bias: Tensor| match &ln_f {
-        Some(affine) => fold_norm_into(affine, weight, bias),
-        None => (weight, bias),
+/// The unembedding's steps for each variant, ln_f (float64) folded in then center_unembed, in
+/// float64 one slab of the vocabulary at a time, rounded once; `None` for a variant with
+/// neither step. Folding acts column by column; center_unembed's mean over the vocabulary is
+/// linear in the columns, so it is the (folded) mean column, computed first. `release` after
+/// each slab.
+fn process_unembed(
+    weight: &Tensor,
+    bias: &Tensor,
+    ln_f: Option<&Affine>,
+    variants: &[UnembedSteps],
+    release: &dyn Fn(),
+) -> Vec<Option<(Tensor, Tensor)>> {
+    let fold = |(weight, bias): (&Tensor, &Tensor)| {
+        fold_norm_into(ln_f.expect("a variant folds only an ln_f that is there"), weight.shallow_clone(), bias.shallow_clone())
     };
+    let folds = variants.iter().any(|steps| steps.fold_ln);
     let vocab = weight.size()[1];
-    let means = center_unembed.then(|| {
+    let mean = variants.iter().any(|steps| steps.center_unembed).then(|| {
         let mut weight_sum = Tensor::zeros([weight.size()[0], 1], (Kind::Double, weight.device()));
         let mut bias_sum = Tensor::zeros([1], (Kind::Double, weight.device()));
         for (start, length) in slabs(vocab) {
@@ -232,19 +273,40 @@ fn process_unembed(weight: &Tensor, bias: &Tensor, ln_f: Option<Affine>, center_
             bias_sum += to_double(bias.narrow(0, start, length)).sum(Kind::Double);
             release();
         }
-        fold(weight_sum / vocab as f64, bias_sum / vocab as f64)
+        (weight_sum / vocab as f64, bias_sum / vocab as f64)
     });
-    let (processed_weight, processed_bias) = (Tensor::empty(weight.size(), (weight.kind(), weight.device())), bias.empty_like());
+    let folded_mean = mean.as_ref().filter(|_| folds).map(|(weight, bias)| fold((weight, bias)));
+    let mean_of = |steps: &UnembedSteps| {
+        let mean = if steps.fold_ln { &folded_mean } else { &mean };
+        mean.as_ref().filter(|_| steps.center_unembed)
+    };
+    // Per variant: the mean it subtracts, and the processed weight and bias it is written into.
+    let outputs: Vec<Option<(Option<&(Tensor, Tensor)>, (Tensor, Tensor))>> = variants
+        .iter()
+        .map(|steps| {
+            (steps.fold_ln || steps.center_unembed)
+                .then(|| (mean_of(steps), (Tensor::empty(weight.size(), (weight.kind(), weight.device())), bias.empty_like())))
+        })
+        .collect();
     for (start, length) in slabs(vocab) {
-        let (mut slab_weight, mut slab_bias) = fold(unembed_slab(weight, start, length), to_double(bias.narrow(0, start, length)));
-        if let Some((mean_weight, mean_bias)) = &means {
-            (slab_weight, slab_bias) = (slab_weight - mean_weight, slab_bias - mean_bias);
+        let slab = (unembed_slab(weight, start, length), to_double(bias.narrow(0, start, length)));
+        let folded = folds.then(|| fold((&slab.0, &slab.1)));
+        for (steps, output) in variants.iter().zip(&outputs) {
+            let Some((mean, (processed_weight, processed_bias))) = output else { continue };
+            let (slab_weight, slab_bias) = match &folded {
+                Some(folded) if steps.fold_ln => folded,
+                _ => &slab,
+            };
+            let (slab_weight, slab_bias) = match mean {
+                Some((mean_weight, mean_bias)) => (slab_weight - mean_weight, slab_bias - mean_bias),
+                None => (slab_weight.shallow_clone(), slab_bias.shallow_clone()),
+            };
+            processed_weight.narrow(1, start, length).copy_(&slab_weight);
+            processed_bias.narrow(0, start, length).copy_(&slab_bias);
         }
-        processed_weight.narrow(1, start, length).copy_(&slab_weight);
-        processed_bias.narrow(0, start, length).copy_(&slab_bias);
         release();
     }
-    (processed_weight, processed_bias)
+    outputs.into_iter().map(|output| output.map(|(_, processed)| processed)).collect()
 }
 
 fn to_double(tensor: Tensor) -> Tensor {

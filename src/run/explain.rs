@@ -9,7 +9,7 @@ use crate::cli::ExplainArgs;
 use crate::compare::attribution::{conclusions, relative_change, PromptEffect, RowKind, StepRow, TensorChange};
 use crate::compare::{compare_logits, Criterion, Tolerance};
 use crate::model::gpt2::forward;
-use crate::model::process::{process_part, Part, ProcessingOptions, Step};
+use crate::model::process::{process_part, process_unembedding_variants, Part, ProcessingOptions, Step};
 use crate::model::Weights;
 use crate::output::emit;
 use crate::report::explain::{ExplainReport, ExplainedPrompt};
@@ -145,17 +145,11 @@ impl SharedParts<'_> {
         let mut changes = Vec::new();
         for part in Part::ALL {
             let steps = options.restricted_to(part);
-            let kept = match self.kept.iter().position(|kept| (kept.part, kept.steps) == (part, steps)) {
-                Some(index) => &self.kept[index],
-                None => {
-                    // Every row compares its whole token embedding with the unprocessed one.
-                    let processed =
-                        timed(Phase::Processing, || process_part(self.unprocessed.shallow_clone(), steps, part).with_whole_token_table());
-                    let changes = timed(Phase::Statistics, || changed_tensors(self.before, &processed));
-                    self.kept.push(KeptPart { part, steps, weights: processed, changes });
-                    &self.kept[self.kept.len() - 1]
-                }
-            };
+            let find = |kept: &[KeptPart]| kept.iter().position(|kept| (kept.part, kept.steps) == (part, steps));
+            if find(&self.kept).is_none() {
+                self.make(part, steps, upcoming);
+            }
+            let kept = &self.kept[find(&self.kept).expect("made above")];
             weights.take_part(part, &kept.weights);
             changes.extend(kept.changes.iter().cloned());
         }
@@ -163,6 +157,31 @@ impl SharedParts<'_> {
         // Each part changes its own tensors only, so the union lists each once, in name order.
         changes.sort_by_key(|(place, _)| *place);
         (weights, changes.into_iter().map(|(_, change)| change).collect())
+    }
+
+    /// Processes `part` under `steps` and keeps it with its changes. The unembedding's variants
+    /// share one pass over W_U, so every variant the `upcoming` rows need is made with it;
+    /// other parts are made one at a time, so that fewer are held at once.
+    fn make(&mut self, part: Part, steps: ProcessingOptions, upcoming: &[ProcessingOptions]) {
+        let unprocessed = self.unprocessed.shallow_clone();
+        let (variants, processed) = timed(Phase::Processing, || match part {
+            Part::Unembedding => {
+                let mut variants = vec![steps];
+                for options in upcoming.iter().map(|options| options.restricted_to(part)) {
+                    if !variants.contains(&options) && !self.kept.iter().any(|kept| (kept.part, kept.steps) == (part, options)) {
+                        variants.push(options);
+                    }
+                }
+                let processed = process_unembedding_variants(unprocessed, &variants);
+                (variants, processed)
+            }
+            // Every row compares its whole token embedding with the unprocessed one.
+            _ => (vec![steps], vec![process_part(unprocessed, steps, part).with_whole_token_table()]),
+        });
+        for (steps, weights) in variants.into_iter().zip(processed) {
+            let changes = timed(Phase::Statistics, || changed_tensors(self.before, &weights));
+            self.kept.push(KeptPart { part, steps, weights, changes });
+        }
     }
 }
 
