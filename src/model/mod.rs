@@ -268,13 +268,6 @@ impl Weights {
         }
     }
 
-    /// The same weights with the token embedding held as a whole table, centered once here where
-    /// it was centered on lookup: for reading the whole table more than once.
-    pub fn with_whole_token_table(mut self) -> Self {
-        self.token_embedding = TokenEmbedding::Table(self.token_embedding.table());
-        self
-    }
-
     /// A second handle on the same storage. Safe to hand to [`process::process`], which never
     /// writes into a tensor in place.
     pub fn shallow_clone(&self) -> Self {

@@ -175,8 +175,7 @@ impl SharedParts<'_> {
                 let processed = process_unembedding_variants(unprocessed, &variants);
                 (variants, processed)
             }
-            // Every row compares its whole token embedding with the unprocessed one.
-            _ => (vec![steps], vec![process_part(unprocessed, steps, part).with_whole_token_table()]),
+            _ => (vec![steps], vec![process_part(unprocessed, steps, part)]),
         });
         for (steps, weights) in variants.into_iter().zip(processed) {
             let changes = timed(Phase::Statistics, || changed_tensors(self.before, &weights));
