@@ -265,11 +265,12 @@ fn process_unembed(
     };
     let folds = variants.iter().any(|steps| steps.fold_ln);
     let vocab = weight.size()[1];
+    let buffer = Tensor::empty([weight.size()[0] * SLAB.min(vocab)], (Kind::Double, weight.device()));
     let mean = variants.iter().any(|steps| steps.center_unembed).then(|| {
         let mut weight_sum = Tensor::zeros([weight.size()[0], 1], (Kind::Double, weight.device()));
         let mut bias_sum = Tensor::zeros([1], (Kind::Double, weight.device()));
         for (start, length) in slabs(vocab) {
-            weight_sum += unembed_slab(weight, start, length).sum_dim_intlist(1, true, Kind::Double);
+            weight_sum += unembed_slab(weight, start, length, &buffer).sum_dim_intlist(1, true, Kind::Double);
             bias_sum += to_double(bias.narrow(0, start, length)).sum(Kind::Double);
             release();
         }
@@ -289,7 +290,7 @@ fn process_unembed(
         })
         .collect();
     for (start, length) in slabs(vocab) {
-        let slab = (unembed_slab(weight, start, length), to_double(bias.narrow(0, start, length)));
+        let slab = (unembed_slab(weight, start, length, &buffer), to_double(bias.narrow(0, start, length)));
         let folded = folds.then(|| fold((&slab.0, &slab.1)));
         for (steps, output) in variants.iter().zip(&outputs) {
             let Some((mean, (processed_weight, processed_bias))) = output else { continue };
@@ -314,9 +315,14 @@ fn to_double(tensor: Tensor) -> Tensor {
 }
 
 /// Columns `start..start + length` of W_U in float64, row-major whether W_U is its own tensor or
-/// a view of wte, so that sums over them add in one order.
-fn unembed_slab(weight: &Tensor, start: i64, length: i64) -> Tensor {
-    to_double(weight.narrow(1, start, length)).contiguous()
+/// a view of wte, so that sums over them add in one order. Written over the start of `buffer`
+/// (room for a whole slab), which every slab reuses: new memory for each would leave holes in
+/// the heap that the next slab's allocations do not always fit.
+fn unembed_slab(weight: &Tensor, start: i64, length: i64, buffer: &Tensor) -> Tensor {
+    let columns = weight.narrow(1, start, length);
+    let mut slab = buffer.narrow(0, 0, columns.numel() as i64).view(columns.size().as_slice());
+    slab.copy_(&columns);
+    slab
 }
 
 /// TransformerLens keeps W_U = wte^T as its own tensor, with a zero bias b_U. Here it starts as
@@ -337,9 +343,10 @@ fn untie_unembed(mut weights: Weights) -> Weights {
 /// The bias is folded with the unscaled matrix: (x*g + b) @ W + c = x @ (g*W) + (b @ W + c).
 fn fold_norm_into(affine: &Affine, weight: Tensor, bias: Tensor) -> (Tensor, Tensor) {
     let bias = bias + affine.bias.matmul(&weight);
-    let scaled = affine.weight.unsqueeze(-1) * weight;
-    let centered = &scaled - scaled.mean_dim(0, true, scaled.kind());
-    (centered, bias)
+    // Centered where it is made: one vocabulary slab or block matrix less to allocate.
+    let mut scaled = affine.weight.unsqueeze(-1) * weight;
+    scaled -= scaled.mean_dim(0, true, scaled.kind());
+    (scaled, bias)
 }
 
 /// Folds the LayerNorms of the readers among `parts`.
