@@ -281,33 +281,43 @@ fn process_unembed(
         let mean = if steps.fold_ln { &folded_mean } else { &mean };
         mean.as_ref().filter(|_| steps.center_unembed)
     };
-    // Per variant: the mean it subtracts, and the processed weight and bias it is written into.
-    let outputs: Vec<Option<(Option<&(Tensor, Tensor)>, (Tensor, Tensor))>> = variants
+    let outputs: Vec<Option<VariantOutput>> = variants
         .iter()
         .map(|steps| {
-            (steps.fold_ln || steps.center_unembed)
-                .then(|| (mean_of(steps), (Tensor::empty(weight.size(), (weight.kind(), weight.device())), bias.empty_like())))
+            (steps.fold_ln || steps.center_unembed).then(|| VariantOutput {
+                mean: mean_of(steps),
+                weight: Tensor::empty(weight.size(), (weight.kind(), weight.device())),
+                bias: bias.empty_like(),
+            })
         })
         .collect();
     for (start, length) in slabs(vocab) {
         let slab = (unembed_slab(weight, start, length, &buffer), to_double(bias.narrow(0, start, length)));
         let folded = folds.then(|| fold((&slab.0, &slab.1)));
         for (steps, output) in variants.iter().zip(&outputs) {
-            let Some((mean, (processed_weight, processed_bias))) = output else { continue };
+            let Some(output) = output else { continue };
             let (slab_weight, slab_bias) = match &folded {
                 Some(folded) if steps.fold_ln => folded,
                 _ => &slab,
             };
-            let (slab_weight, slab_bias) = match mean {
+            let (slab_weight, slab_bias) = match output.mean {
                 Some((mean_weight, mean_bias)) => (slab_weight - mean_weight, slab_bias - mean_bias),
                 None => (slab_weight.shallow_clone(), slab_bias.shallow_clone()),
             };
-            processed_weight.narrow(1, start, length).copy_(&slab_weight);
-            processed_bias.narrow(0, start, length).copy_(&slab_bias);
+            output.weight.narrow(1, start, length).copy_(&slab_weight);
+            output.bias.narrow(0, start, length).copy_(&slab_bias);
         }
         release();
     }
-    outputs.into_iter().map(|output| output.map(|(_, processed)| processed)).collect()
+    outputs.into_iter().map(|output| output.map(|output| (output.weight, output.bias))).collect()
+}
+
+/// One unembedding variant in the making: the mean column it subtracts (with center_unembed),
+/// and the processed weight and bias its slabs are written into.
+struct VariantOutput<'a> {
+    mean: Option<&'a (Tensor, Tensor)>,
+    weight: Tensor,
+    bias: Tensor,
 }
 
 fn to_double(tensor: Tensor) -> Tensor {
