@@ -73,25 +73,25 @@ impl Part {
 
 /// `weights`, untied, with `part` processed by the enabled steps and the other parts as given.
 pub fn process_part(weights: Weights, options: ProcessingOptions, part: Part) -> Weights {
-    if part == Part::Unembedding {
-        return process_unembedding_variants(weights, &[options]).pop().expect("one variant asked, one made");
-    }
     let _no_grad = tch::no_grad_guard();
     let kind = weights.token_embedding.stored().kind();
-    let Weights { config, mut token_embedding, mut position_embedding, mut blocks, ln_f, unembed, mapped } = untie_unembed(weights);
+    let mut weights = untie_unembed(weights);
     // The checkpoint's pages leave memory part by part; a part still to come is read back.
-    MappedFiles::release(&mapped);
-    // wte is as large as all of GPT-2 small's attention weights: its pages leave slab by slab.
-    let release = || MappedFiles::release(&mapped);
+    MappedFiles::release(&weights.mapped);
+    let release = || MappedFiles::release(&weights.mapped);
     match part {
-        Part::Attention | Part::Mlp => blocks = process_blocks(blocks, options, part.block_parts(), (&config, kind), &release),
-        Part::Embeddings if options.center_writing_weights => {
-            token_embedding = TokenEmbedding::CenteredOnLookup(token_embedding.table());
-            position_embedding = center_rows_in_float64(&position_embedding, &release);
+        Part::Attention | Part::Mlp => {
+            weights.blocks =
+                process_blocks(std::mem::take(&mut weights.blocks), options, part.block_parts(), (&weights.config, kind), &release);
         }
-        Part::Embeddings | Part::Unembedding => {}
+        Part::Embeddings if options.center_writing_weights => {
+            weights.token_embedding = TokenEmbedding::CenteredOnLookup(weights.token_embedding.table());
+            weights.position_embedding = center_rows_in_float64(&weights.position_embedding, &release);
+        }
+        Part::Embeddings => {}
+        Part::Unembedding => return process_unembedding_variants(weights, &[options]).pop().expect("one variant asked, one made"),
     }
-    Weights { config, token_embedding, position_embedding, blocks, ln_f, unembed, mapped }
+    weights
 }
 
 /// `weights`, untied, with the unembedding processed under each of `variants`, each as

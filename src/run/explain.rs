@@ -145,11 +145,10 @@ impl SharedParts<'_> {
         let mut changes = Vec::new();
         for part in Part::ALL {
             let steps = options.restricted_to(part);
-            let find = |kept: &[KeptPart]| kept.iter().position(|kept| (kept.part, kept.steps) == (part, steps));
-            if find(&self.kept).is_none() {
+            if self.position(part, steps).is_none() {
                 self.make(part, steps, upcoming);
             }
-            let kept = &self.kept[find(&self.kept).expect("made above")];
+            let kept = &self.kept[self.position(part, steps).expect("made above")];
             weights.take_part(part, &kept.weights);
             changes.extend(kept.changes.iter().cloned());
         }
@@ -157,6 +156,11 @@ impl SharedParts<'_> {
         // Each part changes its own tensors only, so the union lists each once, in name order.
         changes.sort_by_key(|(place, _)| *place);
         (weights, changes.into_iter().map(|(_, change)| change).collect())
+    }
+
+    /// Where `part` processed under `steps` is kept.
+    fn position(&self, part: Part, steps: ProcessingOptions) -> Option<usize> {
+        self.kept.iter().position(|kept| (kept.part, kept.steps) == (part, steps))
     }
 
     /// Processes `part` under `steps` and keeps it with its changes. The unembedding's variants
@@ -168,7 +172,7 @@ impl SharedParts<'_> {
             Part::Unembedding => {
                 let mut variants = vec![steps];
                 for options in upcoming.iter().map(|options| options.restricted_to(part)) {
-                    if !variants.contains(&options) && !self.kept.iter().any(|kept| (kept.part, kept.steps) == (part, options)) {
+                    if !variants.contains(&options) && self.position(part, options).is_none() {
                         variants.push(options);
                     }
                 }
