@@ -11,6 +11,7 @@ use crate::model::hub::DEFAULT_MODEL;
 use crate::model::process::ProcessingOptions;
 use crate::prompts::read_prompts_file;
 use crate::report::Format;
+use crate::run::rounding::Gate;
 use crate::run::spill::SpillPolicy;
 use crate::shard::Shard;
 
@@ -186,6 +187,10 @@ pub struct CompareArgs {
     pub allow_other_weights: bool,
     #[command(flatten)]
     pub compute: ComputeArgs,
+    /// What a comparison must satisfy to pass: tolerance and the rounding envelope at every
+    /// residual snapshot and the logits (envelope), or tolerance on the logits alone (tolerance)
+    #[arg(long, value_enum, value_name = "RULE", default_value = "envelope")]
+    pub criterion: Gate,
     /// Also run our model in float64 and report, per comparison, how far each float32 side sits
     /// from it, and whether a breach is rounding noise or real (docs/metrics.md)
     #[arg(long)]

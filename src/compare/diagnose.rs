@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::attribution::describe_shift;
+use super::envelope::TestedCause;
 use super::stats::{finite_mean, DiffLocation, ResidDiff};
 use super::{Comparison, Criterion, Tolerance};
 use crate::model::process::ProcessingOptions;
@@ -99,12 +100,39 @@ pub enum Cause {
     ResidualNoise { max_abs_diff: f64, ulps: f64 },
     /// The residual stream agrees at every snapshot.
     ResidualAgrees { max_abs_diff: f64 },
+    /// A side leaves the rounding envelope: where first, by how much, and what a search of the
+    /// catalogue of port deviations found (docs/metrics.md).
+    LeavesEnvelope {
+        side: String,
+        place: String,
+        multiple: f64,
+        factor: f64,
+        cause: Option<TestedCause>,
+        tried: usize,
+        pattern: Option<PositionPattern>,
+    },
+}
+
+/// Where along the prompt a side's deviation sits, at the first place it leaves the envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionPattern {
+    /// Earlier positions are off and the last one is within the envelope: what a missing causal
+    /// mask does (the last position sees every token either way).
+    LastPositionExact { worst_position: usize },
+    /// Only this position leaves the envelope.
+    SinglePosition { position: usize },
+    /// Most positions leave it; the worst is this one.
+    Spread { worst_position: usize, outside: usize, of: usize },
 }
 
 impl Cause {
     /// Residual-stream findings say where, not what: they are never the likely cause.
     fn is_cause(&self) -> bool {
-        !matches!(self, Cause::ResidualDiverges { .. } | Cause::ResidualNoise { .. } | Cause::ResidualAgrees { .. })
+        match self {
+            Cause::LeavesEnvelope { cause, .. } => cause.is_some(),
+            other => !matches!(other, Cause::ResidualDiverges { .. } | Cause::ResidualNoise { .. } | Cause::ResidualAgrees { .. }),
+        }
     }
 
     fn sentence(&self) -> String {
@@ -205,6 +233,39 @@ impl Cause {
                  no block diverges.",
                 sci(*max_abs_diff)
             ),
+            Cause::LeavesEnvelope { side, place, multiple, factor, cause, tried, pattern } => {
+                let lead = format!(
+                    "{side} leaves the rounding envelope first at {place} ({} rounding, more than the {factor:.0}x a faithful float32 GPT-2 stays within)",
+                    times(*multiple)
+                );
+                match cause {
+                    Some(cause) => format!(
+                        "{lead}. Tested cause: {}; with that change our float64 forward matches {side} to {} in the logits ({} rounding).",
+                        cause.description,
+                        sci(cause.logits_max_abs_diff),
+                        times(cause.multiple)
+                    ),
+                    None => {
+                        let shown = match pattern {
+                            Some(PositionPattern::LastPositionExact { worst_position }) => format!(
+                                " The earlier positions are off (worst: position {worst_position}) and the last one is within the envelope: \
+                                 the signature of a missing causal mask."
+                            ),
+                            Some(PositionPattern::SinglePosition { position }) => format!(" Only position {position} is off."),
+                            Some(PositionPattern::Spread { worst_position, outside, of }) => {
+                                format!(" {outside} of {of} positions are off; the worst is position {worst_position}.")
+                            }
+                            None => String::new(),
+                        };
+                        let searched = if *tried > 0 {
+                            format!("none of the {tried} catalogued port deviations that could start there reproduces it")
+                        } else {
+                            "no catalogued deviation was tried".to_owned()
+                        };
+                        format!("{lead}; {searched}.{shown}")
+                    }
+                }
+            }
             Cause::ResidualAgrees { max_abs_diff } => format!(
                 "the residual stream agrees at every block (max |diff| {}), so the difference arises after it: in ln_f, the \
                  unembedding, or the reference's logits themselves.",
@@ -240,7 +301,7 @@ fn findings(
     tolerance: Tolerance,
     provenance: &Provenance,
 ) -> Vec<Cause> {
-    let mut findings = Vec::new();
+    let mut findings = envelope_findings(comparison);
     let positions = comparison.position_shift.len();
     if comparison.non_finite > 0 {
         let first_side = comparison.first_non_finite_at.as_ref().map_or(Side::Both, |at| {
@@ -271,14 +332,17 @@ fn findings(
         if comparison.top1_agreement == 0.0 && same_values_per_position(candidate, reference, vocab, tolerance) {
             findings.push(Cause::PermutedVocabulary);
         }
-        if let (1, Some(at)) = (comparison.outside_allclose, &comparison.max_abs_diff_at) {
+        if findings.iter().any(|finding| matches!(finding, Cause::LeavesEnvelope { .. })) && comparison.outside_allclose == 0 {
+            // Inside tolerance, the envelope alone fails it: the logits' elements say nothing more.
+        } else if let (1, Some(at)) = (comparison.outside_allclose, &comparison.max_abs_diff_at) {
             findings.push(Cause::SingleElement { at: at.clone(), abs_diff: comparison.worst_abs_diff });
         } else if let [position] = comparison.positions_outside[..] {
             if positions > 1 {
                 findings.push(Cause::SinglePosition { position, elements: comparison.outside_allclose });
             }
         }
-        if findings.is_empty() && comparison.top1_agreement == 1.0 {
+        let outside_envelope = comparison.rounding.as_ref().is_some_and(|rounding| !rounding.passed());
+        if findings.is_empty() && comparison.top1_agreement == 1.0 && !outside_envelope {
             let largest = reference.iter().fold(0.0f64, |largest, &value| largest.max(f64::from(value).abs()));
             let ulps = comparison.worst_abs_diff.max(comparison.min_passing_atol) / (largest * f64::from(f32::EPSILON));
             if ulps <= NOISE_ULPS {
@@ -312,10 +376,70 @@ fn findings(
     findings
 }
 
-/// Where the residual stream first diverges beyond rounding noise, or that it does not.
+/// Each side of the comparison that leaves the rounding envelope: where, by how much, and the
+/// tested cause.
+fn envelope_findings(comparison: &Comparison) -> Vec<Cause> {
+    let Some(rounding) = &comparison.rounding else { return Vec::new() };
+    let snapshots = comparison.resid.as_ref().map_or(0, Vec::len);
+    [&rounding.candidate, &rounding.reference]
+        .into_iter()
+        .filter_map(|side| {
+            let place = side.first_outside?;
+            let multiple = side.snapshots.as_ref().and_then(|snapshots| snapshots.get(place.index).copied()).unwrap_or(side.logits);
+            let name = if side.snapshots.as_ref().is_some_and(|snapshots| place.index < snapshots.len()) || place.index < snapshots {
+                super::envelope::snapshot_name(place.index)
+            } else {
+                "the logits".to_owned()
+            };
+            Some(Cause::LeavesEnvelope {
+                side: side.side.clone(),
+                place: name,
+                multiple,
+                factor: rounding.factor,
+                cause: side.cause.clone(),
+                tried: side.deviations_tried,
+                pattern: side.positions.as_deref().and_then(|positions| position_pattern(positions, rounding.factor)),
+            })
+        })
+        .collect()
+}
+
+/// How a side's multiples spread over the positions at the place it first leaves the envelope.
+fn position_pattern(positions: &[f64], factor: f64) -> Option<PositionPattern> {
+    let outside: Vec<usize> = (0..positions.len()).filter(|&position| !(positions[position] <= factor)).collect();
+    let worst_position = (0..positions.len()).max_by(|&a, &b| positions[a].total_cmp(&positions[b]))?;
+    let last = positions.len() - 1;
+    match outside[..] {
+        [] => None,
+        [position] if positions.len() > 1 => Some(PositionPattern::SinglePosition { position }),
+        _ if positions.len() > 2 && positions[last] <= factor => Some(PositionPattern::LastPositionExact { worst_position }),
+        _ => Some(PositionPattern::Spread { worst_position, outside: outside.len(), of: positions.len() }),
+    }
+}
+
+/// "412x", "3.1x", "0.8x": a multiple of the envelope.
+pub fn times(multiple: f64) -> String {
+    match multiple {
+        value if value.is_nan() || value.is_infinite() => "non-finite".to_owned(),
+        value if value >= 100.0 => format!("{value:.0}x"),
+        value if value >= 10.0 => format!("{value:.0}x"),
+        value => format!("{value:.1}x"),
+    }
+}
+
+/// Where the residual stream first diverges beyond rounding (judged by the envelope when the
+/// comparison has one, else by tolerance and float32 ulps), or that it does not.
 fn residual_finding(resid: &[ResidDiff]) -> Cause {
+    let judged_by_envelope = resid.iter().any(|snapshot| snapshot.passed.is_some());
+    if judged_by_envelope {
+        let max_abs_diff = resid.iter().map(|snapshot| snapshot.max_abs_diff).fold(0.0, f64::max);
+        return match resid.iter().find(|snapshot| snapshot.passed == Some(false)) {
+            Some(first) => Cause::ResidualDiverges { index: first.index, max_abs_diff: first.max_abs_diff },
+            None => Cause::ResidualAgrees { max_abs_diff },
+        };
+    }
     let ulps = |snapshot: &ResidDiff| snapshot.max_abs_diff / (snapshot.reference_max_abs * f64::from(f32::EPSILON));
-    let failing = || resid.iter().filter(|snapshot| !snapshot.passed);
+    let failing = || resid.iter().filter(|snapshot| !snapshot.within_tolerance);
     match failing().find(|snapshot| !(ulps(snapshot) <= NOISE_ULPS)) {
         Some(first) => Cause::ResidualDiverges { index: first.index, max_abs_diff: first.max_abs_diff },
         None if failing().next().is_some() => Cause::ResidualNoise {

@@ -2,6 +2,7 @@
 //! processing step a difference comes from (attribution).
 pub mod attribution;
 pub mod diagnose;
+pub mod envelope;
 mod kernel;
 pub mod noise_floor;
 pub mod stats;

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::diagnose::Cause;
+use super::envelope::Rounding;
 use super::kernel::{self, top_k, TOP_K};
 use super::noise_floor::NoiseFloor;
 
@@ -182,6 +183,10 @@ pub struct Comparison {
     /// With `--noise-floor`: how far each side sits from float64, and what a breach is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub noise_floor: Option<NoiseFloor>,
+    /// Under `--criterion envelope` (the default): each side's distance from our float64
+    /// forward as a multiple of the rounding envelope, per residual snapshot and at the logits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounding: Option<Rounding>,
     /// For a failing comparison, the most likely cause this tool can detect: the first cause
     /// among `findings`.
     pub likely_cause: Option<Cause>,
@@ -200,7 +205,12 @@ pub struct ResidDiff {
     /// The largest |reference| value of the snapshot: the scale rounding noise is judged against.
     #[serde(deserialize_with = "crate::report::nullable::number")]
     pub reference_max_abs: f64,
-    pub passed: bool,
+    /// Whether every element is within atol + rtol * |reference| (what `--criterion tolerance`
+    /// reports; at GPT-2's magnitudes faithful blocks exceed atol, so it judges nothing).
+    pub within_tolerance: bool,
+    /// Whether both sides are within the rounding envelope here; `null` under `--criterion
+    /// tolerance`, which judges the logits alone.
+    pub passed: Option<bool>,
 }
 
 /// Running sums over the elements of one comparison.
@@ -320,6 +330,7 @@ impl Totals {
             first_non_finite_at: totals.first_non_finite.map(location),
             resid: None,
             noise_floor: None,
+            rounding: None,
             likely_cause: None,
             findings: Vec::new(),
             passed: totals.non_finite == 0 && outside_allclose == 0,
@@ -550,7 +561,7 @@ pub fn compare_resid(
                     passed &= tolerance.allows_diff(diff, r);
                 }
             }
-            ResidDiff { index, max_abs_diff, reference_max_abs, passed }
+            ResidDiff { index, max_abs_diff, reference_max_abs, within_tolerance: passed, passed: None }
         })
         .collect()
 }

@@ -1,10 +1,14 @@
 //! GPT-2's forward pass with Hugging Face's eager-attention semantics (processing.md section 2).
 //! The processed model runs through the same code: its LayerNorms have no affine part and its
-//! unembedding is untied with a bias, which the weights themselves say.
+//! unembedding is untied with a bias, which the weights themselves say. The same code also
+//! computes in float64 from float32 weights (the truth the rounding envelope is measured
+//! against), and with one of the catalogued port deviations (model::deviation) switched on.
 use tch::{Kind, Tensor};
 
+use super::deviation::{Bias, Deviation, DeviationKind};
 use super::{Affine, Block, Unembed, Weights};
 use crate::timings::{timed, Phase};
+use crate::tokenize::END_OF_TEXT;
 
 /// What one prompt produces.
 pub struct Activations {
@@ -14,55 +18,159 @@ pub struct Activations {
     pub resid: Tensor,
 }
 
-/// Runs the model on one prompt's token ids (already checked against n_positions).
-pub fn forward(weights: &Weights, tokens: &[i64]) -> Activations {
-    timed(Phase::Forward, || forward_untimed(weights, tokens))
+/// How a forward computes: GPT-2 exactly, in the weights' own dtype, unless told otherwise.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Computation {
+    /// The dtype to compute in, each weight cast on use (so a float64 forward needs no float64
+    /// copy of the model); `None` computes in the weights' dtype.
+    pub kind: Option<Kind>,
+    /// A port's deviation from GPT-2 to reproduce.
+    pub deviation: Option<Deviation>,
 }
 
-fn forward_untimed(weights: &Weights, tokens: &[i64]) -> Activations {
+impl Computation {
+    /// GPT-2 in float64: the closest this tool gets to the exact values.
+    pub const FLOAT64: Self = Self { kind: Some(Kind::Double), deviation: None };
+
+    /// A weight as this computation reads it.
+    fn read(&self, tensor: &Tensor) -> Tensor {
+        match self.kind {
+            Some(kind) if kind != tensor.kind() => tensor.to_kind(kind),
+            _ => tensor.shallow_clone(),
+        }
+    }
+
+    /// The deviation's kind, when it applies in block `block` (`None` asks about what lies
+    /// outside the blocks: ln_f and the unembedding).
+    fn deviates(&self, block: Option<usize>) -> Option<DeviationKind> {
+        let deviation = self.deviation?;
+        match block {
+            Some(block) => deviation.in_block(block).then_some(deviation.kind),
+            None => deviation.block.is_none().then_some(deviation.kind),
+        }
+    }
+}
+
+/// Runs the model on one prompt's token ids (already checked against n_positions).
+pub fn forward(weights: &Weights, tokens: &[i64]) -> Activations {
+    forward_with(weights, tokens, &Computation::default())
+}
+
+/// [`forward`], computing as `computation` says.
+pub fn forward_with(weights: &Weights, tokens: &[i64], computation: &Computation) -> Activations {
+    timed(Phase::Forward, || forward_untimed(weights, tokens, computation))
+}
+
+fn forward_untimed(weights: &Weights, tokens: &[i64], computation: &Computation) -> Activations {
     let _no_grad = tch::no_grad_guard();
     let device = weights.token_embedding.stored().device();
     let config = &weights.config;
+    let deviation = computation.deviation.map(|deviation| deviation.kind);
+    // A port that prepends <|endoftext|> itself sees one more position, whose outputs it drops.
+    let prepended = deviation == Some(DeviationKind::BosPrepended);
+    let tokens: Vec<i64> = if prepended { std::iter::once(END_OF_TEXT).chain(tokens.iter().copied()).collect() } else { tokens.to_vec() };
     let positions = tokens.len() as i64;
-    let ids = Tensor::from_slice(tokens).to_device(device);
-    let position_ids = Tensor::arange(positions, (Kind::Int64, device));
-    let mut x = weights.token_embedding.rows(&ids) + weights.position_embedding.index_select(0, &position_ids);
+    let ids = Tensor::from_slice(&tokens).to_device(device);
+    let position_ids = match deviation {
+        Some(DeviationKind::PositionOffset { offset }) => {
+            (Tensor::arange(positions, (Kind::Int64, device)) + offset).remainder(config.n_positions)
+        }
+        _ => Tensor::arange(positions, (Kind::Int64, device)),
+    };
+    let mut x = computation.read(&weights.token_embedding.rows(&ids))
+        + computation.read(&weights.position_embedding.index_select(0, &position_ids));
     let future = Tensor::ones([positions, positions], (Kind::Bool, device)).triu(1);
     let mut resid = Vec::with_capacity(weights.blocks.len() + 1);
     resid.push(x.shallow_clone());
-    for block in &weights.blocks {
-        x = &x + attention(block, &layer_norm(&x, block.ln_1.as_ref(), config.layer_norm_epsilon), &future, config.n_head);
-        x = &x + mlp(block, &layer_norm(&x, block.ln_2.as_ref(), config.layer_norm_epsilon));
+    let epsilon = config.layer_norm_epsilon;
+    for (index, block) in weights.blocks.iter().enumerate() {
+        let deviation = computation.deviates(Some(index));
+        let norm = |x: &Tensor, affine: Option<&Affine>| layer_norm(x, affine, epsilon, deviation, computation);
+        x = &x + attention(block, &norm(&x, block.ln_1.as_ref()), &future, config.n_head, deviation, computation);
+        x = &x + mlp(block, &norm(&x, block.ln_2.as_ref()), deviation, computation);
         resid.push(x.shallow_clone());
     }
-    let normalized = layer_norm(&x, weights.ln_f.as_ref(), config.layer_norm_epsilon);
-    let logits = match &weights.unembed {
-        Unembed::Tied => normalized.matmul(&weights.token_embedding.table().tr()),
-        Unembed::Untied { weight, bias } => bias.addmm(&normalized, weight),
+    let outside = computation.deviates(None);
+    let normalized = match outside {
+        Some(DeviationKind::NoFinalLayerNorm) => x.shallow_clone(),
+        _ => layer_norm(&x, weights.ln_f.as_ref(), epsilon, outside, computation),
     };
-    Activations { logits, resid: Tensor::stack(&resid, 0) }
+    let logits = match &weights.unembed {
+        Unembed::Tied => {
+            let table = computation.read(&weights.token_embedding.table());
+            match outside {
+                Some(DeviationKind::UnembeddingReshaped) => normalized.matmul(&table.reshape([config.n_embd, config.vocab_size])),
+                _ => normalized.matmul(&table.tr()),
+            }
+        }
+        Unembed::Untied { weight, bias } => computation.read(bias).addmm(&normalized, &computation.read(weight)),
+    };
+    let resid = Tensor::stack(&resid, 0);
+    if prepended {
+        return Activations { logits: logits.narrow(0, 1, positions - 1), resid: resid.narrow(1, 1, positions - 1) };
+    }
+    Activations { logits, resid }
 }
 
 /// LayerNorm over d_model with biased variance; without an affine part it is TransformerLens's LNPre.
-fn layer_norm(x: &Tensor, affine: Option<&Affine>, epsilon: f64) -> Tensor {
+fn layer_norm(x: &Tensor, affine: Option<&Affine>, epsilon: f64, deviation: Option<DeviationKind>, computation: &Computation) -> Tensor {
     let d_model = x.size()[1];
-    match affine {
-        Some(Affine { weight, bias }) => x.layer_norm([d_model], Some(weight), Some(bias), epsilon, false),
-        None => x.layer_norm([d_model], None::<Tensor>, None::<Tensor>, epsilon, false),
+    let (input, epsilon) = match deviation {
+        Some(DeviationKind::LayerNormEpsilon { epsilon }) => (x.shallow_clone(), epsilon),
+        Some(DeviationKind::HalfPrecisionLayerNorm) => (x.to_kind(Kind::Half), epsilon),
+        _ => (x.shallow_clone(), epsilon),
+    };
+    let affine = affine
+        .map(|Affine { weight, bias }| (computation.read(weight).to_kind(input.kind()), computation.read(bias).to_kind(input.kind())));
+    let normalized = match &affine {
+        Some((weight, bias)) => input.layer_norm([d_model], Some(weight), Some(bias), epsilon, false),
+        None => input.layer_norm([d_model], None::<Tensor>, None::<Tensor>, epsilon, false),
+    };
+    normalized.to_kind(x.kind())
+}
+
+/// `bias + x @ weight`, or `x @ weight` where the deviation leaves this bias out.
+fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor, which: Bias, deviation: Option<DeviationKind>, computation: &Computation) -> Tensor {
+    match deviation {
+        Some(DeviationKind::MissingBias { bias: missing }) if missing == which => x.matmul(&computation.read(weight)),
+        _ => computation.read(bias).addmm(x, &computation.read(weight)),
     }
 }
 
 /// Causal multi-head self-attention; `future` marks the keys each query must not see.
-fn attention(block: &Block, x: &Tensor, future: &Tensor, heads: i64) -> Tensor {
+fn attention(
+    block: &Block,
+    x: &Tensor,
+    future: &Tensor,
+    heads: i64,
+    deviation: Option<DeviationKind>,
+    computation: &Computation,
+) -> Tensor {
     let [positions, d_model] = x.size()[..] else { unreachable!("residual stream is [T, D]") };
     let head_dim = d_model / heads;
     // [T, 3D] -> [3, H, T, Dh]: queries, keys, values, each split into heads.
-    let qkv = block.qkv_bias.addmm(x, &block.qkv_weight).view([positions, 3, heads, head_dim]).permute([1, 2, 0, 3]);
+    let qkv = linear(x, &block.qkv_weight, &block.qkv_bias, Bias::Qkv, deviation, computation)
+        .view([positions, 3, heads, head_dim])
+        .permute([1, 2, 0, 3]);
     let (queries, keys, values) = (qkv.get(0), qkv.get(1), qkv.get(2));
-    let scores = queries.matmul(&keys.transpose(-1, -2)) / (head_dim as f64).sqrt();
-    let pattern = scores.masked_fill(future, lowest(scores.kind())).softmax(-1, scores.kind());
+    let raw_scores = queries.matmul(&keys.transpose(-1, -2));
+    let scores = match deviation {
+        Some(DeviationKind::AttentionScaleByModelWidth) => raw_scores / (d_model as f64).sqrt(),
+        Some(DeviationKind::NoAttentionScale) => raw_scores,
+        _ => raw_scores / (head_dim as f64).sqrt(),
+    };
+    let masked = match deviation {
+        Some(DeviationKind::NoCausalMask) => scores,
+        _ => scores.masked_fill(future, lowest(scores.kind())),
+    };
+    let pattern = match deviation {
+        Some(DeviationKind::HalfPrecisionSoftmax) => {
+            masked.to_kind(Kind::Float).clamp_min(-65504.0).to_kind(Kind::Half).softmax(-1, Kind::Half).to_kind(masked.kind())
+        }
+        _ => masked.softmax(-1, masked.kind()),
+    };
     let mixed = pattern.matmul(&values).permute([1, 0, 2]).reshape([positions, d_model]);
-    block.attn_out_bias.addmm(&mixed, &block.attn_out_weight)
+    linear(&mixed, &block.attn_out_weight, &block.attn_out_bias, Bias::AttentionOut, deviation, computation)
 }
 
 /// The dtype's most negative finite value, which Hugging Face's eager attention writes over
@@ -76,9 +184,13 @@ fn lowest(kind: Kind) -> f64 {
     }
 }
 
-fn mlp(block: &Block, x: &Tensor) -> Tensor {
-    let hidden = gelu_new(&block.mlp_in_bias.addmm(x, &block.mlp_in_weight));
-    block.mlp_out_bias.addmm(&hidden, &block.mlp_out_weight)
+fn mlp(block: &Block, x: &Tensor, deviation: Option<DeviationKind>, computation: &Computation) -> Tensor {
+    let pre = linear(x, &block.mlp_in_weight, &block.mlp_in_bias, Bias::MlpIn, deviation, computation);
+    let hidden = match deviation {
+        Some(DeviationKind::ExactGelu) => pre.gelu("none"),
+        _ => gelu_new(&pre),
+    };
+    linear(&hidden, &block.mlp_out_weight, &block.mlp_out_bias, Bias::MlpOut, deviation, computation)
 }
 
 /// GPT-2's tanh approximation of GELU, written out as Hugging Face's `gelu_new` computes it.

@@ -3,6 +3,7 @@
 //! weights differ between them.
 pub mod config;
 pub mod convert;
+pub mod deviation;
 pub mod dtype;
 pub mod gpt2;
 pub mod hub;

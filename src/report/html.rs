@@ -174,7 +174,7 @@ fn residual_chart(comparisons: &[Comparison], atol: f64) -> String {
             Some(Series {
                 name: &comparison.name,
                 values: resid.iter().map(|snapshot| snapshot.max_abs_diff).collect(),
-                failing: resid.iter().map(|snapshot| !snapshot.passed).collect(),
+                failing: resid.iter().map(|snapshot| snapshot.passed == Some(false)).collect(),
             })
         })
         .collect();

@@ -98,7 +98,7 @@ fn failure(report: &Report, comparison: &Comparison, notes: &[&str]) -> (String,
     let first_divergent = comparison
         .resid
         .as_ref()
-        .and_then(|resid| resid.iter().find(|snapshot| !snapshot.passed))
+        .and_then(|resid| resid.iter().find(|snapshot| snapshot.passed == Some(false)))
         .map(|snapshot| {
             format!("\nfirst divergent residual snapshot: {} (max |diff| {})", snapshot_name(snapshot.index), sci(snapshot.max_abs_diff))
         })

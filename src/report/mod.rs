@@ -18,6 +18,7 @@ use crate::compare::diagnose::expected_shift;
 use crate::compare::{Comparison, Criterion, Tolerance};
 use crate::model::dtype::Dtype;
 use crate::model::process::ProcessingOptions;
+use crate::run::rounding::Gate;
 use crate::shard::Shard;
 use crate::tokenize::abbreviate;
 
@@ -57,6 +58,8 @@ pub struct Report {
     pub device: String,
     /// The dtype of our models' weights and forward passes (the reference's is its own).
     pub dtype: Dtype,
+    /// `--criterion`: tolerance and the rounding envelope (`envelope`), or tolerance alone.
+    pub gate: Gate,
     /// True when every comparison of every prompt passed.
     pub passed: bool,
     pub prompts: Vec<PromptReport>,
@@ -440,10 +443,7 @@ fn prompt_label(report: &Report, index: usize) -> String {
 
 /// "embeddings" for residual snapshot 0, then the block whose output snapshot l is: "h.{l-1}".
 fn snapshot_name(index: usize) -> String {
-    match index {
-        0 => "embeddings".to_owned(),
-        block => format!("h.{}", block - 1),
-    }
+    crate::compare::envelope::snapshot_name(index)
 }
 
 /// Text fit for XML (and XHTML) content and attribute values. Control characters XML 1.0 cannot

@@ -12,3 +12,9 @@ pub fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Erro
 pub fn numbers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<f64>, D::Error> {
     Ok(Vec::<Option<f64>>::deserialize(deserializer)?.into_iter().map(|value| value.unwrap_or(f64::NAN)).collect())
 }
+
+/// An optional list of f64: each `null` inside reads as NaN.
+pub fn optional_numbers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<f64>>, D::Error> {
+    Ok(Option::<Vec<Option<f64>>>::deserialize(deserializer)?
+        .map(|values| values.into_iter().map(|value| value.unwrap_or(f64::NAN)).collect()))
+}

@@ -7,9 +7,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::compare::{Candidate, Comparer, PromptCase};
+use super::compare::{judge_against_reference, Candidate, Comparer, PromptCase};
+use super::rounding::{EnvelopeJudge, Outputs};
 use super::ModelInputs;
 use crate::compare::diagnose::Provenance;
+use crate::compare::envelope::{Form, Rounding};
 use crate::compare::{Comparison, Criterion};
 use crate::reference::ReferenceFile;
 use crate::report::CandidateInfo;
@@ -39,6 +41,7 @@ pub(super) fn compare(
     reference: &ReferenceFile,
     cases: &[PromptCase],
     comparer: &Comparer,
+    judge: Option<&EnvelopeJudge>,
 ) -> Result<Vec<Vec<Comparison>>> {
     if candidate.meta.prepend_bos != reference.meta.prepend_bos {
         bail!(
@@ -72,7 +75,25 @@ pub(super) fn compare(
             }
             let reference_prompt = reference.prompt(case.reference_index)?;
             let outputs = Candidate { logits: held.logits, resid: held.resid };
-            Ok(vec![comparer.against_reference(COMPARISON, Criterion::Raw, &outputs, &reference_prompt, false, &Provenance::default())])
+            let rounding = match judge {
+                Some(judge) => {
+                    let truth = judge.truth(&case.tokens, None)?;
+                    let mut side = judge.dimensions.judge("the candidate", Outputs::of(&outputs), &truth, Form::Raw);
+                    judge.search(&mut side, Outputs::of(&outputs), &case.tokens, &truth)?;
+                    let (_, reference) = judge_against_reference(judge, Outputs::of(&outputs), &reference_prompt, &case.tokens, &truth)?;
+                    Some(Rounding::new(side, reference))
+                }
+                None => None,
+            };
+            Ok(vec![comparer.against_reference(
+                COMPARISON,
+                Criterion::Raw,
+                &outputs,
+                &reference_prompt,
+                false,
+                &Provenance::default(),
+                rounding,
+            )])
         })
         .collect()
 }

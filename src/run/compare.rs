@@ -3,11 +3,15 @@
 use anyhow::{bail, Context, Result};
 use tch::Kind;
 
+use std::collections::VecDeque;
+
+use super::rounding::{Dimensions, EnvelopeJudge, Gate, Outputs, PromptTruth};
 use super::spill::LogitsSpill;
 use super::{candidate, explain, load_weights, progress_bar, to_vec, ModelInputs};
 use crate::cli::CompareArgs;
 use crate::compare::attribution::StepRow;
 use crate::compare::diagnose::{self, diagnose, Provenance};
+use crate::compare::envelope::{Envelope, Form, Rounding, SideRounding};
 use crate::compare::noise_floor::{noise_floor, ReferenceFloat64};
 use crate::compare::{compare_logits, compare_resid, Comparison, Criterion, Tolerance};
 use crate::model::dtype::Dtype;
@@ -98,7 +102,15 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         token_text: &token_text,
     };
     let (reports, repeatability, attribution) = match &candidate_file {
-        Some(candidate) => (candidate::compare(candidate, &reference, &cases, &comparer)?, None, None),
+        Some(candidate) => {
+            // The envelope needs our float64 and float32 forwards even when a candidate takes our models' place.
+            let weights = match args.criterion {
+                Gate::Envelope => Some(load_weights(&inputs, checkpoint, device, dtype)?),
+                Gate::Tolerance => None,
+            };
+            let judge = weights.as_ref().map(|weights| EnvelopeJudge::new(weights, dtype));
+            (candidate::compare(candidate, &reference, &cases, &comparer, judge.as_ref())?, None, None)
+        }
         None => compare_models(args, (&inputs, checkpoint, device), &reference, &cases, &comparer)?,
     };
 
@@ -136,6 +148,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         prepend_bos,
         device: crate::device::name(device),
         dtype,
+        gate: args.criterion,
         passed: prompts.iter().all(|prompt| prompt.passed) && repeatability.map_or(true, |repeatability| repeatability.identical),
         worst: summary.iter().map(|comparison| comparison.worst.clone()).collect(),
         summary_notes: summary_notes(&summary),
@@ -174,7 +187,10 @@ fn compare_models(
         repeatability: Repeatability { runs: args.repeat, identical: true, max_abs_diff: 0.0 },
         progress: progress_bar(2 * cases.len() as u64),
         provenance: ProcessedProvenance::new(processing, reference),
+        first_pass: VecDeque::new(),
+        dtype: args.compute.dtype,
     };
+    let judging = args.criterion == Gate::Envelope;
     let attribute = |weights: &Weights| -> Result<Option<Vec<StepRow>>> {
         if !args.attribution {
             return Ok(None);
@@ -184,9 +200,11 @@ fn compare_models(
     };
     let mut reports = Vec::with_capacity(cases.len());
     let attribution = if spills {
+        let judge = judging.then(|| EnvelopeJudge::new(&unprocessed.weights, args.compute.dtype));
         for case in cases {
-            reports.push(passes.unprocessed(&unprocessed, case)?);
+            reports.push(passes.unprocessed(&unprocessed, case, judge.as_ref())?);
         }
+        drop(judge);
         passes.spill.rewind()?;
         let attribution = attribute(&unprocessed.weights)?;
         let processed = unprocessed.processed(processing);
@@ -197,8 +215,9 @@ fn compare_models(
     } else {
         let attribution = attribute(&unprocessed.weights)?;
         let processed = unprocessed.shallow_clone().processed(processing);
+        let judge = judging.then(|| EnvelopeJudge::new(&unprocessed.weights, args.compute.dtype));
         for case in cases {
-            let mut comparisons = passes.unprocessed(&unprocessed, case)?;
+            let mut comparisons = passes.unprocessed(&unprocessed, case, judge.as_ref())?;
             passes.processed(&processed, case, &mut comparisons)?;
             reports.push(comparisons);
         }
@@ -280,15 +299,40 @@ struct Passes<'a> {
     repeatability: Repeatability,
     progress: indicatif::ProgressBar,
     provenance: ProcessedProvenance,
+    /// Per prompt, what the unprocessed pass learnt about the rounding envelope, for the
+    /// processed pass (the truth itself waits in the spill).
+    first_pass: VecDeque<FirstPass>,
+    dtype: Dtype,
+}
+
+/// One prompt's envelopes, and how our unprocessed model and the reference sit in them.
+struct FirstPass {
+    envelopes: [Envelope; 2],
+    ours: SideRounding,
+    reference: SideRounding,
 }
 
 impl Passes<'_> {
     /// The unprocessed model on one prompt: unprocessed-vs-reference, its logits (and their
     /// float64 counterpart) kept for the processed pass.
-    fn unprocessed(&mut self, model: &Model, case: &PromptCase) -> Result<Vec<Comparison>> {
+    fn unprocessed(&mut self, model: &Model, case: &PromptCase, judge: Option<&EnvelopeJudge>) -> Result<Vec<Comparison>> {
         let reference_prompt = self.reference.prompt(case.reference_index)?;
         let candidate = run_candidate(&model.weights, &case.tokens, &mut self.repeatability)?;
         let exact = model.exact_logits(&case.tokens)?;
+        let mut truth = None;
+        let rounding = match judge {
+            Some(judge) => {
+                let prompt_truth = judge.truth(&case.tokens, judge.envelope_is(self.dtype).then_some(&candidate))?;
+                let (ours, reference) =
+                    judge_against_reference(judge, Outputs::of(&candidate), &reference_prompt, &case.tokens, &prompt_truth)?;
+                let rounding = Rounding::new(ours.clone(), reference.clone());
+                let (parts, envelopes) = prompt_truth.into_parts();
+                truth = Some(parts);
+                self.first_pass.push_back(FirstPass { envelopes, ours, reference });
+                Some(rounding)
+            }
+            None => None,
+        };
         let comparison = self.comparer.against_reference(
             "unprocessed-vs-reference",
             Criterion::Raw,
@@ -296,6 +340,7 @@ impl Passes<'_> {
             &reference_prompt,
             false,
             &Provenance::default(),
+            rounding,
         );
         let comparison = self.comparer.with_noise_floor(
             comparison,
@@ -305,6 +350,9 @@ impl Passes<'_> {
         self.spill.push(candidate.logits)?;
         if let Some(exact) = exact {
             self.spill.push(exact)?;
+        }
+        for part in truth.into_iter().flatten() {
+            self.spill.push(part)?;
         }
         self.progress.inc(1);
         Ok(vec![comparison])
@@ -316,19 +364,60 @@ impl Passes<'_> {
         let reference_prompt = self.reference.prompt(case.reference_index)?;
         let unprocessed = &self.spill.next(case.tokens.len() * comparer.vocab)?;
         let unprocessed_exact = model.exact.as_ref().map(|_| self.spill.next(case.tokens.len() * comparer.vocab)).transpose()?;
+        let first_pass = self.first_pass.pop_front();
+        let truth = match &first_pass {
+            Some(FirstPass { envelopes, .. }) => {
+                let logits = case.tokens.len() * comparer.vocab;
+                let resid = comparer.snapshots * case.tokens.len() * comparer.d_model;
+                let parts = [self.spill.next(logits)?, self.spill.next(logits)?, self.spill.next(resid)?, self.spill.next(resid)?];
+                Some(PromptTruth::from_parts(parts, envelopes.clone()))
+            }
+            None => None,
+        };
         let candidate = run_candidate(&model.weights, &case.tokens, &mut self.repeatability)?;
         let exact = model.exact_logits(&case.tokens)?;
         let processed_sides = (&candidate.logits[..], exact.as_deref());
+        let dimensions = Dimensions::of(&model.weights.config);
+        let processed_rounding =
+            truth.as_ref().map(|truth| dimensions.judge("ours (processed)", Outputs::of(&candidate), truth, Form::Centered));
+        let rounding_against = |other: &dyn Fn(&FirstPass) -> SideRounding| {
+            processed_rounding.clone().zip(first_pass.as_ref()).map(|(processed, first)| Rounding::new(processed, other(first)))
+        };
         let unprocessed_reference =
             (&unprocessed[..], unprocessed_exact.as_deref().map_or(ReferenceFloat64::External, ReferenceFloat64::Ours));
-        let comparison =
-            comparer.against_reference("processed-vs-reference", criterion, &candidate, &reference_prompt, true, &provenance.vs_reference);
+        let comparison = comparer.against_reference(
+            "processed-vs-reference",
+            criterion,
+            &candidate,
+            &reference_prompt,
+            true,
+            &provenance.vs_reference,
+            rounding_against(&|first| first.reference.clone()),
+        );
         comparisons.push(comparer.with_noise_floor(comparison, processed_sides, (&reference_prompt.logits, ReferenceFloat64::External)));
-        let comparison = comparer.logits("processed-vs-unprocessed", criterion, &candidate.logits, unprocessed, &provenance.vs_unprocessed);
+        let comparison = comparer.logits(
+            "processed-vs-unprocessed",
+            criterion,
+            &candidate.logits,
+            unprocessed,
+            &provenance.vs_unprocessed,
+            rounding_against(&|first| first.ours.clone()),
+        );
         comparisons.push(comparer.with_noise_floor(comparison, processed_sides, unprocessed_reference));
         if let Some(tl) = &reference_prompt.tl_processed_logits {
-            let comparison =
-                comparer.logits("processed-vs-transformer-lens", Criterion::Raw, &candidate.logits, tl, &provenance.vs_transformer_lens);
+            let tl_side = |truth: &PromptTruth| {
+                dimensions.judge("TransformerLens (processed)", Outputs { logits: tl, resid: None }, truth, Form::Centered)
+            };
+            let rounding =
+                processed_rounding.clone().zip(truth.as_ref()).map(|(processed, truth)| Rounding::new(processed, tl_side(truth)));
+            let comparison = comparer.logits(
+                "processed-vs-transformer-lens",
+                Criterion::Raw,
+                &candidate.logits,
+                tl,
+                &provenance.vs_transformer_lens,
+                rounding,
+            );
             comparisons.push(comparer.with_noise_floor(comparison, processed_sides, (tl, ReferenceFloat64::External)));
         }
         if let Some(tl) = &reference_prompt.tl_unprocessed_logits {
@@ -338,6 +427,10 @@ impl Passes<'_> {
                 unprocessed,
                 tl,
                 &provenance.unprocessed_vs_transformer_lens,
+                first_pass.as_ref().zip(truth.as_ref()).map(|(first, truth)| {
+                    let tl_side = dimensions.judge("TransformerLens (unprocessed)", Outputs { logits: tl, resid: None }, truth, Form::Raw);
+                    Rounding::new(first.ours.clone(), tl_side)
+                }),
             );
             comparisons.push(comparer.with_noise_floor(
                 comparison,
@@ -433,8 +526,17 @@ pub(super) struct Comparer<'a> {
 
 impl Comparer<'_> {
     /// Logits against logits, diagnosed when they fail.
-    fn logits(&self, name: &str, criterion: Criterion, candidate: &[f32], reference: &[f32], provenance: &Provenance) -> Comparison {
-        self.diagnosed(self.statistics(name, criterion, candidate, reference), candidate, reference, provenance)
+    fn logits(
+        &self,
+        name: &str,
+        criterion: Criterion,
+        candidate: &[f32],
+        reference: &[f32],
+        provenance: &Provenance,
+        rounding: Option<Rounding>,
+    ) -> Comparison {
+        let comparison = with_rounding(self.statistics(name, criterion, candidate, reference), rounding);
+        self.diagnosed(comparison, candidate, reference, provenance)
     }
 
     fn statistics(&self, name: &str, criterion: Criterion, candidate: &[f32], reference: &[f32]) -> Comparison {
@@ -472,6 +574,7 @@ impl Comparer<'_> {
         reference: &PromptReference,
         processed: bool,
         provenance: &Provenance,
+        rounding: Option<Rounding>,
     ) -> Comparison {
         let mut comparison = self.statistics(name, criterion, &candidate.logits, &reference.logits);
         if let (Some(candidate), Some(reference)) = (&candidate.resid, &reference.resid) {
@@ -479,6 +582,36 @@ impl Comparer<'_> {
                 compare_resid(candidate, reference, self.d_model, self.snapshots, processed, self.tolerance)
             }));
         }
+        let comparison = with_rounding(comparison, rounding);
         self.diagnosed(comparison, &candidate.logits, &reference.logits, provenance)
     }
+}
+
+/// The comparison judged by the rounding envelope too: it fails when either side leaves it, and
+/// each residual snapshot passes only where both sides are within it.
+fn with_rounding(mut comparison: Comparison, rounding: Option<Rounding>) -> Comparison {
+    let Some(rounding) = rounding else { return comparison };
+    for snapshot in comparison.resid.iter_mut().flatten() {
+        snapshot.passed = Some(rounding.snapshot_within(snapshot.index));
+    }
+    comparison.passed &= rounding.passed();
+    comparison.rounding = Some(rounding);
+    comparison
+}
+
+/// Our side and the reference's against one prompt's truth; the reference searched for a tested
+/// cause when it leaves the envelope.
+pub(super) fn judge_against_reference(
+    judge: &EnvelopeJudge,
+    ours: Outputs,
+    reference: &PromptReference,
+    tokens: &[i64],
+    truth: &PromptTruth,
+) -> Result<(SideRounding, SideRounding)> {
+    let dimensions = judge.dimensions;
+    let ours = dimensions.judge("ours (unprocessed)", ours, truth, Form::Raw);
+    let reference_outputs = Outputs { logits: &reference.logits, resid: reference.resid.as_deref() };
+    let mut reference_side = dimensions.judge("the reference", reference_outputs, truth, Form::Raw);
+    judge.search(&mut reference_side, reference_outputs, tokens, truth)?;
+    Ok((ours, reference_side))
 }

@@ -5,6 +5,7 @@ pub mod compare;
 pub mod explain;
 pub mod merge;
 pub mod reference;
+pub mod rounding;
 pub mod spill;
 
 use anyhow::{bail, Context, Result};

@@ -1,0 +1,376 @@
+//! The rounding envelope: how far a faithful float32 GPT-2 lands from the exact values on this
+//! prompt, measured as how far our own float32 forward lands from our float64 one, per residual
+//! snapshot and at the logits. Every side of a comparison is then judged by its own distance from
+//! the float64 truth as a multiple of that ("x rounding"): faithful implementations stay within a
+//! few, a port that computes something else lands far outside, even when its logits sit inside
+//! atol + rtol. Pure arithmetic on row-major slices (docs/metrics.md states the rule).
+use serde::{Deserialize, Serialize};
+
+use crate::model::deviation::Deviation;
+
+/// A side passes while its deviation from the float64 truth is at most this many times the
+/// envelope at every snapshot and at the logits. Calibrated on faithful implementations
+/// (docs/metrics.md): Hugging Face in float32 and float64, a numpy port in float32 and float64,
+/// and our processed model stay at or below 4x at real GPT-2 magnitudes; the catalogued port
+/// deviations that move a block's output at all land at 20x and far beyond.
+pub const ENVELOPE_FACTOR: f64 = 8.0;
+
+/// Values known to float64 precision, kept as float32 pairs (`base` + `correction`), so they
+/// wait in compare's spill beside the logits and cost no float64 copy of the model's outputs.
+pub struct Exact {
+    pub base: Vec<f32>,
+    pub correction: Vec<f32>,
+}
+
+impl Exact {
+    pub fn from_f64(values: &[f64]) -> Self {
+        let base: Vec<f32> = values.iter().map(|&value| value as f32).collect();
+        let correction = values.iter().zip(&base).map(|(&value, &base)| (value - f64::from(base)) as f32).collect();
+        Self { base, correction }
+    }
+
+    fn at(&self, index: usize) -> f64 {
+        f64::from(self.base[index]) + f64::from(self.correction[index])
+    }
+
+    pub fn len(&self) -> usize {
+        self.base.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.base.is_empty()
+    }
+}
+
+/// How a side is set against the truth: as it is, or with each position's mean over the last
+/// axis removed from both (our processed model, whose residual stream is mean-free and whose
+/// logits center_unembed shifts; centering is exact in exact arithmetic, so a faithful side
+/// stays faithful).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Form {
+    Raw,
+    Centered,
+}
+
+/// The shape of what is compared: `snapshots` matrices of [positions, width], each the
+/// residual stream after a block (width d_model) or the logits (width vocab).
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub snapshots: usize,
+    pub positions: usize,
+    pub width: usize,
+    pub kind: Scaling,
+}
+
+/// How a deviation is put on one scale across a matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scaling {
+    /// Residual stream: each dimension by its RMS over the positions, floored at the median
+    /// dimension's. GPT-2's few massive dimensions (values in the hundreds) carry rounding
+    /// errors a hundred times the others'; a plain max would see only them, so a fault in the
+    /// ordinary dimensions, or a later block, would hide under their noise.
+    PerDimension,
+    /// Logits: each position by its RMS over the vocabulary.
+    PerPosition,
+}
+
+/// One snapshot of a side against the truth: the largest scaled deviation of each position.
+pub struct Measured {
+    pub positions: Vec<f64>,
+    /// What storing the truth itself in float32 costs on this scale (one ulp of the largest
+    /// scaled value): no float32 file can do better, so the envelope is never below it.
+    pub floor: f64,
+}
+
+impl Measured {
+    pub fn max(&self) -> f64 {
+        self.positions.iter().copied().fold(0.0, |max, value| if value.is_nan() || max.is_nan() { f64::NAN } else { max.max(value) })
+    }
+}
+
+/// Every snapshot of `side` against `truth`, in `form`.
+pub fn measure(side: &[f32], truth: &Exact, shape: Shape, form: Form) -> Vec<Measured> {
+    let per_snapshot = shape.positions * shape.width;
+    (0..shape.snapshots)
+        .map(|snapshot| {
+            let range = snapshot * per_snapshot..(snapshot + 1) * per_snapshot;
+            measure_snapshot(&side[range.clone()], truth, range.start, shape, form)
+        })
+        .collect()
+}
+
+fn measure_snapshot(side: &[f32], truth: &Exact, offset: usize, shape: Shape, form: Form) -> Measured {
+    let Shape { positions, width, .. } = shape;
+    let row_mean = |values: &dyn Fn(usize) -> f64, row: usize| match form {
+        Form::Raw => 0.0,
+        Form::Centered => (0..width).map(|column| values(row * width + column)).sum::<f64>() / width as f64,
+    };
+    let truth_at = |index: usize| truth.at(offset + index);
+    let side_at = |index: usize| f64::from(side[index]);
+    let truth_means: Vec<f64> = (0..positions).map(|row| row_mean(&truth_at, row)).collect();
+    let side_means: Vec<f64> = (0..positions).map(|row| row_mean(&side_at, row)).collect();
+    let truth_value = |row: usize, column: usize| truth_at(row * width + column) - truth_means[row];
+    let scales: Vec<f64> = match shape.kind {
+        Scaling::PerDimension => {
+            let rms: Vec<f64> = (0..width)
+                .map(|column| ((0..positions).map(|row| truth_value(row, column).powi(2)).sum::<f64>() / positions as f64).sqrt())
+                .collect();
+            let mut sorted = rms.clone();
+            sorted.sort_by(f64::total_cmp);
+            let median = sorted[sorted.len() / 2].max(f64::MIN_POSITIVE);
+            rms.into_iter().map(|rms| rms.max(median)).collect()
+        }
+        Scaling::PerPosition => (0..positions)
+            .map(|row| {
+                ((0..width).map(|column| truth_value(row, column).powi(2)).sum::<f64>() / width as f64).sqrt().max(f64::MIN_POSITIVE)
+            })
+            .collect(),
+    };
+    let scale = |row: usize, column: usize| match shape.kind {
+        Scaling::PerDimension => scales[column],
+        Scaling::PerPosition => scales[row],
+    };
+    let mut largest_scaled_truth = 0.0f64;
+    let positions = (0..positions)
+        .map(|row| {
+            let mut worst = 0.0f64;
+            for column in 0..width {
+                let truth = truth_value(row, column);
+                let diff = (side_at(row * width + column) - side_means[row]) - truth;
+                let scaled = diff.abs() / scale(row, column);
+                largest_scaled_truth = largest_scaled_truth.max(truth.abs() / scale(row, column));
+                if !scaled.is_finite() {
+                    return f64::INFINITY;
+                }
+                worst = worst.max(scaled);
+            }
+            worst
+        })
+        .collect();
+    Measured { positions, floor: largest_scaled_truth * f64::from(f32::EPSILON) }
+}
+
+/// The envelope of one prompt in one form: per residual snapshot (none without a residual
+/// stream), then the logits, how far a faithful float32 forward lands from the truth.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub snapshots: Vec<f64>,
+    pub logits: f64,
+}
+
+impl Envelope {
+    /// From our own float32 forward (`resid`, `logits`) against the truth.
+    pub fn of(resid: Option<(&[f32], &Exact, Shape)>, logits: (&[f32], &Exact, Shape), form: Form) -> Self {
+        let width = |measured: Vec<Measured>| -> Vec<f64> { measured.iter().map(|snapshot| snapshot.max().max(snapshot.floor)).collect() };
+        Self {
+            snapshots: resid.map(|(side, truth, shape)| width(measure(side, truth, shape, form))).unwrap_or_default(),
+            logits: width(measure(logits.0, logits.1, logits.2, form))[0],
+        }
+    }
+}
+
+/// "embeddings" for residual snapshot 0, then the block whose output snapshot l is: "h.{l-1}".
+pub fn snapshot_name(index: usize) -> String {
+    match index {
+        0 => "embeddings".to_owned(),
+        block => format!("h.{}", block - 1),
+    }
+}
+
+/// A place along the model: a residual snapshot, or the logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Place {
+    /// 0 = embeddings, n = output of block h.{n-1}, n_layer + 1 = the logits.
+    pub index: usize,
+}
+
+/// How one side of a comparison sits against the envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SideRounding {
+    /// Which of the comparison's sides, by what it is: "ours (unprocessed)", "reference", ...
+    pub side: String,
+    pub form: Form,
+    /// Per residual snapshot, the side's deviation from the float64 truth as a multiple of the
+    /// envelope; absent when the side has no residual stream.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::report::nullable::optional_numbers")]
+    pub snapshots: Option<Vec<f64>>,
+    /// The same at the logits.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
+    pub logits: f64,
+    /// The first place the side leaves the envelope by more than the factor.
+    pub first_outside: Option<Place>,
+    /// At `first_outside`, each position's multiple: where in the prompt the deviation sits.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::report::nullable::optional_numbers")]
+    pub positions: Option<Vec<f64>>,
+    /// For a side outside the envelope: the catalogued deviation that reproduces it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<TestedCause>,
+    /// How many catalogued deviations were tried on this side (0: no search ran).
+    #[serde(default)]
+    pub deviations_tried: usize,
+}
+
+impl SideRounding {
+    /// A side's multiples from its measurements against the truth and the envelope.
+    /// `logits_index` is the logits' place (n_layer + 1).
+    pub fn judge(side: &str, form: Form, resid: Option<&[Measured]>, logits: &Measured, envelope: &Envelope, logits_index: usize) -> Self {
+        let multiple = |measured: &Measured, width: f64| measured.max() / width;
+        let snapshots: Option<Vec<f64>> =
+            resid.map(|resid| resid.iter().zip(&envelope.snapshots).map(|(measured, &width)| multiple(measured, width)).collect());
+        let logits_multiple = multiple(logits, envelope.logits);
+        let outside = |value: f64| !(value <= ENVELOPE_FACTOR);
+        let first = snapshots.as_ref().and_then(|snapshots| snapshots.iter().position(|&value| outside(value)));
+        let (first_outside, positions) = match first {
+            Some(index) => {
+                let measured = &resid.expect("snapshots come from resid")[index];
+                (Some(Place { index }), Some(measured.positions.iter().map(|value| value / envelope.snapshots[index]).collect()))
+            }
+            None if outside(logits_multiple) => {
+                (Some(Place { index: logits_index }), Some(logits.positions.iter().map(|value| value / envelope.logits).collect()))
+            }
+            None => (None, None),
+        };
+        Self { side: side.to_owned(), form, snapshots, logits: logits_multiple, first_outside, positions, cause: None, deviations_tried: 0 }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.first_outside.is_none()
+    }
+
+    /// The largest multiple anywhere (NaN when a value is non-finite).
+    pub fn worst(&self) -> f64 {
+        self.snapshots.iter().flatten().copied().chain([self.logits]).fold(0.0, |max, value| {
+            if value.is_nan() || max.is_nan() {
+                f64::NAN
+            } else {
+                max.max(value)
+            }
+        })
+    }
+}
+
+/// A catalogued deviation that, switched on in our float64 forward, lands within the envelope of
+/// the side: the side computes what that deviation computes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestedCause {
+    pub deviation: Deviation,
+    /// The deviation in words.
+    pub description: String,
+    /// The side against our forward with the deviation: its worst multiple of the envelope,
+    /// and the logits' max |diff|.
+    #[serde(deserialize_with = "crate::report::nullable::number")]
+    pub multiple: f64,
+    #[serde(deserialize_with = "crate::report::nullable::number")]
+    pub logits_max_abs_diff: f64,
+}
+
+/// Both sides of a comparison against the envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rounding {
+    /// The factor a side may exceed the envelope by ([`ENVELOPE_FACTOR`]).
+    pub factor: f64,
+    pub candidate: SideRounding,
+    pub reference: SideRounding,
+}
+
+impl Rounding {
+    pub fn new(candidate: SideRounding, reference: SideRounding) -> Self {
+        Self { factor: ENVELOPE_FACTOR, candidate, reference }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.candidate.passed() && self.reference.passed()
+    }
+
+    /// Whether both sides are within the envelope at residual snapshot `index`.
+    pub fn snapshot_within(&self, index: usize) -> bool {
+        [&self.candidate, &self.reference]
+            .iter()
+            .all(|side| side.snapshots.as_ref().and_then(|snapshots| snapshots.get(index)).is_none_or(|&value| value <= ENVELOPE_FACTOR))
+    }
+}
+
+/// Max |side - truth| over the logits, in `form`: what a tested cause's match is in plain units.
+pub fn max_abs_diff(side: &[f32], truth: &Exact, positions: usize, width: usize, form: Form) -> f64 {
+    (0..positions)
+        .map(|row| {
+            let range = row * width..(row + 1) * width;
+            let (side_mean, truth_mean) = match form {
+                Form::Raw => (0.0, 0.0),
+                Form::Centered => (
+                    side[range.clone()].iter().map(|&v| f64::from(v)).sum::<f64>() / width as f64,
+                    range.clone().map(|index| truth.at(index)).sum::<f64>() / width as f64,
+                ),
+            };
+            range.map(|index| ((f64::from(side[index]) - side_mean) - (truth.at(index) - truth_mean)).abs()).fold(0.0, f64::max)
+        })
+        .fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exact(values: &[f64]) -> Exact {
+        Exact::from_f64(values)
+    }
+
+    #[test]
+    fn exact_keeps_float64_precision_in_two_float32s() {
+        let values = [1.0 + 1e-12, -60.123456789012, 1e-30, 0.0];
+        let held = exact(&values);
+        for (index, &value) in values.iter().enumerate() {
+            assert!((held.at(index) - value).abs() <= value.abs() * 1e-14, "{value} -> {}", held.at(index));
+        }
+    }
+
+    #[test]
+    fn a_massive_dimension_does_not_hide_a_deviation_in_an_ordinary_one() {
+        // Two positions, four dimensions; dimension 3 is massive (hundreds).
+        let truth = [1.0, -1.0, 0.5, 400.0, -1.0, 1.0, -0.5, -300.0];
+        let shape = Shape { snapshots: 1, positions: 2, width: 4, kind: Scaling::PerDimension };
+        // Our float32 forward: an error of 1e-4 on the massive dimension (its rounding scale).
+        let ours: Vec<f32> = truth.iter().enumerate().map(|(i, &v)| (v + if i % 4 == 3 { 1e-4 } else { 1e-7 }) as f32).collect();
+        // A port: exact on the massive dimension, off by 1e-4 on an ordinary one.
+        let port: Vec<f32> = truth.iter().enumerate().map(|(i, &v)| (v + if i == 1 { 1e-4 } else { 0.0 }) as f32).collect();
+        let truth = exact(&truth);
+        let envelope = Envelope::of(Some((&ours, &truth, shape)), (&ours, &truth, shape), Form::Raw);
+        let measured = measure(&port, &truth, shape, Form::Raw);
+        let judged = SideRounding::judge("port", Form::Raw, Some(&measured), &measured[0], &envelope, 1);
+        let plain_max_ratio = 1e-4 / 1e-4;
+        assert!(plain_max_ratio <= ENVELOPE_FACTOR);
+        assert!(judged.snapshots.as_ref().unwrap()[0] > 100.0, "{judged:?}");
+        assert_eq!(judged.first_outside, Some(Place { index: 0 }));
+    }
+
+    #[test]
+    fn our_own_float32_side_sits_at_one_and_centering_removes_a_shift() {
+        let truth: Vec<f64> = (0..12).map(|i| (i as f64 * 0.37).sin() * 10.0 - 60.0).collect();
+        let shape = Shape { snapshots: 1, positions: 3, width: 4, kind: Scaling::PerPosition };
+        let ours: Vec<f32> = truth.iter().map(|&v| (v * (1.0 + 3e-7)) as f32).collect();
+        let shifted: Vec<f32> = ours.iter().enumerate().map(|(i, &v)| v + (i / 4) as f32 * 0.25).collect();
+        let truth = exact(&truth);
+        let envelope = Envelope::of(None, (&ours, &truth, shape), Form::Centered);
+        let own = SideRounding::judge("ours", Form::Centered, None, &measure(&ours, &truth, shape, Form::Centered)[0], &envelope, 1);
+        assert!((own.logits - 1.0).abs() < 1e-12 && own.passed(), "{own:?}");
+        let centered =
+            SideRounding::judge("shifted", Form::Centered, None, &measure(&shifted, &truth, shape, Form::Centered)[0], &envelope, 1);
+        assert!(centered.passed(), "{centered:?}");
+        let raw_envelope = Envelope::of(None, (&ours, &truth, shape), Form::Raw);
+        let raw = SideRounding::judge("shifted", Form::Raw, None, &measure(&shifted, &truth, shape, Form::Raw)[0], &raw_envelope, 1);
+        assert!(!raw.passed() && raw.first_outside == Some(Place { index: 1 }), "{raw:?}");
+    }
+
+    #[test]
+    fn non_finite_values_leave_the_envelope() {
+        let truth = exact(&[1.0, 2.0, 3.0, 4.0]);
+        let shape = Shape { snapshots: 1, positions: 1, width: 4, kind: Scaling::PerPosition };
+        let ours = [1.0f32, 2.0, 3.0, 4.0];
+        let envelope = Envelope::of(None, (&ours, &truth, shape), Form::Raw);
+        assert!(envelope.logits > 0.0, "the float32 floor keeps the envelope above 0");
+        let nan = [1.0f32, f32::NAN, 3.0, 4.0];
+        let judged = SideRounding::judge("nan", Form::Raw, None, &measure(&nan, &truth, shape, Form::Raw)[0], &envelope, 1);
+        assert!(!judged.passed());
+    }
+}
