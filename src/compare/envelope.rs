@@ -151,23 +151,38 @@ fn measure_snapshot(side: &[f32], truth: &Exact, offset: usize, shape: Shape, fo
     Measured { positions, floor: largest_scaled_truth * f64::from(f32::EPSILON) }
 }
 
-/// The envelope of one prompt in one form: per residual snapshot (none without a residual
-/// stream), then the logits, how far a faithful float32 forward lands from the truth.
+/// One side measured against a truth: each residual snapshot (none without a residual stream),
+/// then the logits.
+pub struct Measurements {
+    pub resid: Option<Vec<Measured>>,
+    pub logits: Measured,
+}
+
+/// Per residual snapshot (none without a residual stream), then at the logits: how far a
+/// faithful float32 forward lands from the truth.
 #[derive(Debug, Clone)]
-pub struct Envelope {
+pub struct Widths {
     pub snapshots: Vec<f64>,
     pub logits: f64,
 }
 
-impl Envelope {
-    /// From our own float32 forward (`resid`, `logits`) against the truth.
-    pub fn of(resid: Option<(&[f32], &Exact, Shape)>, logits: (&[f32], &Exact, Shape), form: Form) -> Self {
-        let width = |measured: Vec<Measured>| -> Vec<f64> { measured.iter().map(|snapshot| snapshot.max().max(snapshot.floor)).collect() };
-        Self {
-            snapshots: resid.map(|(side, truth, shape)| width(measure(side, truth, shape, form))).unwrap_or_default(),
-            logits: width(measure(logits.0, logits.1, logits.2, form))[0],
-        }
+impl Widths {
+    /// Our own float32 forward's measurements, each at least its float32 floor.
+    pub fn of(ours: &Measurements) -> Self {
+        let width = |measured: &Measured| measured.max().max(measured.floor);
+        Self { snapshots: ours.resid.iter().flatten().map(width).collect(), logits: width(&ours.logits) }
     }
+}
+
+/// The envelope of one prompt in one form. `whole`: our float32 forward against our float64
+/// one, end to end. `each_block`: what each block (and the head) adds on its own, given the same
+/// input: our float32 block against our float64 block on our float32 residual stream. A
+/// deviation inside one block is a few times the latter even where, passed on through the
+/// residual stream, it hides under the rounding that earlier blocks accumulated.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub whole: Widths,
+    pub each_block: Option<Widths>,
 }
 
 /// "embeddings" for residual snapshot 0, then the block whose output snapshot l is: "h.{l-1}".
@@ -175,6 +190,23 @@ pub fn snapshot_name(index: usize) -> String {
     match index {
         0 => "embeddings".to_owned(),
         block => format!("h.{}", block - 1),
+    }
+}
+
+impl Envelope {
+    /// This envelope, each width at least `other`'s at the same place, in either view.
+    pub fn widened_by(&self, other: &Envelope) -> Self {
+        let widen = |widths: &Widths, other: Option<&Widths>| match other {
+            Some(other) => Widths {
+                snapshots: widths.snapshots.iter().zip(&other.snapshots).map(|(a, b)| a.max(*b)).collect(),
+                logits: widths.logits.max(other.logits),
+            },
+            None => widths.clone(),
+        };
+        Self {
+            whole: widen(&self.whole, Some(&other.whole)),
+            each_block: self.each_block.as_ref().map(|widths| widen(widths, other.each_block.as_ref())),
+        }
     }
 }
 
@@ -188,7 +220,7 @@ pub struct Place {
 /// How one side of a comparison sits against the envelope.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SideRounding {
-    /// Which of the comparison's sides, by what it is: "ours (unprocessed)", "reference", ...
+    /// Which of the comparison's sides, by what it is: "ours (unprocessed)", "the reference", ...
     pub side: String,
     pub form: Form,
     /// Per residual snapshot, the side's deviation from the float64 truth as a multiple of the
@@ -198,7 +230,17 @@ pub struct SideRounding {
     /// The same at the logits.
     #[serde(deserialize_with = "crate::report::nullable::number")]
     pub logits: f64,
-    /// The first place the side leaves the envelope by more than the factor.
+    /// Per residual snapshot, what the block that wrote it added on its own (each block of our
+    /// float64 forward run on the side's own input), as a multiple of what our float32 block
+    /// adds; index 0 (the embeddings, which have no input) repeats `snapshots[0]`. Absent for
+    /// our own models and for sides without a residual stream.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::report::nullable::optional_numbers")]
+    pub each_block: Option<Vec<f64>>,
+    /// The same for ln_f and the unembedding, on the side's last residual snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::report::nullable::optional_number")]
+    pub head: Option<f64>,
+    /// The first place the side leaves the envelope by more than the factor, end to end or on
+    /// its own.
     pub first_outside: Option<Place>,
     /// At `first_outside`, each position's multiple: where in the prompt the deviation sits.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::report::nullable::optional_numbers")]
@@ -211,27 +253,76 @@ pub struct SideRounding {
     pub deviations_tried: usize,
 }
 
+fn outside(multiple: f64) -> bool {
+    !(multiple <= ENVELOPE_FACTOR)
+}
+
+/// The largest of the values, NaN when any is NaN.
+fn worst_of(values: impl IntoIterator<Item = f64>) -> f64 {
+    values.into_iter().fold(0.0, |max, value| if value.is_nan() || max.is_nan() { f64::NAN } else { max.max(value) })
+}
+
 impl SideRounding {
-    /// A side's multiples from its measurements against the truth and the envelope.
-    /// `logits_index` is the logits' place (n_layer + 1).
-    pub fn judge(side: &str, form: Form, resid: Option<&[Measured]>, logits: &Measured, envelope: &Envelope, logits_index: usize) -> Self {
-        let multiple = |measured: &Measured, width: f64| measured.max() / width;
+    /// A side's multiples from its measurements against the truth (`whole`) and, for another
+    /// implementation with a residual stream, against each of our blocks on its own input
+    /// (`each_block`). `logits_index` is the logits' place (n_layer + 1).
+    pub fn judge(
+        side: &str,
+        form: Form,
+        whole: &Measurements,
+        each_block: Option<&Measurements>,
+        envelope: &Envelope,
+        logits_index: usize,
+    ) -> Self {
+        let divide = |measured: &Measured, width: f64| measured.max() / width;
         let snapshots: Option<Vec<f64>> =
-            resid.map(|resid| resid.iter().zip(&envelope.snapshots).map(|(measured, &width)| multiple(measured, width)).collect());
-        let logits_multiple = multiple(logits, envelope.logits);
-        let outside = |value: f64| !(value <= ENVELOPE_FACTOR);
-        let first = snapshots.as_ref().and_then(|snapshots| snapshots.iter().position(|&value| outside(value)));
-        let (first_outside, positions) = match first {
-            Some(index) => {
-                let measured = &resid.expect("snapshots come from resid")[index];
-                (Some(Place { index }), Some(measured.positions.iter().map(|value| value / envelope.snapshots[index]).collect()))
+            whole.resid.as_ref().map(|resid| resid.iter().zip(&envelope.whole.snapshots).map(|(m, &w)| divide(m, w)).collect());
+        let logits = divide(&whole.logits, envelope.whole.logits);
+        let local = each_block.zip(envelope.each_block.as_ref());
+        let each_block_multiples: Option<Vec<f64>> = local.and_then(|(each_block, widths)| {
+            let resid = each_block.resid.as_ref()?;
+            let mut multiples: Vec<f64> = resid.iter().zip(&widths.snapshots).map(|(m, &w)| divide(m, w)).collect();
+            if let (Some(first), Some(whole_first)) = (multiples.first_mut(), snapshots.as_ref().and_then(|s| s.first())) {
+                *first = *whole_first;
             }
-            None if outside(logits_multiple) => {
-                (Some(Place { index: logits_index }), Some(logits.positions.iter().map(|value| value / envelope.logits).collect()))
+            Some(multiples)
+        });
+        let head = local.map(|(each_block, widths)| divide(&each_block.logits, widths.logits));
+        // The first place either view leaves the envelope, and each position's multiple there
+        // (the sharper, per-block view first).
+        let at = |index: usize| -> Option<Vec<f64>> {
+            let per_position = |measured: &Measured, width: f64| measured.positions.iter().map(|value| value / width).collect();
+            if index == logits_index {
+                if let (Some(head), Some((each_block, widths))) = (head, local) {
+                    if outside(head) {
+                        return Some(per_position(&each_block.logits, widths.logits));
+                    }
+                }
+                return outside(logits).then(|| per_position(&whole.logits, envelope.whole.logits));
             }
-            None => (None, None),
+            if let (Some(multiples), Some((each_block, widths))) = (&each_block_multiples, local) {
+                if index > 0 && outside(multiples[index]) {
+                    return Some(per_position(&each_block.resid.as_ref()?[index], widths.snapshots[index]));
+                }
+            }
+            let (multiple, measured) = (snapshots.as_ref()?[index], &whole.resid.as_ref()?[index]);
+            outside(multiple).then(|| per_position(measured, envelope.whole.snapshots[index]))
         };
-        Self { side: side.to_owned(), form, snapshots, logits: logits_multiple, first_outside, positions, cause: None, deviations_tried: 0 }
+        let places = snapshots.as_ref().map_or(0, Vec::len);
+        let first = (0..places).chain([logits_index]).find_map(|index| at(index).map(|positions| (Place { index }, positions)));
+        let (first_outside, positions) = first.unzip();
+        Self {
+            side: side.to_owned(),
+            form,
+            snapshots,
+            logits,
+            each_block: each_block_multiples,
+            head,
+            first_outside,
+            positions,
+            cause: None,
+            deviations_tried: 0,
+        }
     }
 
     pub fn passed(&self) -> bool {
@@ -240,13 +331,14 @@ impl SideRounding {
 
     /// The largest multiple anywhere (NaN when a value is non-finite).
     pub fn worst(&self) -> f64 {
-        self.snapshots.iter().flatten().copied().chain([self.logits]).fold(0.0, |max, value| {
-            if value.is_nan() || max.is_nan() {
-                f64::NAN
-            } else {
-                max.max(value)
-            }
-        })
+        worst_of(self.snapshots.iter().flatten().chain(self.each_block.iter().flatten()).copied().chain([self.logits]).chain(self.head))
+    }
+
+    /// Whether the side is within the envelope at residual snapshot `index`, both views.
+    fn snapshot_within(&self, index: usize) -> bool {
+        [&self.snapshots, &self.each_block]
+            .into_iter()
+            .all(|multiples| multiples.as_ref().and_then(|multiples| multiples.get(index)).is_none_or(|&value| !outside(value)))
     }
 }
 
@@ -285,9 +377,7 @@ impl Rounding {
 
     /// Whether both sides are within the envelope at residual snapshot `index`.
     pub fn snapshot_within(&self, index: usize) -> bool {
-        [&self.candidate, &self.reference]
-            .iter()
-            .all(|side| side.snapshots.as_ref().and_then(|snapshots| snapshots.get(index)).is_none_or(|&value| value <= ENVELOPE_FACTOR))
+        self.candidate.snapshot_within(index) && self.reference.snapshot_within(index)
     }
 }
 
@@ -316,6 +406,17 @@ mod tests {
         Exact::from_f64(values)
     }
 
+    /// The envelope set by `ours` (logits only, or a residual stream of one snapshot and logits
+    /// equal to it), and `side` judged in it.
+    fn judged(ours: &[f32], side: &[f32], truth: &Exact, shape: Shape, form: Form) -> SideRounding {
+        let measurements = |values: &[f32]| {
+            let resid = (shape.kind == Scaling::PerDimension).then(|| measure(values, truth, shape, form));
+            Measurements { resid, logits: measure(values, truth, shape, form).remove(0) }
+        };
+        let envelope = Envelope { whole: Widths::of(&measurements(ours)), each_block: None };
+        SideRounding::judge("side", form, &measurements(side), None, &envelope, 1)
+    }
+
     #[test]
     fn exact_keeps_float64_precision_in_two_float32s() {
         let values = [1.0 + 1e-12, -60.123456789012, 1e-30, 0.0];
@@ -332,16 +433,12 @@ mod tests {
         let shape = Shape { snapshots: 1, positions: 2, width: 4, kind: Scaling::PerDimension };
         // Our float32 forward: an error of 1e-4 on the massive dimension (its rounding scale).
         let ours: Vec<f32> = truth.iter().enumerate().map(|(i, &v)| (v + if i % 4 == 3 { 1e-4 } else { 1e-7 }) as f32).collect();
-        // A port: exact on the massive dimension, off by 1e-4 on an ordinary one.
+        // A port: exact on the massive dimension, off by 1e-4 on an ordinary one; the plain
+        // max |diff| of the two is the same.
         let port: Vec<f32> = truth.iter().enumerate().map(|(i, &v)| (v + if i == 1 { 1e-4 } else { 0.0 }) as f32).collect();
-        let truth = exact(&truth);
-        let envelope = Envelope::of(Some((&ours, &truth, shape)), (&ours, &truth, shape), Form::Raw);
-        let measured = measure(&port, &truth, shape, Form::Raw);
-        let judged = SideRounding::judge("port", Form::Raw, Some(&measured), &measured[0], &envelope, 1);
-        let plain_max_ratio = 1e-4 / 1e-4;
-        assert!(plain_max_ratio <= ENVELOPE_FACTOR);
-        assert!(judged.snapshots.as_ref().unwrap()[0] > 100.0, "{judged:?}");
-        assert_eq!(judged.first_outside, Some(Place { index: 0 }));
+        let side = judged(&ours, &port, &exact(&truth), shape, Form::Raw);
+        assert!(side.snapshots.as_ref().unwrap()[0] > 100.0, "{side:?}");
+        assert_eq!(side.first_outside, Some(Place { index: 0 }));
     }
 
     #[test]
@@ -351,14 +448,10 @@ mod tests {
         let ours: Vec<f32> = truth.iter().map(|&v| (v * (1.0 + 3e-7)) as f32).collect();
         let shifted: Vec<f32> = ours.iter().enumerate().map(|(i, &v)| v + (i / 4) as f32 * 0.25).collect();
         let truth = exact(&truth);
-        let envelope = Envelope::of(None, (&ours, &truth, shape), Form::Centered);
-        let own = SideRounding::judge("ours", Form::Centered, None, &measure(&ours, &truth, shape, Form::Centered)[0], &envelope, 1);
+        let own = judged(&ours, &ours, &truth, shape, Form::Centered);
         assert!((own.logits - 1.0).abs() < 1e-12 && own.passed(), "{own:?}");
-        let centered =
-            SideRounding::judge("shifted", Form::Centered, None, &measure(&shifted, &truth, shape, Form::Centered)[0], &envelope, 1);
-        assert!(centered.passed(), "{centered:?}");
-        let raw_envelope = Envelope::of(None, (&ours, &truth, shape), Form::Raw);
-        let raw = SideRounding::judge("shifted", Form::Raw, None, &measure(&shifted, &truth, shape, Form::Raw)[0], &raw_envelope, 1);
+        assert!(judged(&ours, &shifted, &truth, shape, Form::Centered).passed());
+        let raw = judged(&ours, &shifted, &truth, shape, Form::Raw);
         assert!(!raw.passed() && raw.first_outside == Some(Place { index: 1 }), "{raw:?}");
     }
 
@@ -367,10 +460,9 @@ mod tests {
         let truth = exact(&[1.0, 2.0, 3.0, 4.0]);
         let shape = Shape { snapshots: 1, positions: 1, width: 4, kind: Scaling::PerPosition };
         let ours = [1.0f32, 2.0, 3.0, 4.0];
-        let envelope = Envelope::of(None, (&ours, &truth, shape), Form::Raw);
-        assert!(envelope.logits > 0.0, "the float32 floor keeps the envelope above 0");
-        let nan = [1.0f32, f32::NAN, 3.0, 4.0];
-        let judged = SideRounding::judge("nan", Form::Raw, None, &measure(&nan, &truth, shape, Form::Raw)[0], &envelope, 1);
-        assert!(!judged.passed());
+        let own = judged(&ours, &ours, &truth, shape, Form::Raw);
+        assert!(own.passed() && own.logits == 0.0, "the float32 floor keeps the envelope above 0: {own:?}");
+        assert!(!judged(&ours, &[1.0, f32::NAN, 3.0, 4.0], &truth, shape, Form::Raw).passed());
+        assert!(!judged(&ours, &[1.0, f32::INFINITY, 3.0, 4.0], &truth, shape, Form::Raw).passed());
     }
 }

@@ -126,6 +126,19 @@ impl Deviation {
         self.block.is_none_or(|only| only == block)
     }
 
+    /// Whether the deviation rounds values to float16: two computations of it then disagree
+    /// by float16's rounding wherever a value sits near a rounding boundary, which is far more
+    /// than float32 rounding, so matching one needs that much room.
+    pub fn rounds_to_half(&self) -> bool {
+        matches!(self.kind, DeviationKind::HalfPrecisionSoftmax | DeviationKind::HalfPrecisionLayerNorm)
+    }
+
+    /// Whether each block can be checked on the side's own input with the deviation on: not when
+    /// the side saw positions the comparison does not hold (a prepended <|endoftext|>).
+    pub fn keeps_positions(&self) -> bool {
+        self.kind != DeviationKind::BosPrepended
+    }
+
     /// In words, as a note names it: "exact (erf) GELU instead of gelu_new in block h.3".
     pub fn describe(&self) -> String {
         let what = match self.kind {
@@ -147,6 +160,13 @@ impl Deviation {
             None if self.is_block_kind() => format!("{what} in every block"),
             None => what,
         }
+    }
+
+    /// For a deviation found in block `block` that the same deviation in every block matches
+    /// too: the blocks after it stay within the envelope either way, so the data cannot tell.
+    pub fn describe_from_block_on(&self, block: usize) -> String {
+        let one = Deviation { block: Some(block), ..*self }.describe();
+        format!("{one} (perhaps in every block: the other blocks cannot show it)")
     }
 
     fn is_block_kind(&self) -> bool {

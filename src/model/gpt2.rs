@@ -32,7 +32,7 @@ impl Computation {
     /// GPT-2 in float64: the closest this tool gets to the exact values.
     pub const FLOAT64: Self = Self { kind: Some(Kind::Double), deviation: None };
 
-    /// A weight as this computation reads it.
+    /// A weight (or another implementation's values) as this computation reads it.
     fn read(&self, tensor: &Tensor) -> Tensor {
         match self.kind {
             Some(kind) if kind != tensor.kind() => tensor.to_kind(kind),
@@ -58,16 +58,30 @@ pub fn forward(weights: &Weights, tokens: &[i64]) -> Activations {
 
 /// [`forward`], computing as `computation` says.
 pub fn forward_with(weights: &Weights, tokens: &[i64], computation: &Computation) -> Activations {
-    timed(Phase::Forward, || forward_untimed(weights, tokens, computation))
+    timed(Phase::Forward, || forward_untimed(weights, tokens, computation, None))
 }
 
-fn forward_untimed(weights: &Weights, tokens: &[i64], computation: &Computation) -> Activations {
+/// Each block, and ln_f with the unembedding, applied to another implementation's own residual
+/// stream `inputs` [L + 1, T, D] rather than to ours: `resid[l]` is block h.{l-1} on
+/// `inputs[l-1]` (0 stays the embeddings), the logits are the head on `inputs[L]`. Set against
+/// that implementation's outputs, this measures what each of its blocks adds on its own, free of
+/// what earlier blocks passed on.
+pub fn forward_each_block(weights: &Weights, tokens: &[i64], inputs: &Tensor, computation: &Computation) -> Activations {
+    timed(Phase::Forward, || forward_untimed(weights, tokens, computation, Some(inputs)))
+}
+
+fn forward_untimed(weights: &Weights, tokens: &[i64], computation: &Computation, inputs: Option<&Tensor>) -> Activations {
     let _no_grad = tch::no_grad_guard();
     let device = weights.token_embedding.stored().device();
     let config = &weights.config;
     let deviation = computation.deviation.map(|deviation| deviation.kind);
-    // A port that prepends <|endoftext|> itself sees one more position, whose outputs it drops.
-    let prepended = deviation == Some(DeviationKind::BosPrepended);
+    // A port that prepends <|endoftext|> itself sees one more position, whose outputs it drops
+    // (given another implementation's residual stream, the positions are its own).
+    let prepended = deviation == Some(DeviationKind::BosPrepended) && inputs.is_none();
+    let input = |index: usize, ours: &Tensor| match inputs {
+        Some(inputs) => computation.read(&inputs.get(index as i64)),
+        None => ours.shallow_clone(),
+    };
     let tokens: Vec<i64> = if prepended { std::iter::once(END_OF_TEXT).chain(tokens.iter().copied()).collect() } else { tokens.to_vec() };
     let positions = tokens.len() as i64;
     let ids = Tensor::from_slice(&tokens).to_device(device);
@@ -86,11 +100,13 @@ fn forward_untimed(weights: &Weights, tokens: &[i64], computation: &Computation)
     for (index, block) in weights.blocks.iter().enumerate() {
         let deviation = computation.deviates(Some(index));
         let norm = |x: &Tensor, affine: Option<&Affine>| layer_norm(x, affine, epsilon, deviation, computation);
+        x = input(index, &x);
         x = &x + attention(block, &norm(&x, block.ln_1.as_ref()), &future, config.n_head, deviation, computation);
         x = &x + mlp(block, &norm(&x, block.ln_2.as_ref()), deviation, computation);
         resid.push(x.shallow_clone());
     }
     let outside = computation.deviates(None);
+    let x = input(weights.blocks.len(), &x);
     let normalized = match outside {
         Some(DeviationKind::NoFinalLayerNorm) => x.shallow_clone(),
         _ => layer_norm(&x, weights.ln_f.as_ref(), epsilon, outside, computation),

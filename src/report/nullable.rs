@@ -18,3 +18,8 @@ pub fn optional_numbers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Op
     Ok(Option::<Vec<Option<f64>>>::deserialize(deserializer)?
         .map(|values| values.into_iter().map(|value| value.unwrap_or(f64::NAN)).collect()))
 }
+
+/// An optional f64: `null` reads as NaN only where the field is present.
+pub fn optional_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+    Ok(Some(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN)))
+}

@@ -11,7 +11,7 @@ use super::compare::{judge_against_reference, Candidate, Comparer, PromptCase};
 use super::rounding::{EnvelopeJudge, Outputs};
 use super::ModelInputs;
 use crate::compare::diagnose::Provenance;
-use crate::compare::envelope::{Form, Rounding};
+use crate::compare::envelope::Rounding;
 use crate::compare::{Comparison, Criterion};
 use crate::reference::ReferenceFile;
 use crate::report::CandidateInfo;
@@ -78,8 +78,7 @@ pub(super) fn compare(
             let rounding = match judge {
                 Some(judge) => {
                     let truth = judge.truth(&case.tokens, None)?;
-                    let mut side = judge.dimensions.judge("the candidate", Outputs::of(&outputs), &truth, Form::Raw);
-                    judge.search(&mut side, Outputs::of(&outputs), &case.tokens, &truth)?;
+                    let side = judge.judge_external("the candidate", Outputs::of(&outputs), &case.tokens, &truth)?;
                     let (_, reference) = judge_against_reference(judge, Outputs::of(&outputs), &reference_prompt, &case.tokens, &truth)?;
                     Some(Rounding::new(side, reference))
                 }

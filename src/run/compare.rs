@@ -608,10 +608,7 @@ pub(super) fn judge_against_reference(
     tokens: &[i64],
     truth: &PromptTruth,
 ) -> Result<(SideRounding, SideRounding)> {
-    let dimensions = judge.dimensions;
-    let ours = dimensions.judge("ours (unprocessed)", ours, truth, Form::Raw);
+    let ours = judge.dimensions.judge("ours (unprocessed)", ours, truth, Form::Raw);
     let reference_outputs = Outputs { logits: &reference.logits, resid: reference.resid.as_deref() };
-    let mut reference_side = dimensions.judge("the reference", reference_outputs, truth, Form::Raw);
-    judge.search(&mut reference_side, reference_outputs, tokens, truth)?;
-    Ok((ours, reference_side))
+    Ok((ours, judge.judge_external("the reference", reference_outputs, tokens, truth)?))
 }

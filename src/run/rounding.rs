@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::compare::Candidate;
-use crate::compare::envelope::{self, Envelope, Exact, Form, Measured, Scaling, Shape, SideRounding, TestedCause, ENVELOPE_FACTOR};
+use crate::compare::envelope::{
+    self, Envelope, Exact, Form, Measurements, Scaling, Shape, SideRounding, TestedCause, Widths, ENVELOPE_FACTOR,
+};
 use crate::model::deviation::Deviation;
 use crate::model::dtype::Dtype;
-use crate::model::gpt2::{forward_with, Activations, Computation};
+use crate::model::gpt2::{forward_each_block, forward_with, Activations, Computation};
 use crate::model::Weights;
 use crate::timings::{timed, Phase};
 
@@ -27,7 +29,7 @@ pub enum Gate {
     Tolerance,
 }
 
-/// One prompt's truth and envelopes, in float64 precision.
+/// One prompt's truth, in float64 precision, and its envelopes.
 pub struct PromptTruth {
     pub logits: Exact,
     pub resid: Exact,
@@ -96,19 +98,20 @@ impl Dimensions {
         Shape { snapshots: 1, positions, width: self.vocab, kind: Scaling::PerPosition }
     }
 
-    /// One side (`name` says which, as a note names it) judged against the truth in `form`.
+    /// One of our own sides (`name` says which, as a note names it) against the truth in `form`.
     pub fn judge(&self, name: &str, side: Outputs, truth: &PromptTruth, form: Form) -> SideRounding {
         timed(Phase::Statistics, || {
-            let (resid, logits) = self.measure(side, (&truth.resid, &truth.logits), form);
-            SideRounding::judge(name, form, resid.as_deref(), &logits, truth.envelope(form), self.n_layer + 1)
+            let whole = self.measure(side, (&truth.resid, &truth.logits), form);
+            SideRounding::judge(name, form, &whole, None, truth.envelope(form), self.n_layer + 1)
         })
     }
 
-    fn measure(&self, side: Outputs, (resid_truth, logits_truth): (&Exact, &Exact), form: Form) -> (Option<Vec<Measured>>, Measured) {
+    fn measure(&self, side: Outputs, (resid_truth, logits_truth): (&Exact, &Exact), form: Form) -> Measurements {
         let positions = side.logits.len() / self.vocab;
-        let resid = side.resid.map(|resid| envelope::measure(resid, resid_truth, self.resid_shape(positions), form));
-        let logits = envelope::measure(side.logits, logits_truth, self.logits_shape(positions), form).remove(0);
-        (resid, logits)
+        Measurements {
+            resid: side.resid.map(|resid| envelope::measure(resid, resid_truth, self.resid_shape(positions), form)),
+            logits: envelope::measure(side.logits, logits_truth, self.logits_shape(positions), form).remove(0),
+        }
     }
 }
 
@@ -132,7 +135,7 @@ impl<'a> EnvelopeJudge<'a> {
         dtype.kind() == self.envelope_kind
     }
 
-    /// Our float64 forward on `tokens`, and the envelope our forward in the envelope's dtype
+    /// Our float64 forward on `tokens`, and the envelopes our forward in the envelope's dtype
     /// sets around it (`ours` is that forward's output when the run already made it).
     pub(super) fn truth(&self, tokens: &[i64], ours: Option<&Candidate>) -> Result<PromptTruth> {
         let (logits, resid) = exact_outputs(&forward_with(self.weights, tokens, &Computation::FLOAT64))?;
@@ -140,54 +143,134 @@ impl<'a> EnvelopeJudge<'a> {
         let ours = match ours {
             Some(ours) => ours,
             None => {
-                let activations = forward_with(self.weights, tokens, &Computation { kind: Some(self.envelope_kind), deviation: None });
-                computed = Candidate { logits: super::to_vec(&activations.logits)?, resid: Some(super::to_vec(&activations.resid)?) };
+                computed =
+                    candidate_of(&forward_with(self.weights, tokens, &Computation { kind: Some(self.envelope_kind), deviation: None }))?;
                 &computed
             }
         };
+        let ours = Outputs::of(ours);
+        let each_block = self.each_block(ours, tokens, None)?;
         let dimensions = self.dimensions;
-        let positions = tokens.len();
-        let ours_resid = ours.resid.as_deref().context("our forward records its residual stream")?;
         let envelope = |form| {
-            timed(Phase::Statistics, || {
-                Envelope::of(
-                    Some((ours_resid, &resid, dimensions.resid_shape(positions))),
-                    (&ours.logits, &logits, dimensions.logits_shape(positions)),
-                    form,
-                )
+            timed(Phase::Statistics, || Envelope {
+                whole: Widths::of(&dimensions.measure(ours, (&resid, &logits), form)),
+                // Only other implementations are judged block by block, and as they are.
+                each_block: (form == Form::Raw).then(|| Widths::of(&dimensions.measure(ours, (&each_block.1, &each_block.0), form))),
             })
         };
         Ok(PromptTruth { raw: envelope(Form::Raw), centered: envelope(Form::Centered), logits, resid })
     }
 
+    /// Each of our float64 blocks (and the head), with `deviation`, on the side's own residual
+    /// stream: (logits, resid) to set the side's outputs against.
+    fn each_block(&self, side: Outputs, tokens: &[i64], deviation: Option<Deviation>) -> Result<(Exact, Exact)> {
+        exact_outputs(&self.each_block_in(Kind::Double, side, tokens, deviation)?)
+    }
+
+    /// [`Self::each_block`] computed in `kind`.
+    fn each_block_in(&self, kind: Kind, side: Outputs, tokens: &[i64], deviation: Option<Deviation>) -> Result<Activations> {
+        let resid = side.resid.context("judging block by block needs the side's residual stream")?;
+        let dimensions = self.dimensions;
+        let device = self.weights.token_embedding.stored().device();
+        let inputs = Tensor::from_slice(resid).to_device(device).view([
+            dimensions.n_layer as i64 + 1,
+            tokens.len() as i64,
+            dimensions.d_model as i64,
+        ]);
+        Ok(forward_each_block(self.weights, tokens, &inputs, &Computation { kind: Some(kind), deviation }))
+    }
+
+    /// Another implementation's side (the reference, a candidate) against the truth, end to end
+    /// and block by block, searched for a tested cause when it leaves the envelope.
+    pub(super) fn judge_external(&self, name: &str, side: Outputs, tokens: &[i64], truth: &PromptTruth) -> Result<SideRounding> {
+        let dimensions = self.dimensions;
+        let each_block = match side.resid {
+            Some(_) => Some(self.each_block(side, tokens, None)?),
+            None => None,
+        };
+        let mut judged = timed(Phase::Statistics, || {
+            let whole = dimensions.measure(side, (&truth.resid, &truth.logits), Form::Raw);
+            let each_block = each_block.as_ref().map(|(logits, resid)| dimensions.measure(side, (resid, logits), Form::Raw));
+            SideRounding::judge(name, Form::Raw, &whole, each_block.as_ref(), &truth.raw, dimensions.n_layer + 1)
+        });
+        self.search(&mut judged, side, tokens, truth)?;
+        Ok(judged)
+    }
+
     /// For a side outside the envelope: our float64 forward with each catalogued deviation that
     /// could start where the side first leaves it, and the one that brings the side back within
-    /// the envelope everywhere (the closest, when several do).
-    pub fn search(&self, judged: &mut SideRounding, side: Outputs, tokens: &[i64], truth: &PromptTruth) -> Result<()> {
+    /// the envelope everywhere, end to end and block by block (the closest, when several do).
+    fn search(&self, judged: &mut SideRounding, side: Outputs, tokens: &[i64], truth: &PromptTruth) -> Result<()> {
         let Some(first) = judged.first_outside else { return Ok(()) };
         let dimensions = self.dimensions;
         let candidates: Vec<Deviation> = Deviation::candidates(first.index, dimensions.n_layer, side.resid.is_some())
             .into_iter()
             .filter(|deviation| applicable(deviation, tokens, self.weights.config.n_positions as usize))
             .collect();
-        let envelope = truth.envelope(judged.form);
-        let mut best: Option<TestedCause> = None;
+        let mut reproducing: Vec<TestedCause> = Vec::new();
         for deviation in &candidates {
-            let variant = forward_with(self.weights, tokens, &Computation { kind: Some(Kind::Double), deviation: Some(*deviation) });
-            let (logits_truth, resid_truth) = exact_outputs(&variant)?;
+            // Block by block first (as cheap as one forward, and it rules out most deviations at
+            // the block where the side leaves the envelope), then end to end.
+            let mut own_each_block = None;
+            let each_block = match side.resid.filter(|_| deviation.keeps_positions()) {
+                Some(_) => {
+                    let (logits, resid) = self.each_block(side, tokens, Some(*deviation))?;
+                    let measured = dimensions.measure(side, (&resid, &logits), Form::Raw);
+                    if deviation.rounds_to_half() {
+                        let computed = candidate_of(&self.each_block_in(self.envelope_kind, side, tokens, Some(*deviation))?)?;
+                        own_each_block = Some(Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid, &logits), Form::Raw)));
+                    }
+                    let widths = truth.raw.each_block.as_ref().context("the raw envelope is measured block by block")?;
+                    let at_first = match (first.index, &measured.resid) {
+                        (0, _) => 0.0,
+                        (index, Some(resid)) if index <= dimensions.n_layer => resid[index].max() / widths.snapshots[index],
+                        _ => measured.logits.max() / widths.logits,
+                    };
+                    if !deviation.rounds_to_half() && !(at_first <= ENVELOPE_FACTOR) {
+                        continue;
+                    }
+                    Some(measured)
+                }
+                None => None,
+            };
+            let variant = |kind| forward_with(self.weights, tokens, &Computation { kind: Some(kind), deviation: Some(*deviation) });
+            let (logits_truth, resid_truth) = exact_outputs(&variant(Kind::Double))?;
+            // A float16 deviation is matched within its own rounding: our forward with it in
+            // float32 against the same in float64 (never less than the float32 envelope).
+            let own_envelope = if deviation.rounds_to_half() {
+                let computed = candidate_of(&variant(self.envelope_kind))?;
+                let whole = Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid_truth, &logits_truth), Form::Raw));
+                Some(truth.raw.widened_by(&Envelope { whole, each_block: own_each_block }))
+            } else {
+                None
+            };
+            let envelope = own_envelope.as_ref().unwrap_or(&truth.raw);
             let multiple = timed(Phase::Statistics, || {
-                let (resid, logits) = dimensions.measure(side, (&resid_truth, &logits_truth), judged.form);
-                SideRounding::judge("variant", judged.form, resid.as_deref(), &logits, envelope, dimensions.n_layer + 1).worst()
+                let whole = dimensions.measure(side, (&resid_truth, &logits_truth), Form::Raw);
+                SideRounding::judge("variant", Form::Raw, &whole, each_block.as_ref(), envelope, dimensions.n_layer + 1).worst()
             });
-            if !(multiple <= ENVELOPE_FACTOR) || best.as_ref().is_some_and(|best| best.multiple <= multiple) {
-                continue;
+            if multiple <= ENVELOPE_FACTOR {
+                reproducing.push(TestedCause {
+                    deviation: *deviation,
+                    description: deviation.describe(),
+                    multiple,
+                    logits_max_abs_diff: envelope::max_abs_diff(side.logits, &logits_truth, tokens.len(), dimensions.vocab, Form::Raw),
+                });
             }
-            best = Some(TestedCause {
-                deviation: *deviation,
-                description: deviation.describe(),
-                multiple,
-                logits_max_abs_diff: envelope::max_abs_diff(side.logits, &logits_truth, tokens.len(), dimensions.vocab, judged.form),
+        }
+        let mut best = reproducing.iter().min_by(|a, b| a.multiple.total_cmp(&b.multiple)).cloned();
+        if let Some(found) = &mut best {
+            // The same deviation in one block and in every block both match: say so.
+            let kind_matches = |scope: Option<usize>| {
+                reproducing.iter().any(|other| other.deviation.kind == found.deviation.kind && other.deviation.block == scope)
+            };
+            let block = found.deviation.block.or_else(|| {
+                reproducing.iter().find(|other| other.deviation.kind == found.deviation.kind).and_then(|other| other.deviation.block)
             });
+            if let Some(block) = block.filter(|&block| kind_matches(Some(block)) && kind_matches(None)) {
+                found.deviation.block = Some(block);
+                found.description = found.deviation.describe_from_block_on(block);
+            }
         }
         judged.cause = best;
         judged.deviations_tried = candidates.len();
@@ -204,6 +287,11 @@ fn applicable(deviation: &Deviation, tokens: &[i64], n_positions: usize) -> bool
         DeviationKind::PositionOffset { offset } if offset > 0 => tokens.len() < n_positions,
         _ => true,
     }
+}
+
+/// A forward's logits and residual stream as float32 values, like any side's.
+fn candidate_of(activations: &Activations) -> Result<Candidate> {
+    Ok(Candidate { logits: super::to_vec(&activations.logits)?, resid: Some(super::to_vec(&activations.resid)?) })
 }
 
 /// A float64 forward's logits and residual stream, kept at float64 precision.

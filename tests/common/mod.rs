@@ -127,33 +127,41 @@ pub const REAL_MAGNITUDE_PROMPTS: [&str; 3] = [
     "  two spaces\tand a tab, digits 12345 and é😀",
 ];
 
-/// The real-magnitude model, made on first use and kept under the build's temporary folder,
-/// keyed by the generator's and the reference script's contents, so later test binaries and
-/// runs reuse it (a few seconds to make).
+/// The real-magnitude model, made on first use and kept under the build's temporary folder
+/// (see [`cached_dir`]), so later test binaries and runs reuse it (a few seconds to make).
 pub fn real_magnitude_model() -> &'static RealMagnitudeModel {
     static MODEL: std::sync::OnceLock<RealMagnitudeModel> = std::sync::OnceLock::new();
     MODEL.get_or_init(|| {
-        use sha2::Digest;
-        let mut key = sha2::Sha256::new();
-        for source in ["tests/support/numpy_gpt2.py", "scripts/dump_reference.py", "tests/common/mod.rs"] {
-            key.update(std::fs::read(repo_path(source)).unwrap());
-        }
-        let key: String = key.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect();
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("real-magnitude-{key}"));
-        if !root.join("reference.safetensors").exists() {
-            // Made aside and renamed into place whole: test binaries may race to make it.
-            let staging = tempfile::TempDir::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-            let dir = staging.path().join("model");
+        let root = cached_dir("real-magnitude", |staging| {
+            let dir = staging.join("model");
             make_model(&dir, &["--gpt2-magnitudes", "--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--n-positions", "64"]);
-            make_reference(&dir, &staging.path().join("reference.safetensors"), &REAL_MAGNITUDE_PROMPTS);
-            // A racer that got there first leaves an equal directory: keep theirs.
-            let staged = staging.keep();
-            if std::fs::rename(&staged, &root).is_err() {
-                std::fs::remove_dir_all(&staged).unwrap();
-            }
-        }
+            make_reference(&dir, &staging.join("reference.safetensors"), &REAL_MAGNITUDE_PROMPTS);
+        });
         RealMagnitudeModel { dir: root.join("model"), reference: root.join("reference.safetensors") }
     })
+}
+
+/// A directory under the build's temporary folder that `make` fills once, keyed by `name` and
+/// the generator's, the reference script's and this file's contents (so a change to any makes it
+/// anew). Made aside and renamed into place whole: test binaries may race to make it.
+pub fn cached_dir(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
+    use sha2::Digest;
+    let mut key = sha2::Sha256::new();
+    for source in ["tests/support/numpy_gpt2.py", "scripts/dump_reference.py", "tests/common/mod.rs"] {
+        key.update(std::fs::read(repo_path(source)).unwrap());
+    }
+    let key: String = key.finalize().iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{key}"));
+    if !root.exists() {
+        let staging = tempfile::TempDir::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        make(staging.path());
+        // A racer that got there first leaves an equal directory: keep theirs.
+        let staged = staging.keep();
+        if std::fs::rename(&staged, &root).is_err() {
+            std::fs::remove_dir_all(&staged).unwrap();
+        }
+    }
+    root
 }
 
 /// Writes a random GPT-2 with the fixture's tokenizer to `dir` (tests/support/numpy_gpt2.py
