@@ -187,10 +187,11 @@ pub struct CompareArgs {
     pub allow_other_weights: bool,
     #[command(flatten)]
     pub compute: ComputeArgs,
-    /// What a comparison must satisfy to pass: tolerance and the rounding envelope at every
-    /// residual snapshot and the logits (envelope), or tolerance on the logits alone (tolerance)
-    #[arg(long, value_enum, value_name = "RULE", default_value = "envelope")]
-    pub criterion: Gate,
+    /// What a comparison must satisfy to pass: tolerance and the float32 rounding envelope at
+    /// every residual snapshot and the logits (envelope), or tolerance on the logits alone
+    /// (tolerance) [default: envelope; tolerance with --dtype float16 or bfloat16]
+    #[arg(long, value_enum, value_name = "RULE")]
+    pub criterion: Option<Gate>,
     /// Also run our model in float64 and report, per comparison, how far each float32 side sits
     /// from it, and whether a breach is rounding noise or real (docs/metrics.md)
     #[arg(long)]
@@ -287,6 +288,21 @@ pub struct LayoutArgs {
 }
 
 impl CompareArgs {
+    /// `--criterion`, defaulting by dtype: half precision is judged by tolerance alone, since the
+    /// envelope measures float32's rounding.
+    pub fn gate(&self) -> Result<Gate> {
+        let half = matches!(self.compute.dtype, Dtype::Float16 | Dtype::Bfloat16);
+        match self.criterion {
+            Some(Gate::Envelope) if half => bail!(
+                "--criterion envelope measures float32's rounding and cannot judge --dtype {}; use --criterion tolerance (the default for half precision)",
+                self.compute.dtype.name()
+            ),
+            Some(gate) => Ok(gate),
+            None if half => Ok(Gate::Tolerance),
+            None => Ok(Gate::Envelope),
+        }
+    }
+
     pub fn processing(&self) -> ProcessingOptions {
         ProcessingOptions {
             fold_ln: !self.no_fold_ln,

@@ -44,7 +44,11 @@ fn model() -> &'static Model {
             let shape = ["--gpt2-magnitudes", "--n-layer", "4", "--n-embd", "128", "--n-head", "4", "--n-positions", "400"];
             make_model(&dir, &shape);
             let prompts = prompts();
-            for (file, extra) in [("reference.safetensors", &[][..]), ("bos.safetensors", &["--prepend-bos"]), ("float64.safetensors", &["--dtype", "float64"])] {
+            for (file, extra) in [
+                ("reference.safetensors", &[][..]),
+                ("bos.safetensors", &["--prepend-bos"]),
+                ("float64.safetensors", &["--dtype", "float64"]),
+            ] {
                 gpt2_parity()
                     .arg("reference")
                     .arg("--model")
@@ -87,15 +91,25 @@ fn port(dir: &Path, reference: &Path, args: &[&str]) -> PathBuf {
 
 /// `compare --format json` on the model against `reference`, with `extra`; exit status and report.
 fn compare(reference: &Path, extra: &[&str]) -> (Option<i32>, Value) {
-    let output =
-        gpt2_parity().args(["compare", "--format", "json", "--model"]).arg(&model().dir).arg("--reference").arg(reference).args(extra).output().unwrap();
+    let output = gpt2_parity()
+        .args(["compare", "--format", "json", "--model"])
+        .arg(&model().dir)
+        .arg("--reference")
+        .arg(reference)
+        .args(extra)
+        .output()
+        .unwrap();
     let report = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|error| panic!("not one JSON document ({error}); stderr:\n{}", String::from_utf8_lossy(&output.stderr)));
     (output.status.code(), report)
 }
 
 fn comparisons(report: &Value) -> impl Iterator<Item = (&Value, &Value)> {
-    report["prompts"].as_array().unwrap().iter().flat_map(|prompt| prompt["comparisons"].as_array().unwrap().iter().map(move |c| (prompt, c)))
+    report["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|prompt| prompt["comparisons"].as_array().unwrap().iter().map(move |c| (prompt, c)))
 }
 
 /// The largest multiple of the envelope a side reaches anywhere, either view.
@@ -115,7 +129,13 @@ fn assert_faithful(what: &str, (code, report): (Option<i32>, Value)) {
         let rounding = &comparison["rounding"];
         for side in ["candidate", "reference"] {
             let judged = &rounding[side];
-            eprintln!("{what}: {} tokens, {} {}: worst {:.2}x", prompt["tokens"].as_array().unwrap().len(), comparison["name"], judged["side"], worst(judged));
+            eprintln!(
+                "{what}: {} tokens, {} {}: worst {:.2}x",
+                prompt["tokens"].as_array().unwrap().len(),
+                comparison["name"],
+                judged["side"],
+                worst(judged)
+            );
             assert!(judged["first_outside"].is_null(), "{what}: {comparison:#}");
             assert!(worst(judged) <= 3.0, "{what}: {} at {:.2}x: {comparison:#}", judged["side"], worst(judged));
         }
@@ -203,8 +223,16 @@ fn each_catalogued_deviation_fails_where_it_starts_and_is_named() {
 fn a_deviation_in_block_n_is_localised_to_n_for_every_n() {
     for block in 0..N_LAYER {
         let n = block.to_string();
-        assert_caught(&["--deviation", "exact_gelu", "--block", &n], block as u64 + 1, deviation(json!({ "kind": "exact_gelu" }), Some(block)));
-        assert_caught(&["--deviation", "no_mask", "--block", &n], block as u64 + 1, deviation(json!({ "kind": "no_causal_mask" }), Some(block)));
+        assert_caught(
+            &["--deviation", "exact_gelu", "--block", &n],
+            block as u64 + 1,
+            deviation(json!({ "kind": "exact_gelu" }), Some(block)),
+        );
+        assert_caught(
+            &["--deviation", "no_mask", "--block", &n],
+            block as u64 + 1,
+            deviation(json!({ "kind": "no_causal_mask" }), Some(block)),
+        );
     }
 }
 

@@ -110,6 +110,8 @@ pub enum Cause {
         cause: Option<TestedCause>,
         tried: usize,
         pattern: Option<PositionPattern>,
+        /// Whether the side recorded its residual stream (else only the logits can be judged).
+        localised: bool,
     },
 }
 
@@ -233,14 +235,19 @@ impl Cause {
                  no block diverges.",
                 sci(*max_abs_diff)
             ),
-            Cause::LeavesEnvelope { side, place, multiple, factor, cause, tried, pattern } => {
+            Cause::LeavesEnvelope { side, place, multiple, factor, cause, tried, pattern, localised } => {
+                let unlocalised = if *localised {
+                    ""
+                } else {
+                    " Without its residual stream only the logits can be judged; record it to find the block (docs/candidates.md)."
+                };
                 let lead = format!(
                     "{side} leaves the rounding envelope first at {place} ({} rounding, more than the {factor:.0}x a faithful float32 GPT-2 stays within)",
                     times(*multiple)
                 );
                 match cause {
                     Some(cause) => format!(
-                        "{lead}. Tested cause: {}; with that change our float64 forward matches {side} to {} in the logits ({} rounding).",
+                        "{lead}. Tested cause: {}; with that change our float64 forward matches {side} to {} in the logits ({} rounding).{unlocalised}",
                         cause.description,
                         sci(cause.logits_max_abs_diff),
                         times(cause.multiple)
@@ -262,7 +269,7 @@ impl Cause {
                         } else {
                             "no catalogued deviation was tried".to_owned()
                         };
-                        format!("{lead}; {searched}.{shown}")
+                        format!("{lead}; {searched}.{shown}{unlocalised}")
                     }
                 }
             }
@@ -399,6 +406,7 @@ fn envelope_findings(comparison: &Comparison) -> Vec<Cause> {
                 cause: side.cause.clone(),
                 tried: side.deviations_tried,
                 pattern: side.positions.as_deref().and_then(|positions| position_pattern(positions, rounding.factor)),
+                localised: side.snapshots.is_some(),
             })
         })
         .collect()

@@ -41,6 +41,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     let destinations =
         Destinations { format: args.report.format, layout: &args.layout, output: args.report.output_file(), extra: &args.outputs };
     destinations.check()?;
+    let gate = args.gate()?;
     let device = args.compute.apply()?;
     let dtype = args.compute.dtype;
     let requested = args.model.prompts()?;
@@ -104,11 +105,11 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     let (reports, repeatability, attribution) = match &candidate_file {
         Some(candidate) => {
             // The envelope needs our float64 and float32 forwards even when a candidate takes our models' place.
-            let weights = match args.criterion {
+            let weights = match gate {
                 Gate::Envelope => Some(load_weights(&inputs, checkpoint, device, dtype)?),
                 Gate::Tolerance => None,
             };
-            let judge = weights.as_ref().map(|weights| EnvelopeJudge::new(weights, dtype));
+            let judge = weights.as_ref().map(|weights| EnvelopeJudge::new(weights));
             (candidate::compare(candidate, &reference, &cases, &comparer, judge.as_ref())?, None, None)
         }
         None => compare_models(args, (&inputs, checkpoint, device), &reference, &cases, &comparer)?,
@@ -148,7 +149,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         prepend_bos,
         device: crate::device::name(device),
         dtype,
-        gate: args.criterion,
+        gate,
         passed: prompts.iter().all(|prompt| prompt.passed) && repeatability.map_or(true, |repeatability| repeatability.identical),
         worst: summary.iter().map(|comparison| comparison.worst.clone()).collect(),
         summary_notes: summary_notes(&summary),
@@ -190,7 +191,7 @@ fn compare_models(
         first_pass: VecDeque::new(),
         dtype: args.compute.dtype,
     };
-    let judging = args.criterion == Gate::Envelope;
+    let judging = args.gate()? == Gate::Envelope;
     let attribute = |weights: &Weights| -> Result<Option<Vec<StepRow>>> {
         if !args.attribution {
             return Ok(None);
@@ -200,7 +201,7 @@ fn compare_models(
     };
     let mut reports = Vec::with_capacity(cases.len());
     let attribution = if spills {
-        let judge = judging.then(|| EnvelopeJudge::new(&unprocessed.weights, args.compute.dtype));
+        let judge = judging.then(|| EnvelopeJudge::new(&unprocessed.weights));
         for case in cases {
             reports.push(passes.unprocessed(&unprocessed, case, judge.as_ref())?);
         }
@@ -215,7 +216,7 @@ fn compare_models(
     } else {
         let attribution = attribute(&unprocessed.weights)?;
         let processed = unprocessed.shallow_clone().processed(processing);
-        let judge = judging.then(|| EnvelopeJudge::new(&unprocessed.weights, args.compute.dtype));
+        let judge = judging.then(|| EnvelopeJudge::new(&unprocessed.weights));
         for case in cases {
             let mut comparisons = passes.unprocessed(&unprocessed, case, judge.as_ref())?;
             passes.processed(&processed, case, &mut comparisons)?;
@@ -322,7 +323,7 @@ impl Passes<'_> {
         let mut truth = None;
         let rounding = match judge {
             Some(judge) => {
-                let prompt_truth = judge.truth(&case.tokens, judge.envelope_is(self.dtype).then_some(&candidate))?;
+                let prompt_truth = judge.truth(&case.tokens, (self.dtype == Dtype::Float32).then_some(&candidate))?;
                 let (ours, reference) =
                     judge_against_reference(judge, Outputs::of(&candidate), &reference_prompt, &case.tokens, &prompt_truth)?;
                 let rounding = Rounding::new(ours.clone(), reference.clone());

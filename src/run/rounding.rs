@@ -12,7 +12,6 @@ use crate::compare::envelope::{
     self, Envelope, Exact, Form, Measurements, Scaling, Shape, SideRounding, TestedCause, Widths, ENVELOPE_FACTOR,
 };
 use crate::model::deviation::Deviation;
-use crate::model::dtype::Dtype;
 use crate::model::gpt2::{forward_each_block, forward_with, Activations, Computation};
 use crate::model::Weights;
 use crate::timings::{timed, Phase};
@@ -119,20 +118,16 @@ impl Dimensions {
 /// deviation) runs on.
 pub struct EnvelopeJudge<'a> {
     weights: &'a Weights,
-    /// The dtype the envelope is measured in: float32, or the run's own when it is coarser.
-    envelope_kind: Kind,
     pub dimensions: Dimensions,
 }
 
-impl<'a> EnvelopeJudge<'a> {
-    pub fn new(weights: &'a Weights, dtype: Dtype) -> Self {
-        let envelope_kind = if dtype == Dtype::Float64 { Kind::Float } else { dtype.kind() };
-        Self { weights, envelope_kind, dimensions: Dimensions::of(&weights.config) }
-    }
+/// The envelope is float32's rounding: the precision the reference, candidates and our default
+/// models compute in (half precision is judged by tolerance alone: `--criterion`).
+const ENVELOPE_KIND: Kind = Kind::Float;
 
-    /// Whether the run's own forward is the one the envelope is measured with.
-    pub fn envelope_is(&self, dtype: Dtype) -> bool {
-        dtype.kind() == self.envelope_kind
+impl<'a> EnvelopeJudge<'a> {
+    pub fn new(weights: &'a Weights) -> Self {
+        Self { weights, dimensions: Dimensions::of(&weights.config) }
     }
 
     /// Our float64 forward on `tokens`, and the envelopes our forward in the envelope's dtype
@@ -143,8 +138,7 @@ impl<'a> EnvelopeJudge<'a> {
         let ours = match ours {
             Some(ours) => ours,
             None => {
-                computed =
-                    candidate_of(&forward_with(self.weights, tokens, &Computation { kind: Some(self.envelope_kind), deviation: None }))?;
+                computed = candidate_of(&forward_with(self.weights, tokens, &Computation { kind: Some(ENVELOPE_KIND), deviation: None }))?;
                 &computed
             }
         };
@@ -217,7 +211,7 @@ impl<'a> EnvelopeJudge<'a> {
                     let (logits, resid) = self.each_block(side, tokens, Some(*deviation))?;
                     let measured = dimensions.measure(side, (&resid, &logits), Form::Raw);
                     if deviation.rounds_to_half() {
-                        let computed = candidate_of(&self.each_block_in(self.envelope_kind, side, tokens, Some(*deviation))?)?;
+                        let computed = candidate_of(&self.each_block_in(ENVELOPE_KIND, side, tokens, Some(*deviation))?)?;
                         own_each_block = Some(Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid, &logits), Form::Raw)));
                     }
                     let widths = truth.raw.each_block.as_ref().context("the raw envelope is measured block by block")?;
@@ -238,7 +232,7 @@ impl<'a> EnvelopeJudge<'a> {
             // A float16 deviation is matched within its own rounding: our forward with it in
             // float32 against the same in float64 (never less than the float32 envelope).
             let own_envelope = if deviation.rounds_to_half() {
-                let computed = candidate_of(&variant(self.envelope_kind))?;
+                let computed = candidate_of(&variant(ENVELOPE_KIND))?;
                 let whole = Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid_truth, &logits_truth), Form::Raw));
                 Some(truth.raw.widened_by(&Envelope { whole, each_block: own_each_block }))
             } else {
