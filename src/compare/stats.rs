@@ -118,6 +118,17 @@ impl NonFinitePosition {
         };
         (elements > 0).then(|| Self { position, elements, candidate: kinds(candidate), reference: kinds(reference) })
     }
+
+    /// "NaN", "+Inf", "NaN/-Inf": the kinds of value held here, either side, each once.
+    pub fn name(&self) -> String {
+        let mut names: Vec<&str> = Vec::new();
+        for kind in self.candidate.iter().chain(&self.reference) {
+            if !names.contains(&kind.name()) {
+                names.push(kind.name());
+            }
+        }
+        names.join("/")
+    }
 }
 
 /// How a criterion sees one element: the |diff| it judges and the part of the bound that rtol
