@@ -390,7 +390,7 @@ const NON_FINITE_BAND: f64 = 26.0;
 const FONT_SIZE: f64 = 11.0;
 /// A generous advance of one character at [`FONT_SIZE`] in a sans-serif face: labels are
 /// spaced by their width at this advance, so that they never overlap.
-const CHAR_WIDTH: f64 = 6.6;
+const CHAR_WIDTH: f64 = 7.0;
 /// Up to this many points per line, every point gets a marker with its value as tooltip.
 const MARKED_POINTS: usize = 64;
 
@@ -404,15 +404,16 @@ struct XLabels {
 }
 
 impl XLabels {
-    /// Level labels when every one fits beside its neighbours; slanted at 45° when that lets
-    /// every one be shown (slanted labels need only a line's height between them); otherwise
-    /// level, every `step`-th, `step` chosen from the widest label.
+    /// Level labels, every `step`-th with `step` chosen from the widest label; slanted at 45°
+    /// when that shows at least twice as many (slanted labels need only a line's height
+    /// between them, whatever their width).
     fn layout(labels: &[String], spacing: f64) -> Self {
         let widest = labels.iter().map(|label| label.chars().count()).max().unwrap_or(0) as f64 * CHAR_WIDTH;
         let steps_for = |room: f64| ((room / spacing).ceil() as usize).max(1);
-        let level = steps_for(widest + CHAR_WIDTH);
-        if level > 1 && steps_for(FONT_SIZE + 4.0) == 1 {
-            Self { step: 1, slanted: true, height: 12.0 + widest * std::f64::consts::FRAC_1_SQRT_2 + FONT_SIZE }
+        // Parallel lines at 45° stand apart by their x distance times sin 45°.
+        let (level, slanted) = (steps_for(widest + CHAR_WIDTH), steps_for((FONT_SIZE + 2.0) * std::f64::consts::SQRT_2));
+        if 2 * slanted <= level {
+            Self { step: slanted, slanted: true, height: 12.0 + widest * std::f64::consts::FRAC_1_SQRT_2 + FONT_SIZE }
         } else {
             Self { step: level, slanted: false, height: 12.0 + FONT_SIZE }
         }
@@ -567,7 +568,7 @@ impl LogChart<'_> {
                 xml_escape(&series.name)
             );
         }
-        let _ = write!(svg, "<br/>Log scale. {}", xml_escape(self.caption));
+        let _ = write!(svg, "<br/>Log scale (zeros on the bottom edge). {}", xml_escape(self.caption));
         if any_non_finite {
             svg.push_str(" A red ⊗ in the NaN/Inf band is a non-finite value at that x, named beside it.");
         }
@@ -618,4 +619,87 @@ fn attribution(rows: &[StepRow]) -> String {
     }
     svg.push_str("</svg>\n<figcaption>Each row is the model with those steps applied, against the unprocessed model (what <code>gpt2-parity explain</code> shows).</figcaption></figure></div>\n");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(value: f64, detail: &str) -> Point {
+        Point { value, failing: false, detail: detail.to_owned(), non_finite_name: None }
+    }
+
+    #[test]
+    fn x_labels_never_overlap_and_stay_inside_the_chart() {
+        let snapshots = |blocks: usize| -> Vec<String> { (0..=blocks).map(snapshot_name).collect() };
+        let positions = |count: usize| -> Vec<String> { (0..count).map(|position| position.to_string()).collect() };
+        let sets: Vec<Vec<String>> =
+            [2, 3, 12, 24, 36, 48].map(snapshots).into_iter().chain([1, 2, 6, 32, 50, 64, 100, 1024].map(positions)).collect();
+        for labels in &sets {
+            let spacing = if labels.len() > 1 { PLOT_WIDTH / (labels.len() - 1) as f64 } else { PLOT_WIDTH };
+            let layout = XLabels::layout(labels, spacing);
+            let width = |label: &String| label.chars().count() as f64 * CHAR_WIDTH;
+            let drawn: Vec<(f64, f64)> = labels
+                .iter()
+                .enumerate()
+                .step_by(layout.step)
+                .map(|(index, label)| (LEFT + spacing * index as f64, width(label)))
+                .collect();
+            let case = format!("{} labels from {:?}: {layout:?}", labels.len(), labels[0]);
+            for pair in drawn.windows(2) {
+                let [(left_x, left_width), (right_x, right_width)] = [pair[0], pair[1]];
+                if layout.slanted {
+                    // Parallel lines at 45°: their distance apart is the x step times sin 45°.
+                    assert!((right_x - left_x) * std::f64::consts::FRAC_1_SQRT_2 >= FONT_SIZE, "{case}");
+                } else {
+                    assert!(right_x - right_width / 2.0 >= left_x + left_width / 2.0 + 2.0, "{case}");
+                }
+            }
+            let (first_x, first_width) = drawn[0];
+            let (last_x, last_width) = drawn[drawn.len() - 1];
+            if layout.slanted {
+                assert!(first_x - first_width * std::f64::consts::FRAC_1_SQRT_2 >= 0.0, "{case}");
+                assert!(layout.height >= first_width * std::f64::consts::FRAC_1_SQRT_2 + FONT_SIZE, "{case}");
+            } else {
+                assert!(first_x - first_width / 2.0 >= 0.0 && last_x + last_width / 2.0 <= WIDTH, "{case}");
+            }
+            assert!(drawn.len() >= labels.len().min(8), "{case}: enough labels to read the axis");
+        }
+        // GPT-2 small's 13 snapshots: every one is labelled, "embeddings" beside "h.0" included.
+        assert_eq!(XLabels::layout(&snapshots(12), PLOT_WIDTH / 12.0).step, 1);
+    }
+
+    #[test]
+    fn a_non_finite_point_sits_in_the_band_at_its_own_x_and_is_named() {
+        let labels: Vec<String> = (0..5).map(|index| index.to_string()).collect();
+        let mut nan = point(f64::NAN, "@2: reference NaN; 1 element");
+        nan.non_finite_name = Some("NaN".to_owned());
+        nan.failing = true;
+        let series = [Series {
+            name: "row".to_owned(),
+            points: vec![point(1e-3, "@0"), point(1e-2, "@1"), nan, point(1e-1, "@3"), point(f64::INFINITY, "@4")],
+        }];
+        let chart = LogChart {
+            class: "positions",
+            title: "t",
+            x_title: "position",
+            labels: &labels,
+            series: &series,
+            threshold: Threshold { value: 1e-4, label: "atol".to_owned() },
+            caption: "c",
+        }
+        .render();
+        // x at 64 + 118 per label; the band's middle at 30 + 13; the plot, from 64 to 250, spans
+        // 1e-4 (the threshold) to 1e-1, so 62 per decade.
+        let band = |x: &str| format!("<g class=\"non-finite\"><circle cx=\"{x}\" cy=\"43.0\" r=\"6\"");
+        assert!(chart.contains(&band("300.0")) && chart.contains(&band("536.0")), "{chart}");
+        assert!(chart.contains("<title>row @2: reference NaN; 1 element</title></g>"), "{chart}");
+        assert!(chart.contains(">NaN</text>") && chart.contains(">+Inf</text>"), "both named: {chart}");
+        // The line stops at the NaN: 0-1 joined, 3 alone (a marker, no line), 4 in the band.
+        assert!(chart.contains("<polyline points=\"64.0,188.0 182.0,126.0\""), "{chart}");
+        assert_eq!(chart.matches("<polyline").count(), 1, "{chart}");
+        assert!(chart.contains("<circle class=\"point\" cx=\"418.0\" cy=\"64.0\""), "{chart}");
+        assert!(!chart.contains("cx=\"300.0\" cy=\"64.0\""), "the NaN is not drawn on the axis top: {chart}");
+        assert!(chart.contains("class=\"threshold\" x1=\"64\" y1=\"250.0\""), "{chart}");
+    }
 }
