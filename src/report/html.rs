@@ -340,8 +340,8 @@ struct Point {
     failing: bool,
     /// The tooltip after the series' name: the point's place and figures.
     detail: String,
-    /// What a non-finite value is called ("reference NaN" holds "NaN", "+Inf" or both), when the
-    /// value cannot tell (a position's NaN stands for either; an Inf read back from JSON is NaN).
+    /// What a non-finite value is called ("NaN", "+Inf", "NaN/+Inf") when the value alone cannot
+    /// tell: a position's figure is NaN whatever it holds, and an Inf read back from JSON is NaN.
     non_finite_name: Option<String>,
 }
 
