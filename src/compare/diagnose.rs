@@ -447,7 +447,7 @@ fn residual_finding(resid: &[ResidDiff]) -> Cause {
         };
     }
     let ulps = |snapshot: &ResidDiff| snapshot.max_abs_diff / (snapshot.reference_max_abs * f64::from(f32::EPSILON));
-    let failing = || resid.iter().filter(|snapshot| !snapshot.within_tolerance);
+    let failing = || resid.iter().filter(|snapshot| !(snapshot.max_tolerance_ratio <= 1.0));
     match failing().find(|snapshot| !(ulps(snapshot) <= NOISE_ULPS)) {
         Some(first) => Cause::ResidualDiverges { index: first.index, max_abs_diff: first.max_abs_diff },
         None if failing().next().is_some() => Cause::ResidualNoise {

@@ -64,7 +64,9 @@ pub fn comparison_grid(comparisons: &[Comparison], wide: bool) -> Grid {
         (Column { header: "comparison", drop_order: 0 }, |c| comparison_name(&c.name, c.criterion)),
         (Column { header: "worst |diff|\n@pos token", drop_order: 0 }, |c| {
             let at = c.max_abs_diff_at.as_ref().map(|at| place(at, c.worst_is_position_shift)).unwrap_or_default();
-            format!("{}\n{at}", sci(c.worst_abs_diff))
+            // A non-finite value is named (NaN, +Inf, -Inf), not left as the NaN of the statistic.
+            let figure = c.non_finite_positions.first().map_or_else(|| sci(c.worst_abs_diff), |first| first.name());
+            format!("{figure}\n{at}")
         }),
         (Column { header: "max |diff|\n(raw)", drop_order: 3 }, |c| sci(c.max_abs_diff)),
         (Column { header: "log-softmax\nmax |diff|", drop_order: 1 }, |c| sci(c.log_softmax_max_abs_diff)),
