@@ -53,6 +53,17 @@ pub enum Form {
     Centered,
 }
 
+/// How a side's residual stream and its logits are each set against the truth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forms {
+    pub resid: Form,
+    pub logits: Form,
+}
+
+impl Forms {
+    pub const RAW: Self = Self { resid: Form::Raw, logits: Form::Raw };
+}
+
 /// The shape of what is compared: `snapshots` matrices of [positions, width], each the
 /// residual stream after a block (width d_model) or the logits (width vocab).
 #[derive(Debug, Clone, Copy)]
@@ -194,6 +205,20 @@ pub fn snapshot_name(index: usize) -> String {
 }
 
 impl Envelope {
+    /// The widths for a side judged in `forms`, from the envelopes in each form.
+    pub fn for_forms(forms: Forms, raw: &Envelope, centered: &Envelope) -> Envelope {
+        let pick = |form: Form| match form {
+            Form::Raw => raw,
+            Form::Centered => centered,
+        };
+        let (resid, logits) = (pick(forms.resid), pick(forms.logits));
+        let compose = |resid: &Widths, logits: &Widths| Widths { snapshots: resid.snapshots.clone(), logits: logits.logits };
+        Envelope {
+            whole: compose(&resid.whole, &logits.whole),
+            each_block: resid.each_block.as_ref().zip(logits.each_block.as_ref()).map(|(resid, logits)| compose(resid, logits)),
+        }
+    }
+
     /// This envelope, each width at least `other`'s at the same place, in either view.
     pub fn widened_by(&self, other: &Envelope) -> Self {
         let widen = |widths: &Widths, other: Option<&Widths>| match other {
@@ -222,7 +247,7 @@ pub struct Place {
 pub struct SideRounding {
     /// Which of the comparison's sides, by what it is: "ours (unprocessed)", "the reference", ...
     pub side: String,
-    pub form: Form,
+    pub forms: Forms,
     /// Per residual snapshot, the side's deviation from the float64 truth as a multiple of the
     /// envelope; absent when the side has no residual stream.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::report::nullable::optional_numbers")]
@@ -268,7 +293,7 @@ impl SideRounding {
     /// (`each_block`). `logits_index` is the logits' place (n_layer + 1).
     pub fn judge(
         side: &str,
-        form: Form,
+        forms: Forms,
         whole: &Measurements,
         each_block: Option<&Measurements>,
         envelope: &Envelope,
@@ -313,7 +338,7 @@ impl SideRounding {
         let (first_outside, positions) = first.unzip();
         Self {
             side: side.to_owned(),
-            form,
+            forms,
             snapshots,
             logits,
             each_block: each_block_multiples,
@@ -414,7 +439,7 @@ mod tests {
             Measurements { resid, logits: measure(values, truth, shape, form).remove(0) }
         };
         let envelope = Envelope { whole: Widths::of(&measurements(ours)), each_block: None };
-        SideRounding::judge("side", form, &measurements(side), None, &envelope, 1)
+        SideRounding::judge("side", Forms { resid: form, logits: form }, &measurements(side), None, &envelope, 1)
     }
 
     #[test]

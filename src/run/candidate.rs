@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::compare::{judge_against_reference, Candidate, Comparer, PromptCase};
+use super::compare::{Candidate, Comparer, PromptCase};
 use super::rounding::{EnvelopeJudge, Outputs};
 use super::ModelInputs;
 use crate::compare::diagnose::Provenance;
@@ -75,14 +75,14 @@ pub(super) fn compare(
             }
             let reference_prompt = reference.prompt(case.reference_index)?;
             let outputs = Candidate { logits: held.logits, resid: held.resid };
-            let rounding = match judge {
-                Some(judge) => {
-                    let truth = judge.truth(&case.tokens, None)?;
+            let rounding = match judge.map(|judge| Ok::<_, anyhow::Error>((judge, judge.truth(&case.tokens, None)?))).transpose()? {
+                Some((judge, Some(truth))) => {
                     let side = judge.judge_external("the candidate", Outputs::of(&outputs), &case.tokens, &truth)?;
-                    let (_, reference) = judge_against_reference(judge, Outputs::of(&outputs), &reference_prompt, &case.tokens, &truth)?;
-                    Some(Rounding::new(side, reference))
+                    let reference_outputs = Outputs { logits: &reference_prompt.logits, resid: reference_prompt.resid.as_deref() };
+                    let reference = judge.judge_external("the reference", reference_outputs, &case.tokens, &truth)?;
+                    Some(Rounding::new(side.raw, reference.raw))
                 }
-                None => None,
+                _ => None,
             };
             Ok(vec![comparer.against_reference(
                 COMPARISON,

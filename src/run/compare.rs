@@ -5,13 +5,13 @@ use tch::Kind;
 
 use std::collections::VecDeque;
 
-use super::rounding::{Dimensions, EnvelopeJudge, Gate, Outputs, PromptTruth};
+use super::rounding::{Dimensions, EnvelopeJudge, ExternalSide, Gate, Outputs, PromptTruth};
 use super::spill::LogitsSpill;
 use super::{candidate, explain, load_weights, progress_bar, to_vec, ModelInputs};
 use crate::cli::CompareArgs;
 use crate::compare::attribution::StepRow;
 use crate::compare::diagnose::{self, diagnose, Provenance};
-use crate::compare::envelope::{Envelope, Form, Rounding, SideRounding};
+use crate::compare::envelope::{Envelope, Form, Forms, Rounding};
 use crate::compare::noise_floor::{noise_floor, ReferenceFloat64};
 use crate::compare::{compare_logits, compare_resid, Comparison, Criterion, Tolerance};
 use crate::model::dtype::Dtype;
@@ -301,16 +301,17 @@ struct Passes<'a> {
     progress: indicatif::ProgressBar,
     provenance: ProcessedProvenance,
     /// Per prompt, what the unprocessed pass learnt about the rounding envelope, for the
-    /// processed pass (the truth itself waits in the spill).
-    first_pass: VecDeque<FirstPass>,
+    /// processed pass (the truth itself waits in the spill); `None` where it could not be
+    /// measured (a non-finite value in our own forward).
+    first_pass: VecDeque<Option<FirstPass>>,
     dtype: Dtype,
 }
 
 /// One prompt's envelopes, and how our unprocessed model and the reference sit in them.
 struct FirstPass {
     envelopes: [Envelope; 2],
-    ours: SideRounding,
-    reference: SideRounding,
+    ours: ExternalSide,
+    reference: ExternalSide,
 }
 
 impl Passes<'_> {
@@ -321,19 +322,22 @@ impl Passes<'_> {
         let candidate = run_candidate(&model.weights, &case.tokens, &mut self.repeatability)?;
         let exact = model.exact_logits(&case.tokens)?;
         let mut truth = None;
-        let rounding = match judge {
-            Some(judge) => {
-                let prompt_truth = judge.truth(&case.tokens, (self.dtype == Dtype::Float32).then_some(&candidate))?;
-                let (ours, reference) =
-                    judge_against_reference(judge, Outputs::of(&candidate), &reference_prompt, &case.tokens, &prompt_truth)?;
-                let rounding = Rounding::new(ours.clone(), reference.clone());
-                let (parts, envelopes) = prompt_truth.into_parts();
-                truth = Some(parts);
-                self.first_pass.push_back(FirstPass { envelopes, ours, reference });
-                Some(rounding)
-            }
-            None => None,
-        };
+        let mut rounding = None;
+        if let Some(judge) = judge {
+            let prompt_truth = judge.truth(&case.tokens, (self.dtype == Dtype::Float32).then_some(&candidate))?;
+            let first = match prompt_truth {
+                Some(prompt_truth) => {
+                    let (ours, reference) =
+                        judge_against_reference(judge, Outputs::of(&candidate), &reference_prompt, &case.tokens, &prompt_truth)?;
+                    rounding = Some(Rounding::new(ours.raw.clone(), reference.raw.clone()));
+                    let (parts, envelopes) = prompt_truth.into_parts();
+                    truth = Some(parts);
+                    Some(FirstPass { envelopes, ours, reference })
+                }
+                None => None,
+            };
+            self.first_pass.push_back(first);
+        }
         let comparison = self.comparer.against_reference(
             "unprocessed-vs-reference",
             Criterion::Raw,
@@ -365,7 +369,7 @@ impl Passes<'_> {
         let reference_prompt = self.reference.prompt(case.reference_index)?;
         let unprocessed = &self.spill.next(case.tokens.len() * comparer.vocab)?;
         let unprocessed_exact = model.exact.as_ref().map(|_| self.spill.next(case.tokens.len() * comparer.vocab)).transpose()?;
-        let first_pass = self.first_pass.pop_front();
+        let first_pass = self.first_pass.pop_front().flatten();
         let truth = match &first_pass {
             Some(FirstPass { envelopes, .. }) => {
                 let logits = case.tokens.len() * comparer.vocab;
@@ -379,10 +383,17 @@ impl Passes<'_> {
         let exact = model.exact_logits(&case.tokens)?;
         let processed_sides = (&candidate.logits[..], exact.as_deref());
         let dimensions = Dimensions::of(&model.weights.config);
+        // Our processed residual stream is mean-free, and its logits center_unembed shifts (when
+        // on, which is when the comparisons are shift-free): judged so against the truth.
+        let logits_form = match criterion {
+            Criterion::Raw => Form::Raw,
+            Criterion::ShiftInvariant => Form::Centered,
+        };
+        let processed_forms = Forms { resid: Form::Centered, logits: logits_form };
         let processed_rounding =
-            truth.as_ref().map(|truth| dimensions.judge("ours (processed)", Outputs::of(&candidate), truth, Form::Centered));
-        let rounding_against = |other: &dyn Fn(&FirstPass) -> SideRounding| {
-            processed_rounding.clone().zip(first_pass.as_ref()).map(|(processed, first)| Rounding::new(processed, other(first)))
+            truth.as_ref().map(|truth| dimensions.judge("ours (processed)", Outputs::of(&candidate), truth, processed_forms));
+        let rounding_against = |other: &dyn Fn(&FirstPass) -> &ExternalSide| {
+            processed_rounding.clone().zip(first_pass.as_ref()).map(|(processed, first)| Rounding::new(processed, other(first).under(criterion)))
         };
         let unprocessed_reference =
             (&unprocessed[..], unprocessed_exact.as_deref().map_or(ReferenceFloat64::External, ReferenceFloat64::Ours));
@@ -393,7 +404,7 @@ impl Passes<'_> {
             &reference_prompt,
             true,
             &provenance.vs_reference,
-            rounding_against(&|first| first.reference.clone()),
+            rounding_against(&|first| &first.reference),
         );
         comparisons.push(comparer.with_noise_floor(comparison, processed_sides, (&reference_prompt.logits, ReferenceFloat64::External)));
         let comparison = comparer.logits(
@@ -402,12 +413,13 @@ impl Passes<'_> {
             &candidate.logits,
             unprocessed,
             &provenance.vs_unprocessed,
-            rounding_against(&|first| first.ours.clone()),
+            rounding_against(&|first| &first.ours),
         );
         comparisons.push(comparer.with_noise_floor(comparison, processed_sides, unprocessed_reference));
         if let Some(tl) = &reference_prompt.tl_processed_logits {
             let tl_side = |truth: &PromptTruth| {
-                dimensions.judge("TransformerLens (processed)", Outputs { logits: tl, resid: None }, truth, Form::Centered)
+                let forms = Forms { resid: Form::Raw, logits: Form::Centered };
+                dimensions.judge("TransformerLens (processed)", Outputs { logits: tl, resid: None }, truth, forms)
             };
             let rounding =
                 processed_rounding.clone().zip(truth.as_ref()).map(|(processed, truth)| Rounding::new(processed, tl_side(truth)));
@@ -429,8 +441,8 @@ impl Passes<'_> {
                 tl,
                 &provenance.unprocessed_vs_transformer_lens,
                 first_pass.as_ref().zip(truth.as_ref()).map(|(first, truth)| {
-                    let tl_side = dimensions.judge("TransformerLens (unprocessed)", Outputs { logits: tl, resid: None }, truth, Form::Raw);
-                    Rounding::new(first.ours.clone(), tl_side)
+                    let tl_side = dimensions.judge("TransformerLens (unprocessed)", Outputs { logits: tl, resid: None }, truth, Forms::RAW);
+                    Rounding::new(first.ours.raw.clone(), tl_side)
                 }),
             );
             comparisons.push(comparer.with_noise_floor(
@@ -600,16 +612,20 @@ fn with_rounding(mut comparison: Comparison, rounding: Option<Rounding>) -> Comp
     comparison
 }
 
-/// Our side and the reference's against one prompt's truth; the reference searched for a tested
-/// cause when it leaves the envelope.
+/// Our unprocessed side and the reference's against one prompt's truth, each as it is and
+/// shift-free; the reference searched for a tested cause when it leaves the envelope.
 pub(super) fn judge_against_reference(
     judge: &EnvelopeJudge,
     ours: Outputs,
     reference: &PromptReference,
     tokens: &[i64],
     truth: &PromptTruth,
-) -> Result<(SideRounding, SideRounding)> {
-    let ours = judge.dimensions.judge("ours (unprocessed)", ours, truth, Form::Raw);
+) -> Result<(ExternalSide, ExternalSide)> {
+    let dimensions = judge.dimensions;
+    let ours = ExternalSide {
+        raw: dimensions.judge("ours (unprocessed)", ours, truth, Forms::RAW),
+        shift_free: dimensions.judge("ours (unprocessed)", ours, truth, Forms { resid: Form::Raw, logits: Form::Centered }),
+    };
     let reference_outputs = Outputs { logits: &reference.logits, resid: reference.resid.as_deref() };
     Ok((ours, judge.judge_external("the reference", reference_outputs, tokens, truth)?))
 }

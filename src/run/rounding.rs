@@ -9,7 +9,7 @@ use tch::{Kind, Tensor};
 
 use super::compare::Candidate;
 use crate::compare::envelope::{
-    self, Envelope, Exact, Form, Measurements, Scaling, Shape, SideRounding, TestedCause, Widths, ENVELOPE_FACTOR,
+    self, Envelope, Exact, Form, Forms, Measurements, Scaling, Shape, SideRounding, TestedCause, Widths, ENVELOPE_FACTOR,
 };
 use crate::model::deviation::Deviation;
 use crate::model::gpt2::{forward_each_block, forward_with, Activations, Computation};
@@ -54,11 +54,8 @@ impl PromptTruth {
         }
     }
 
-    fn envelope(&self, form: Form) -> &Envelope {
-        match form {
-            Form::Raw => &self.raw,
-            Form::Centered => &self.centered,
-        }
+    fn envelope(&self, forms: Forms) -> Envelope {
+        Envelope::for_forms(forms, &self.raw, &self.centered)
     }
 }
 
@@ -97,19 +94,19 @@ impl Dimensions {
         Shape { snapshots: 1, positions, width: self.vocab, kind: Scaling::PerPosition }
     }
 
-    /// One of our own sides (`name` says which, as a note names it) against the truth in `form`.
-    pub fn judge(&self, name: &str, side: Outputs, truth: &PromptTruth, form: Form) -> SideRounding {
+    /// One of our own sides (`name` says which, as a note names it) against the truth in `forms`.
+    pub fn judge(&self, name: &str, side: Outputs, truth: &PromptTruth, forms: Forms) -> SideRounding {
         timed(Phase::Statistics, || {
-            let whole = self.measure(side, (&truth.resid, &truth.logits), form);
-            SideRounding::judge(name, form, &whole, None, truth.envelope(form), self.n_layer + 1)
+            let whole = self.measure(side, (&truth.resid, &truth.logits), forms);
+            SideRounding::judge(name, forms, &whole, None, &truth.envelope(forms), self.n_layer + 1)
         })
     }
 
-    fn measure(&self, side: Outputs, (resid_truth, logits_truth): (&Exact, &Exact), form: Form) -> Measurements {
+    fn measure(&self, side: Outputs, (resid_truth, logits_truth): (&Exact, &Exact), forms: Forms) -> Measurements {
         let positions = side.logits.len() / self.vocab;
         Measurements {
-            resid: side.resid.map(|resid| envelope::measure(resid, resid_truth, self.resid_shape(positions), form)),
-            logits: envelope::measure(side.logits, logits_truth, self.logits_shape(positions), form).remove(0),
+            resid: side.resid.map(|resid| envelope::measure(resid, resid_truth, self.resid_shape(positions), forms.resid)),
+            logits: envelope::measure(side.logits, logits_truth, self.logits_shape(positions), forms.logits).remove(0),
         }
     }
 }
@@ -132,7 +129,9 @@ impl<'a> EnvelopeJudge<'a> {
 
     /// Our float64 forward on `tokens`, and the envelopes our forward in the envelope's dtype
     /// sets around it (`ours` is that forward's output when the run already made it).
-    pub(super) fn truth(&self, tokens: &[i64], ours: Option<&Candidate>) -> Result<PromptTruth> {
+    /// `None` when either forward holds a NaN or Inf: the envelope cannot be measured, and the
+    /// comparisons' tolerance verdict (which any non-finite value fails) stands alone.
+    pub(super) fn truth(&self, tokens: &[i64], ours: Option<&Candidate>) -> Result<Option<PromptTruth>> {
         let (logits, resid) = exact_outputs(&forward_with(self.weights, tokens, &Computation::FLOAT64))?;
         let computed;
         let ours = match ours {
@@ -142,17 +141,22 @@ impl<'a> EnvelopeJudge<'a> {
                 &computed
             }
         };
+        let finite = |values: &[f32]| values.iter().all(|value| value.is_finite());
+        let exact_finite = |exact: &Exact| finite(&exact.base) && finite(&exact.correction);
+        if !(exact_finite(&logits) && exact_finite(&resid) && finite(&ours.logits) && ours.resid.as_deref().is_some_and(finite)) {
+            return Ok(None);
+        }
         let ours = Outputs::of(ours);
         let each_block = self.each_block(ours, tokens, None)?;
         let dimensions = self.dimensions;
         let envelope = |form| {
+            let forms = Forms { resid: form, logits: form };
             timed(Phase::Statistics, || Envelope {
-                whole: Widths::of(&dimensions.measure(ours, (&resid, &logits), form)),
-                // Only other implementations are judged block by block, and as they are.
-                each_block: (form == Form::Raw).then(|| Widths::of(&dimensions.measure(ours, (&each_block.1, &each_block.0), form))),
+                whole: Widths::of(&dimensions.measure(ours, (&resid, &logits), forms)),
+                each_block: Some(Widths::of(&dimensions.measure(ours, (&each_block.1, &each_block.0), forms))),
             })
         };
-        Ok(PromptTruth { raw: envelope(Form::Raw), centered: envelope(Form::Centered), logits, resid })
+        Ok(Some(PromptTruth { raw: envelope(Form::Raw), centered: envelope(Form::Centered), logits, resid }))
     }
 
     /// Each of our float64 blocks (and the head), with `deviation`, on the side's own residual
@@ -176,19 +180,29 @@ impl<'a> EnvelopeJudge<'a> {
 
     /// Another implementation's side (the reference, a candidate) against the truth, end to end
     /// and block by block, searched for a tested cause when it leaves the envelope.
-    pub(super) fn judge_external(&self, name: &str, side: Outputs, tokens: &[i64], truth: &PromptTruth) -> Result<SideRounding> {
+    /// Another implementation's side (the reference, a candidate) against the truth, end to end
+    /// and block by block: as it is, and with its logits' per-position shift ignored (for
+    /// shift-free comparisons). Searched for a tested cause, as it is, when it leaves the envelope.
+    pub(super) fn judge_external(&self, name: &str, side: Outputs, tokens: &[i64], truth: &PromptTruth) -> Result<ExternalSide> {
         let dimensions = self.dimensions;
         let each_block = match side.resid {
             Some(_) => Some(self.each_block(side, tokens, None)?),
             None => None,
         };
-        let mut judged = timed(Phase::Statistics, || {
-            let whole = dimensions.measure(side, (&truth.resid, &truth.logits), Form::Raw);
-            let each_block = each_block.as_ref().map(|(logits, resid)| dimensions.measure(side, (resid, logits), Form::Raw));
-            SideRounding::judge(name, Form::Raw, &whole, each_block.as_ref(), &truth.raw, dimensions.n_layer + 1)
-        });
-        self.search(&mut judged, side, tokens, truth)?;
-        Ok(judged)
+        let judge = |forms: Forms| {
+            timed(Phase::Statistics, || {
+                let whole = dimensions.measure(side, (&truth.resid, &truth.logits), forms);
+                let each_block = each_block.as_ref().map(|(logits, resid)| dimensions.measure(side, (resid, logits), forms));
+                SideRounding::judge(name, forms, &whole, each_block.as_ref(), &truth.envelope(forms), dimensions.n_layer + 1)
+            })
+        };
+        let mut raw = judge(Forms::RAW);
+        self.search(&mut raw, side, tokens, truth)?;
+        let mut shift_free = judge(Forms { resid: Form::Raw, logits: Form::Centered });
+        if !shift_free.passed() {
+            (shift_free.cause, shift_free.deviations_tried) = (raw.cause.clone(), raw.deviations_tried);
+        }
+        Ok(ExternalSide { raw, shift_free })
     }
 
     /// For a side outside the envelope: our float64 forward with each catalogued deviation that
@@ -209,10 +223,10 @@ impl<'a> EnvelopeJudge<'a> {
             let each_block = match side.resid.filter(|_| deviation.keeps_positions()) {
                 Some(_) => {
                     let (logits, resid) = self.each_block(side, tokens, Some(*deviation))?;
-                    let measured = dimensions.measure(side, (&resid, &logits), Form::Raw);
+                    let measured = dimensions.measure(side, (&resid, &logits), Forms::RAW);
                     if deviation.rounds_to_half() {
                         let computed = candidate_of(&self.each_block_in(ENVELOPE_KIND, side, tokens, Some(*deviation))?)?;
-                        own_each_block = Some(Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid, &logits), Form::Raw)));
+                        own_each_block = Some(Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid, &logits), Forms::RAW)));
                     }
                     let widths = truth.raw.each_block.as_ref().context("the raw envelope is measured block by block")?;
                     let at_first = match (first.index, &measured.resid) {
@@ -233,15 +247,15 @@ impl<'a> EnvelopeJudge<'a> {
             // float32 against the same in float64 (never less than the float32 envelope).
             let own_envelope = if deviation.rounds_to_half() {
                 let computed = candidate_of(&variant(ENVELOPE_KIND))?;
-                let whole = Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid_truth, &logits_truth), Form::Raw));
+                let whole = Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid_truth, &logits_truth), Forms::RAW));
                 Some(truth.raw.widened_by(&Envelope { whole, each_block: own_each_block }))
             } else {
                 None
             };
             let envelope = own_envelope.as_ref().unwrap_or(&truth.raw);
             let multiple = timed(Phase::Statistics, || {
-                let whole = dimensions.measure(side, (&resid_truth, &logits_truth), Form::Raw);
-                SideRounding::judge("variant", Form::Raw, &whole, each_block.as_ref(), envelope, dimensions.n_layer + 1).worst()
+                let whole = dimensions.measure(side, (&resid_truth, &logits_truth), Forms::RAW);
+                SideRounding::judge("variant", Forms::RAW, &whole, each_block.as_ref(), envelope, dimensions.n_layer + 1).worst()
             });
             if multiple <= ENVELOPE_FACTOR {
                 reproducing.push(TestedCause {
@@ -269,6 +283,24 @@ impl<'a> EnvelopeJudge<'a> {
         judged.cause = best;
         judged.deviations_tried = candidates.len();
         Ok(())
+    }
+}
+
+/// Another implementation's side judged two ways: as it is, and with its logits' per-position
+/// shift ignored.
+#[derive(Clone)]
+pub struct ExternalSide {
+    pub raw: SideRounding,
+    pub shift_free: SideRounding,
+}
+
+impl ExternalSide {
+    /// The judgement a comparison under `criterion` uses.
+    pub fn under(&self, criterion: crate::compare::Criterion) -> SideRounding {
+        match criterion {
+            crate::compare::Criterion::Raw => self.raw.clone(),
+            crate::compare::Criterion::ShiftInvariant => self.shift_free.clone(),
+        }
     }
 }
 
