@@ -260,7 +260,10 @@ fn residual_chart(comparisons: &[Comparison]) -> String {
 /// against the factor that judges it. Each side once, however many comparisons it is in.
 fn envelope_chart(comparisons: &[Comparison], labels: &[String], factor: f64) -> String {
     let mut series: Vec<Series> = Vec::new();
-    let sides = comparisons.iter().filter_map(|comparison| comparison.rounding.as_ref()).flat_map(|rounding| [&rounding.candidate, &rounding.reference]);
+    let sides = comparisons
+        .iter()
+        .filter_map(|comparison| comparison.rounding.as_ref())
+        .flat_map(|rounding| [&rounding.candidate, &rounding.reference]);
     for side in sides {
         let Some(snapshots) = &side.snapshots else { continue };
         if series.iter().any(|known| known.name == side.side) {
@@ -271,7 +274,8 @@ fn envelope_chart(comparisons: &[Comparison], labels: &[String], factor: f64) ->
             .enumerate()
             .map(|(index, &whole)| {
                 let each_block = side.each_block.as_ref().and_then(|multiples| multiples.get(index).copied());
-                let value = each_block.map_or(whole, |each_block| if whole.is_nan() || each_block.is_nan() { f64::NAN } else { whole.max(each_block) });
+                let value = each_block
+                    .map_or(whole, |each_block| if whole.is_nan() || each_block.is_nan() { f64::NAN } else { whole.max(each_block) });
                 let block_part = each_block.map(|each_block| format!(", block on its own {}", times(each_block))).unwrap_or_default();
                 Point {
                     value,

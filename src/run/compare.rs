@@ -393,7 +393,10 @@ impl Passes<'_> {
         let processed_rounding =
             truth.as_ref().map(|truth| dimensions.judge("ours (processed)", Outputs::of(&candidate), truth, processed_forms));
         let rounding_against = |other: &dyn Fn(&FirstPass) -> &ExternalSide| {
-            processed_rounding.clone().zip(first_pass.as_ref()).map(|(processed, first)| Rounding::new(processed, other(first).under(criterion)))
+            processed_rounding
+                .clone()
+                .zip(first_pass.as_ref())
+                .map(|(processed, first)| Rounding::new(processed, other(first).under(criterion)))
         };
         let unprocessed_reference =
             (&unprocessed[..], unprocessed_exact.as_deref().map_or(ReferenceFloat64::External, ReferenceFloat64::Ours));
