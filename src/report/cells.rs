@@ -2,7 +2,7 @@
 //! table and the summary table have, how each figure, place and prompt is written, and which
 //! columns a narrow terminal may drop. One place, so that the two formats never disagree.
 use super::{ComparisonSummary, PromptReport};
-use crate::compare::diagnose::{count_of, percent, sci};
+use crate::compare::diagnose::{count_of, percent, sci, times};
 use crate::compare::noise_floor::Breach;
 use crate::compare::{Comparison, Criterion, DiffLocation};
 use crate::tokenize::{abbreviate, token_label};
@@ -103,6 +103,22 @@ pub fn comparison_grid(comparisons: &[Comparison], wide: bool) -> Grid {
     });
     if comparisons.iter().any(|comparison| comparison.noise_floor.is_some()) {
         columns.push(&noise_floor);
+    }
+    // Under --criterion envelope: each side's worst distance from float64, in multiples of float32 rounding.
+    let rounding: (Column, Figure) = (
+        Column {
+            header: "x rounding
+cand / ref",
+            drop_order: 0,
+        },
+        |c| {
+            c.rounding.as_ref().map_or_else(String::new, |rounding| {
+                format!("{} /\n{}", times(rounding.candidate.worst()), times(rounding.reference.worst()))
+            })
+        },
+    );
+    if comparisons.iter().any(|comparison| comparison.rounding.is_some()) {
+        columns.push(&rounding);
     }
     let rows = comparisons
         .iter()
