@@ -5,9 +5,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fixture_dir, fixture_reference, gpt2_parity, load_fixture, EditableSafetensors};
+use common::{fixture_dir, fixture_reference, gpt2_parity, json_report, load_fixture, EditableSafetensors};
 use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
-use serde_json::Value;
 
 const VOCAB: usize = 50257;
 
@@ -154,7 +153,7 @@ fn many_prompts_open_with_a_summary_and_show_only_the_failing_prompt_before_the_
     assert_eq!(render_markdown(&verbose_markdown).tables, 51);
 
     let (_, json) = compare(&path, &["--format", "json"]);
-    let report: Value = serde_json::from_str(&json).unwrap();
+    let report = json_report(json.as_bytes());
     assert_eq!(report["prompts"].as_array().unwrap().len(), 50, "JSON keeps every prompt");
     let summary = &report["summary"][0];
     assert_eq!((summary["prompts"].as_u64(), summary["failing_prompts"].as_u64()), (Some(50), Some(1)));

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{fixture_dir, fixture_reference, gpt2_parity, EditableSafetensors};
+use common::{fixture_dir, fixture_reference, gpt2_parity, json_report, json_report_file, without_timing, EditableSafetensors};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -29,16 +29,6 @@ fn compare(reference: &PathBuf, extra: &[&str]) -> std::process::Output {
         .args(extra)
         .output()
         .unwrap()
-}
-
-fn json(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap()
-}
-
-/// A report less its `timing`, the one part two runs of the same check never share.
-fn without_timing(mut report: Value) -> Value {
-    report.as_object_mut().unwrap().remove("timing").expect("every report has a timing");
-    report
 }
 
 /// Writes shard `index`/`count` of a compare run with `args` to `dir`, and returns its path.
@@ -89,7 +79,7 @@ fn merge_refuses_a_shard_edited_to_say_it_passed() {
     let dir = TempDir::new().unwrap();
     let failing = reference_with_two_bad_prompts(&dir);
     let files: Vec<PathBuf> = (1..=3).map(|index| shard(&dir, "shard", &failing, (index, 3), &[])).collect();
-    let original = json(&std::fs::read(&files[2]).unwrap());
+    let original = json_report_file(&files[2]);
     assert_eq!(original["passed"], false, "shard 3/3 holds prompt 2, whose reference has a NaN");
     // Edited at the report level only, then every verdict in it, consistently.
     let mut report_only = original.clone();
@@ -116,14 +106,14 @@ fn three_shards_merged_equal_a_single_run() {
     let reference = reference_with_two_bad_prompts(&dir);
     let single = compare(&reference, &["--attribution"]);
     assert_eq!(single.status.code(), Some(1));
-    let single = json(&single.stdout);
+    let single = json_report(&single.stdout);
 
     let mut shard_files = Vec::new();
     let mut shard_codes = Vec::new();
     for index in [3, 1, 2] {
         let file = dir.path().join(format!("shard-{index}.json"));
         let output = compare(&reference, &["--attribution", "--shard", &format!("{index}/3"), "--output", file.to_str().unwrap()]);
-        let report = json(&std::fs::read(&file).unwrap());
+        let report = json_report_file(&file);
         assert_eq!(report["shard"], serde_json::json!({"index": index, "count": 3, "total_prompts": 8}));
         let expected: Vec<&Value> = single["prompts"].as_array().unwrap().iter().skip(index - 1).step_by(3).collect();
         assert_eq!(report["prompts"].as_array().unwrap().iter().collect::<Vec<_>>(), expected, "shard {index}/3 holds every third prompt");
@@ -136,7 +126,7 @@ fn three_shards_merged_equal_a_single_run() {
     let html = dir.path().join("report.html");
     let merged = gpt2_parity().args(["merge", "--format", "json", "--html"]).arg(&html).args(&shard_files).output().unwrap();
     assert_eq!(merged.status.code(), Some(1), "{}", String::from_utf8_lossy(&merged.stderr));
-    let merged = json(&merged.stdout);
+    let merged = json_report(&merged.stdout);
     assert!(merged.get("shard").is_none());
     assert_eq!(merged["passed"], single["passed"]);
     assert_eq!(merged["prompts"], single["prompts"]);
