@@ -438,17 +438,20 @@ struct Shown {
     prompts: Vec<usize>,
 }
 
-fn shown_prompts(report: &Report, verbose: bool) -> Shown {
+/// `hints`: whether the heading may point at command-line options (not in a pull-request comment).
+fn shown_prompts(report: &Report, verbose: bool, hints: bool) -> Shown {
     let total = report.prompts.len();
     if total < SUMMARY_FROM_PROMPTS {
         return Shown { summary_heading: None, prompts: (0..total).collect() };
     }
     let failing: Vec<usize> = (0..total).filter(|&index| !report.prompts[index].passed).collect();
+    let hint = if hints { " (--verbose shows all)" } else { "" };
     let below = match (verbose, failing.len()) {
         (true, _) => "every prompt's table follows".to_owned(),
-        (false, 0) => "--verbose shows every prompt's table".to_owned(),
-        (false, 1) => "the failing prompt's table follows (--verbose shows all)".to_owned(),
-        (false, _) => "the failing prompts' tables follow (--verbose shows all)".to_owned(),
+        (false, 0) if hints => "--verbose shows every prompt's table".to_owned(),
+        (false, 0) => "every prompt passes".to_owned(),
+        (false, 1) => format!("the failing prompt's table follows{hint}"),
+        (false, _) => format!("the failing prompts' tables follow{hint}"),
     };
     Shown {
         summary_heading: Some(format!("Summary of {}, {} failing; {below}", count_of(total, "prompt"), failing.len())),
@@ -477,11 +480,59 @@ impl Report {
         let failed: usize = self.prompts.iter().flat_map(|prompt| &prompt.comparisons).filter(|c| !c.passed).count();
         let Tolerance { atol, rtol } = self.tolerance;
         let prompts = count_of(self.prompts.len(), "prompt");
-        if self.passed {
-            format!("PASS: {comparisons} comparisons on {prompts} within atol {atol:e}, rtol {rtol:e}")
-        } else {
-            format!("FAIL: {failed} of {comparisons} comparisons on {prompts} breach atol {atol:e}, rtol {rtol:e}")
+        let unrepeatable = match self.repeatability {
+            Some(runs) if !runs.identical => format!("; {} runs of every forward were not bit-identical", runs.runs),
+            _ => String::new(),
+        };
+        match (self.passed, self.shard) {
+            (true, Some(shard)) if self.prompts.is_empty() => format!(
+                "PASS: shard {}/{} checks none of the run's {} (more shards than prompts)",
+                shard.shard.index,
+                shard.shard.count,
+                count_of(shard.total_prompts, "prompt")
+            ),
+            (true, _) => format!("PASS: {} on {prompts} within atol {atol:e}, rtol {rtol:e}", count_of(comparisons, "comparison")),
+            (false, _) => format!("FAIL: {failed} of {} on {prompts} breach atol {atol:e}, rtol {rtol:e}{unrepeatable}", count_of(comparisons, "comparison")),
         }
+    }
+
+    /// "shard 2/3 of 50 prompts": which part of a run the report holds; `None` for a whole run.
+    fn shard_label(&self) -> Option<String> {
+        self.shard.map(|shard| format!("shard {}/{} of {}", shard.shard.index, shard.shard.count, count_of(shard.total_prompts, "prompt")))
+    }
+
+    /// The one line that tells a CI log the verdict when the report itself goes elsewhere:
+    /// the verdict, the worst failing element and where the report is (`report`, when a file).
+    pub fn verdict_summary(&self, report: Option<&std::path::Path>) -> String {
+        let mut line = self.verdict_line();
+        if let Some(shard) = self.shard_label().filter(|_| !self.prompts.is_empty()) {
+            line = line.replacen(':', &format!(" ({shard}):"), 1);
+        }
+        let failing = self.summary.iter().find(|summary| summary.failing_prompts > 0);
+        if let Some(ComparisonSummary { worst, .. }) = failing {
+            let at = crate::compare::DiffLocation { position: worst.position, token_id: worst.token_id, token: worst.token.clone() };
+            line.push_str(&format!(
+                "; worst {}{} #{} {} {}",
+                worst.comparison,
+                criterion_suffix(worst.criterion),
+                prompt_number(self, worst.prompt_index).0,
+                cells::place(&at, worst.is_position_shift),
+                crate::compare::diagnose::sci(worst.abs_diff)
+            ));
+        }
+        if let Some(path) = report {
+            line.push_str(&format!("; report {}", path.display()));
+        }
+        line
+    }
+}
+
+/// A prompt's number in the whole run, counting from 1, and the run's prompt count: also in a
+/// shard's report, whose `index` counts the shard's own prompts.
+fn prompt_number(report: &Report, index: usize) -> (usize, usize) {
+    match report.shard {
+        Some(shard) => (shard.shard.global_position(index) + 1, shard.total_prompts),
+        None => (index + 1, report.prompts.len()),
     }
 }
 
@@ -495,10 +546,7 @@ fn criterion_suffix(criterion: Criterion) -> &'static str {
 
 /// "prompt 3/8: \"Hello World\"": numbered as in the whole run, also in a shard's report.
 fn prompt_label(report: &Report, index: usize) -> String {
-    let (number, total) = match report.shard {
-        Some(shard) => (shard.shard.global_position(index) + 1, shard.total_prompts),
-        None => (index + 1, report.prompts.len()),
-    };
+    let (number, total) = prompt_number(report, index);
     format!("prompt {number}/{total}: {:?}", abbreviate(&report.prompts[index].prompt))
 }
 
