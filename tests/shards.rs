@@ -69,6 +69,10 @@ fn merge_refuses_shards_of_another_reference_prompt_order_or_processing() {
     let stderr = refused(&[&forward, &backward]);
     assert!(stderr.contains("in prompts_digest"), "{stderr}");
 
+    let third = shard(&dir, "third", &passing, (2, 3), &prompts);
+    let stderr = refused(&[&forward, &third]);
+    assert!(stderr.contains("is shard 2/3 of 3 prompts, the first report is shard 1/2 of 3 prompts"), "{stderr}");
+
     let switched = shard(&dir, "switched", &passing, (2, 2), &[&prompts[..], &["--no-center-unembed"]].concat());
     let stderr = refused(&[&forward, &switched]);
     assert!(stderr.contains("in processing.center_unembed, false against true"), "{stderr}");

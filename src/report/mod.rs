@@ -492,7 +492,10 @@ impl Report {
                 count_of(shard.total_prompts, "prompt")
             ),
             (true, _) => format!("PASS: {} on {prompts} within atol {atol:e}, rtol {rtol:e}", count_of(comparisons, "comparison")),
-            (false, _) => format!("FAIL: {failed} of {} on {prompts} breach atol {atol:e}, rtol {rtol:e}{unrepeatable}", count_of(comparisons, "comparison")),
+            (false, _) => format!(
+                "FAIL: {failed} of {} on {prompts} breach atol {atol:e}, rtol {rtol:e}{unrepeatable}",
+                count_of(comparisons, "comparison")
+            ),
         }
     }
 

@@ -173,7 +173,7 @@ fn compare_models(
     reference: &ReferenceFile,
     cases: &[PromptCase],
     comparer: &Comparer,
-) -> Result<(Vec<Clocked>, Option<Repeatability>, Option<Vec<StepRow>>)> {
+) -> Result<Compared> {
     let weights = load_weights(inputs, checkpoint, device, args.compute.dtype)?;
     let processing = args.processing();
     // With --noise-floor, a float64 copy of the model runs beside the candidate.
@@ -227,6 +227,9 @@ fn compare_models(
     let repeatability = passes.repeatability;
     Ok((reports, (args.repeat > 1).then_some(repeatability), attribution))
 }
+
+/// Each prompt's comparisons and time, the repeatability (with --repeat) and explain's rows (with --attribution).
+type Compared = (Vec<Clocked>, Option<Repeatability>, Option<Vec<StepRow>>);
 
 /// One prompt's comparisons and the wall time its forward passes and comparisons took.
 struct Clocked {
