@@ -68,7 +68,7 @@ fn compare_by_hub_id(env: &[(&str, &Path)]) -> std::process::Output {
 
 fn assert_parity(output: &std::process::Output) -> Value {
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let report = json_stdout(&output);
+    let report = json_stdout(output);
     assert_eq!(report["model"]["source"], MODEL_ID);
     for prompt in report["prompts"].as_array().unwrap() {
         let unprocessed = &prompt["comparisons"][0];
