@@ -6,12 +6,12 @@
 //! verdicts their own figures contradict are refused.
 use std::path::{Path, PathBuf};
 
-use crate::compare::diagnose::count_of;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::cli::MergeArgs;
 use crate::compare::attribution::StepRow;
+use crate::compare::diagnose::count_of;
 use crate::report::outputs::Destinations;
 use crate::report::{summary_notes, ComparisonSummary, PromptReport, Repeatability, Report, Timing};
 
@@ -94,11 +94,14 @@ fn check_verdicts(path: &Path, report: &Report) -> Result<()> {
 
 /// Joins shard reports of one run; refuses reports of different runs, a shard given twice, or a missing one.
 fn merge(shards: Vec<ShardReport>) -> Result<Report> {
-    let mut shards = shards.into_iter();
-    let ShardReport { path: first_path, report: first, identity } = shards.next().context("no reports to merge")?;
-    let first_info = first.shard.with_context(|| {
-        format!("report {} is not a shard (it was made without --shard); merge only shard reports", first_path.display())
-    })?;
+    let mut shards = shards.into_iter().peekable();
+    let first = shards.peek().context("no reports to merge")?;
+    let first_shown = first.path.display().to_string();
+    let first_info = first
+        .report
+        .shard
+        .with_context(|| format!("report {first_shown} is not a shard (it was made without --shard); merge only shard reports"))?;
+    let identity = first.identity.clone();
     let mut slots: Vec<Option<PromptReport>> = (0..first_info.total_prompts).map(|_| None).collect();
     let mut seen = vec![None; first_info.shard.count];
     let mut repeatability: Option<Repeatability> = None;
@@ -106,9 +109,7 @@ fn merge(shards: Vec<ShardReport>) -> Result<Report> {
     let mut started_at: Option<String> = None;
     let mut attribution: Option<Vec<(StepRow, Vec<Option<_>>)>> = None;
     let mut merged = None;
-    let first_shown = first_path.display().to_string();
-    let first = ShardReport { path: first_path, report: first, identity: identity.clone() };
-    for ShardReport { path, report, identity: shard_identity } in std::iter::once(first).chain(shards) {
+    for ShardReport { path, report, identity: shard_identity } in shards {
         let shown = path.display();
         let info = report
             .shard
