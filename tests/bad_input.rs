@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{compare_fixture, fixture_dir, fixture_reference, gpt2_parity, EditableSafetensors};
+use common::{compare_fixture, fixture_dir, fixture_reference, gpt2_parity, json_report_file, EditableSafetensors};
 use serde_json::Value;
 
 /// A scratch directory holding the report path each case passes as `--output`.
@@ -131,7 +131,7 @@ fn empty_prompt_with_prepend_bos_is_accepted() {
     let scratch = Scratch::new();
     let output = compare(&scratch, &fixture_dir(), None, &["", "--prepend-bos", "--format", "json"]);
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_slice(&std::fs::read(scratch.report()).unwrap()).unwrap();
+    let report = json_report_file(&scratch.report());
     assert_eq!(report["prompts"][0]["tokens"], serde_json::json!([50256]));
 }
 
@@ -224,7 +224,7 @@ fn prompts_file_with_a_byte_order_mark_is_read() {
     let file = scratch.file("bom.jsonl", "\u{feff}\"Hello World\"\r\n".as_bytes());
     let output = compare_fixture_with(&scratch, &["--prompts-file", file.to_str().unwrap(), "--format", "json"]);
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_slice(&std::fs::read(scratch.report()).unwrap()).unwrap();
+    let report = json_report_file(&scratch.report());
     assert_eq!(report["prompts"][0]["prompt"], "Hello World");
 }
 
@@ -616,7 +616,7 @@ fn reference_with_nan_or_inf_fails_with_exit_1_and_says_where() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{bad}: a non-finite value is a failed comparison; stderr: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
-        let report: Value = serde_json::from_slice(&std::fs::read(scratch.report()).unwrap()).expect("the report is whole JSON");
+        let report = json_report_file(&scratch.report());
         assert_eq!(report["passed"], false);
         let prompts = report["prompts"].as_array().unwrap();
         assert_eq!(prompts[0]["passed"], true, "prompt 0 is untouched");

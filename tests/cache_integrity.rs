@@ -9,7 +9,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
-use common::fixture_dir;
+use common::{fixture_dir, json_stdout};
 use gpt2_parity::reference::ReferenceFile;
 
 fn compare(cache: &Path) -> std::process::Command {
@@ -33,7 +33,7 @@ fn run(cache: &Path) -> Run {
     let output: Output = compare(cache).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let report = json_stdout(&output);
     assert_eq!(report["passed"], true);
     assert_eq!(report["reference"]["bundled"], true);
     Run { rebuilt: stderr.contains("making the reference"), stderr }
@@ -153,7 +153,7 @@ fn compare_prompts(cache: &Path, prompts: &[&str], max: &str) -> (bool, String) 
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = json_stdout(&output);
     let checked: Vec<&str> = report["prompts"].as_array().unwrap().iter().map(|prompt| prompt["prompt"].as_str().unwrap()).collect();
     assert_eq!(checked, prompts, "exactly the requested prompts, in their order");
     (stderr.contains("making the reference"), report["reference"]["path"].as_str().unwrap().to_owned())

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{gpt2_parity, make_model, repo_path};
+use common::{gpt2_parity, json_stdout, make_model, repo_path};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
@@ -68,7 +68,7 @@ fn compare(model: &str, reference: &Path, hub_cache: Option<&Path>, cache: &Path
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(0), "{model}: {stderr}");
-    (serde_json::from_slice(&output.stdout).unwrap(), stderr)
+    (json_stdout(&output), stderr)
 }
 
 fn dir_str(path: &Path) -> &str {
@@ -197,7 +197,7 @@ fn the_bundled_script_records_the_same_digest_for_shards_and_pickles() {
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(0), "{layout}: {}", String::from_utf8_lossy(&output.stderr));
-        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let report = json_stdout(&output);
         assert_eq!(report["reference"]["weights"], report["model"]["weights"], "{layout}");
     }
 }

@@ -1,13 +1,11 @@
 //! The binary as CI jobs and scripts use it: exit codes, one-line errors, the JSON report.
 mod common;
 
-use common::{compare_fixture, fixture_bos_reference, fixture_dir, fixture_reference, gpt2_parity, EditableSafetensors};
+use common::{
+    compare_fixture, fixture_bos_reference, fixture_dir, fixture_reference, gpt2_parity, json_report_file, json_stdout, without_timing,
+    EditableSafetensors,
+};
 use predicates::prelude::*;
-use serde_json::Value;
-
-fn json_report(output: &std::process::Output) -> Value {
-    serde_json::from_slice(&output.stdout).expect("stdout is exactly one JSON document")
-}
 
 #[test]
 fn the_fixture_passes_with_exit_0_and_shows_every_comparison() {
@@ -25,7 +23,7 @@ fn the_fixture_passes_with_exit_0_and_shows_every_comparison() {
 fn json_report_is_one_document_with_the_contract_fields() {
     let output = compare_fixture().args(["--format", "json"]).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let report = json_report(&output);
+    let report = json_stdout(&output);
     assert_eq!(report["schema_version"], 1);
     assert_eq!(report["tool"]["name"], "gpt2-parity");
     assert!(report["model"]["weights"].as_str().unwrap().starts_with("sha256:"));
@@ -67,7 +65,7 @@ fn json_report_is_one_document_with_the_contract_fields() {
 #[test]
 fn selected_prompts_are_checked_alone() {
     let output = compare_fixture().args(["Hello World", "--format", "json"]).output().unwrap();
-    let report = json_report(&output);
+    let report = json_stdout(&output);
     assert_eq!(report["prompts"].as_array().unwrap().len(), 1);
 }
 
@@ -90,7 +88,7 @@ fn a_perturbed_reference_fails_with_exit_1_and_still_reports() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    let report = json_report_file(&report_path);
     assert_eq!(report["passed"], false);
     let first = &report["prompts"][0]["comparisons"][0];
     assert_eq!(first["passed"], false);
@@ -104,7 +102,7 @@ fn a_perturbed_reference_fails_with_exit_1_and_still_reports() {
 fn zero_tolerance_fails_with_exit_1_when_diffs_are_not_zero() {
     let output = compare_fixture().args(["--atol", "0", "--rtol", "0", "--format", "json"]).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
-    let report = json_report(&output);
+    let report = json_stdout(&output);
     assert_eq!(report["passed"], false);
     let worst = report["prompts"][0]["comparisons"][0]["max_abs_diff"].as_f64().unwrap();
     assert!(worst > 0.0, "a zero tolerance fails only when some diff is non-zero");
@@ -151,7 +149,7 @@ fn a_bos_reference_is_compared_with_bos() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let report = json_report(&output);
+    let report = json_stdout(&output);
     assert_eq!(report["prepend_bos"], true);
     assert_eq!(report["prompts"][0]["tokens"], serde_json::json!([50256, 15496, 2159]));
 }
@@ -174,12 +172,12 @@ fn without_a_reference_the_bundled_script_makes_and_caches_one() {
     };
     let first = run();
     assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
-    let report = json_report(&first);
+    let report = json_stdout(&first);
     assert_eq!(report["reference"]["bundled"], true);
     assert_eq!(report["prompts"][0]["tokens"][0], 50256);
     let second = run();
     assert!(!String::from_utf8_lossy(&second.stderr).contains("making the reference"), "the second run uses the cache");
-    assert_eq!(json_report(&second)["prompts"], report["prompts"]);
+    assert_eq!(json_stdout(&second)["prompts"], report["prompts"]);
 }
 
 #[test]
@@ -240,7 +238,7 @@ fn timings_go_to_stderr_and_leave_the_report_unchanged() {
     let plain = compare_fixture().args(["--format", "json"]).output().unwrap();
     let timed = compare_fixture().args(["--format", "json", "--timings"]).output().unwrap();
     assert_eq!(timed.status.code(), Some(0), "{}", String::from_utf8_lossy(&timed.stderr));
-    assert_eq!(timed.stdout, plain.stdout, "the report is the same bytes with --timings");
+    assert_eq!(without_timing(json_stdout(&timed)), without_timing(json_stdout(&plain)), "the report is the same with --timings");
     let stderr = String::from_utf8_lossy(&timed.stderr);
     for phase in
         ["libtorch start", "tokenizer", "model load", "digest", "reference", "processing", "forward", "statistics", "render", "total"]
@@ -251,4 +249,24 @@ fn timings_go_to_stderr_and_leave_the_report_unchanged() {
     }
     assert!(stderr.contains("peak RSS"), "{stderr}");
     assert!(plain.stderr.is_empty() || !String::from_utf8_lossy(&plain.stderr).contains("timings"), "timings only when asked");
+}
+
+/// The schema every test validates reports against (tests/common) refuses what it does not
+/// describe, so a report that drifts from docs/report.schema.json fails the suite.
+#[test]
+fn the_report_schema_refuses_what_it_does_not_describe() {
+    let report = json_stdout(&compare_fixture().args(["--format", "json", "Hello"]).output().unwrap());
+    type Edit = fn(&mut serde_json::Value);
+    let edits: [(&str, Edit); 4] = [
+        ("a number where a count belongs", |report| report["prompts"][0]["comparisons"][0]["violations"] = (-1).into()),
+        ("an undescribed field on a comparison", |report| report["prompts"][0]["comparisons"][0]["surprise"] = true.into()),
+        ("a missing run identity", |report| drop(report.as_object_mut().unwrap().remove("prompts_digest"))),
+        ("a reference digest that is no digest", |report| report["reference"]["digest"] = "md5:1234".into()),
+    ];
+    for (what, edit) in edits {
+        let mut broken = report.clone();
+        edit(&mut broken);
+        let bytes = serde_json::to_vec(&broken).unwrap();
+        assert!(std::panic::catch_unwind(|| common::json_report(&bytes)).is_err(), "the schema accepts {what}");
+    }
 }

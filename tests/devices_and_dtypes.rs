@@ -3,15 +3,13 @@
 //! passes a correct model.
 mod common;
 
-use common::{compare_fixture, fixture_dir, gpt2_parity};
+use common::{compare_fixture, fixture_dir, gpt2_parity, json_stdout};
 use serde_json::Value;
 use tempfile::TempDir;
 
 fn json_report(command: &mut assert_cmd::Command) -> (Option<i32>, Value) {
     let output = command.args(["--format", "json"]).output().unwrap();
-    let report = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|error| panic!("not one JSON document ({error}); stderr:\n{}", String::from_utf8_lossy(&output.stderr)));
-    (output.status.code(), report)
+    (output.status.code(), json_stdout(&output))
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Each likely cause fires on a reference perturbed to show it, and none on the clean one.
 mod common;
 
-use common::{fixture_bos_reference, fixture_dir, fixture_reference, gpt2_parity, EditableSafetensors};
+use common::{fixture_bos_reference, fixture_dir, fixture_reference, gpt2_parity, json_stdout, EditableSafetensors};
 use predicates::prelude::*;
 use serde_json::{json, Value};
 
@@ -21,7 +21,8 @@ fn compare_with(edit: impl FnOnce(&mut EditableSafetensors)) -> (Option<i32>, Va
         .arg(&path)
         .output()
         .unwrap();
-    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    // Exit 2 prints no report.
+    let report = if output.stdout.is_empty() { Value::Null } else { json_stdout(&output) };
     (output.status.code(), report, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
@@ -163,7 +164,7 @@ fn float32_noise_at_zero_atol_is_called_noise_with_the_smallest_passing_atol() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = json_stdout(&output);
     let row = comparison(&report, "unprocessed-vs-reference");
     let cause = &row["likely_cause"];
     assert_eq!(cause["kind"], "noise", "{row}");
@@ -198,7 +199,7 @@ fn a_shift_against_transformer_lens_is_judged_by_the_switches_the_reference_reco
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = json_stdout(&output);
     let row = comparison(&report, "processed-vs-transformer-lens");
     assert_eq!(row["likely_cause"]["kind"], "per_position_shift");
     assert_eq!(row["likely_cause"]["ours_center_unembed"], false);
@@ -229,7 +230,7 @@ fn non_finite_values_in_our_model_are_null_statistics_and_named_as_ours() {
     };
     let output = run("json");
     assert_eq!(output.status.code(), Some(1));
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = json_stdout(&output);
     let row = unprocessed_row(&report);
     for field in ["max_abs_diff", "mean_abs_diff", "kl_mean", "min_passing_atol", "centered_max_abs_diff", "candidate_mean"] {
         assert!(row[field].is_null(), "{field}: {}", row[field]);

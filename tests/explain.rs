@@ -2,8 +2,7 @@
 //! other step leaves log-probabilities alone.
 mod common;
 
-use common::{fixture_dir, gpt2_parity, repo_path};
-use serde_json::Value;
+use common::{fixture_dir, gpt2_parity, json_stdout, repo_path};
 
 fn explain(format: &str) -> std::process::Output {
     gpt2_parity()
@@ -19,7 +18,7 @@ fn explain(format: &str) -> std::process::Output {
 fn center_unembed_accounts_for_the_whole_raw_difference_on_every_prompt() {
     let output = explain("json");
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = json_stdout(&output);
     let prompts = report["prompts"].as_array().unwrap().len();
     assert!(prompts >= 8);
     let rows = report["rows"].as_array().unwrap();
@@ -52,7 +51,7 @@ fn center_unembed_accounts_for_the_whole_raw_difference_on_every_prompt() {
 #[test]
 fn each_step_alone_changes_only_its_own_tensors() {
     let output = explain("json");
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = json_stdout(&output);
     let changed = |name: &str| -> Vec<String> {
         let row = report["rows"].as_array().unwrap().iter().find(|row| row["name"] == name).unwrap();
         row["changed_tensors"].as_array().unwrap().iter().map(|change| change["tensor"].as_str().unwrap().to_owned()).collect()

@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use common::{fixture_dir, fixture_reference, EditableSafetensors};
+use common::{fixture_dir, fixture_reference, json_stdout, EditableSafetensors};
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -68,7 +68,7 @@ fn compare_by_hub_id(env: &[(&str, &Path)]) -> std::process::Output {
 
 fn assert_parity(output: &std::process::Output) -> Value {
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = json_stdout(output);
     assert_eq!(report["model"]["source"], MODEL_ID);
     for prompt in report["prompts"].as_array().unwrap() {
         let unprocessed = &prompt["comparisons"][0];

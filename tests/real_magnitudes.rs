@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{gpt2_parity, make_reference, real_magnitude_model, repo_path, EditableSafetensors, REAL_MAGNITUDE_PROMPTS};
+use common::{gpt2_parity, json_stdout, make_reference, real_magnitude_model, repo_path, EditableSafetensors, REAL_MAGNITUDE_PROMPTS};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -71,9 +71,7 @@ fn compare(model: &Path, reference: &Path, extra: &[&str]) -> (Option<i32>, Valu
         .args(extra)
         .output()
         .unwrap();
-    let report = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|error| panic!("not one JSON document ({error}); stderr:\n{}", String::from_utf8_lossy(&output.stderr)));
-    (output.status.code(), report)
+    (output.status.code(), json_stdout(&output))
 }
 
 /// A planted fault: both comparisons against the reference fail on every prompt, while our

@@ -3,7 +3,7 @@
 //! the factors change, and the logits do not.
 mod common;
 
-use common::{compare_fixture, load_fixture, max_abs_diff};
+use common::{compare_fixture, json_stdout, load_fixture, max_abs_diff};
 use gpt2_parity::model::gpt2::forward;
 use gpt2_parity::model::process::{process, ProcessingOptions};
 use gpt2_parity::model::{Block, Weights};
@@ -148,11 +148,11 @@ fn refactoring_is_off_by_default_and_pure() {
 fn the_cli_flag_is_recorded_in_the_json_report() {
     let output = compare_fixture().args(["--refactor-factored-attn-matrices", "--format", "json"]).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let report = json_stdout(&output);
     assert_eq!(report["processing"]["refactor_factored_attn_matrices"], Value::Bool(true), "{}", report["processing"]);
     assert_eq!(report["passed"], Value::Bool(true));
 
     let default = compare_fixture().args(["Hello World", "--format", "json"]).output().unwrap();
-    let report: Value = serde_json::from_slice(&default.stdout).expect("one JSON document");
+    let report = json_stdout(&default);
     assert_eq!(report["processing"]["refactor_factored_attn_matrices"], Value::Bool(false));
 }

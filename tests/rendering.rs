@@ -5,9 +5,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fixture_dir, fixture_reference, gpt2_parity, load_fixture, EditableSafetensors};
+use common::{fixture_dir, fixture_reference, gpt2_parity, json_report, load_fixture, EditableSafetensors};
 use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
-use serde_json::Value;
 
 const VOCAB: usize = 50257;
 
@@ -147,6 +146,9 @@ fn many_prompts_open_with_a_summary_and_show_only_the_failing_prompt_before_the_
     let rendered = render_markdown(&markdown);
     assert_eq!(rendered.tables, 2, "the summary and the failing prompt:\n{markdown}");
     assert!(rendered.headings.iter().any(|heading| heading.starts_with("Prompt 42/50")));
+    assert!(rendered.headings.iter().all(|heading| !heading.contains("--")), "no command-line hints in headings: {:?}", rendered.headings);
+    assert!(markdown.contains("- processed-vs-unprocessed (shift-free) passes; worst"), "the worst list says which rows pass:\n{markdown}");
+    assert!(markdown.contains("- unprocessed-vs-reference FAILS on 1 of 50 prompts; worst"), "{markdown}");
     assert!(markdown.trim_end().lines().last().unwrap().starts_with("**FAIL: 2 of 150"), "the verdict last");
 
     let (_, verbose_markdown) = compare(&path, &["--format", "markdown", "--verbose"]);
@@ -154,7 +156,7 @@ fn many_prompts_open_with_a_summary_and_show_only_the_failing_prompt_before_the_
     assert_eq!(render_markdown(&verbose_markdown).tables, 51);
 
     let (_, json) = compare(&path, &["--format", "json"]);
-    let report: Value = serde_json::from_str(&json).unwrap();
+    let report = json_report(json.as_bytes());
     assert_eq!(report["prompts"].as_array().unwrap().len(), 50, "JSON keeps every prompt");
     let summary = &report["summary"][0];
     assert_eq!((summary["prompts"].as_u64(), summary["failing_prompts"].as_u64()), (Some(50), Some(1)));
@@ -182,7 +184,7 @@ fn long_prompts_are_abbreviated_in_headings_and_tables_fit_100_columns() {
     assert_eq!(code, Some(1), "{table}");
     let heading = table.lines().find(|line| line.starts_with("Prompt 1/2")).unwrap();
     assert!(heading.chars().count() <= 100 && heading.contains('…') && heading.contains("(31 tokens)"), "{heading}");
-    assert!(table.contains("Prompt 2/2: \"Hello\" (1 token: [15496])"), "{table}");
+    assert!(table.contains("Prompt 2/2: \"Hello\" (1 token)\n"), "every heading has the same form, ids in the JSON:\n{table}");
     assert!(table.lines().all(|line| line.chars().count() <= 100), "{table}");
     assert!(!table.contains('\x1b'), "no colour when piped");
 }
@@ -241,6 +243,165 @@ fn a_pure_shift_names_the_position_not_a_token_and_counts_read_as_words() {
     let table = table.replace("\n      ", " "); // notes and footer lines, unwrapped
     assert!(table.contains("@0 all tokens"), "{table}");
     assert!(table.contains("position 0, every token (the whole position is shifted)"), "{table}");
-    assert!(table.contains("(1 token: [15496])"), "{table}");
+    assert!(table.contains("(1 token)"), "{table}");
     assert!(!table.contains("1 tokens") && !table.contains("-0.0000%"), "{table}");
+}
+
+/// The fixture reference with prompt 1's logit at position 1, token 262 (" the") raised by
+/// 0.01: a fault both comparisons against the reference see, raw and shift-free.
+fn reference_with_a_planted_fault(path: &Path) {
+    let mut reference = EditableSafetensors::read(&fixture_reference());
+    reference.map_f32("prompt.0.logits", |index, value| if index == VOCAB + 262 { value + 0.01 } else { value });
+    reference.write(path);
+}
+
+#[test]
+fn a_report_written_to_a_file_leaves_one_verdict_line_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, report) = (dir.path().join("fault.safetensors"), dir.path().join("report.json"));
+    reference_with_a_planted_fault(&reference);
+    let output = gpt2_parity()
+        .args(["compare", "--format", "json", "--output"])
+        .arg(&report)
+        .arg("--model")
+        .arg(fixture_dir())
+        .arg("--reference")
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty(), "the report went to its file");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let expected = format!(
+        "FAIL: 2 of 24 comparisons on 8 prompts breach atol 1e-4, rtol 1e-5; worst unprocessed-vs-reference #1 @1 \" the\" 1.00e-2; \
+         report {}",
+        report.display()
+    );
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), [expected.as_str()], "{stderr}");
+    assert_eq!(common::json_report_file(&report)["passed"], false);
+
+    let (code, table) = compare(&reference, &["Hello"]);
+    assert_eq!(code, Some(0));
+    assert!(table.trim_end().ends_with("within atol 1e-4, rtol 1e-5"), "a table on stdout ends with the verdict itself:\n{table}");
+}
+
+/// What the Jenkins junit-10.xsd requires of a document, checked element by element: the
+/// elements it allows where it allows them, the required attributes, and SUREFIRE_TIME times.
+fn check_junit_structure(document: &roxmltree::Document) {
+    let surefire_time =
+        |time: &str| !time.is_empty() && time.chars().all(|c| c.is_ascii_digit() || c == '.') && time.matches('.').count() <= 1;
+    let root = document.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites");
+    assert!(root.attribute("time").is_some_and(surefire_time), "{:?}", root.attribute("time"));
+    for suite in root.children().filter(roxmltree::Node::is_element) {
+        assert_eq!(suite.tag_name().name(), "testsuite");
+        for required in ["name", "tests", "failures", "errors"] {
+            assert!(suite.attribute(required).is_some(), "a testsuite lacks {required}");
+        }
+        assert!(suite.attribute("time").is_some_and(surefire_time), "{:?}", suite.attribute("time"));
+        for child in suite.children().filter(roxmltree::Node::is_element) {
+            match child.tag_name().name() {
+                "properties" => {
+                    for property in child.children().filter(roxmltree::Node::is_element) {
+                        assert_eq!(property.tag_name().name(), "property");
+                        assert!(property.attribute("name").is_some() && property.attribute("value").is_some());
+                    }
+                }
+                "testcase" => {
+                    assert!(child.attribute("name").is_some(), "a testcase lacks its name");
+                    for inner in child.children().filter(roxmltree::Node::is_element) {
+                        assert!(["failure", "error", "skipped", "system-out", "system-err"].contains(&inner.tag_name().name()));
+                    }
+                }
+                other => panic!("a testsuite holds <{other}>"),
+            }
+        }
+    }
+}
+
+#[test]
+fn junit_leads_with_the_planted_shift_free_fault_and_names_each_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, junit) = (dir.path().join("fault.safetensors"), dir.path().join("junit.xml"));
+    reference_with_a_planted_fault(&reference);
+    let output = gpt2_parity()
+        .args(["compare", "--format", "json", "--junit"])
+        .arg(&junit)
+        .arg("--model")
+        .arg(fixture_dir())
+        .arg("--reference")
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let report = common::json_stdout(&output);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let document = roxmltree::Document::parse(&xml).unwrap();
+    check_junit_structure(&document);
+
+    let suite = document.descendants().find(|node| node.has_tag_name("testsuite")).unwrap();
+    let timestamp = suite.attribute("timestamp").unwrap();
+    assert_eq!(timestamp, report["timing"]["started_at"], "the run's start");
+    let cases: Vec<roxmltree::Node> = document.descendants().filter(|node| node.has_tag_name("testcase")).collect();
+    assert_eq!(cases.len(), 24);
+    let names: std::collections::HashSet<&str> = cases.iter().map(|case| case.attribute("name").unwrap()).collect();
+    assert_eq!(names.len(), cases.len(), "every row has its own name");
+    for case in &cases {
+        let time: f64 = case.attribute("time").unwrap().parse().unwrap();
+        assert!(time > 0.0, "a real time: {time}");
+    }
+
+    let shift_free = &report["prompts"][0]["comparisons"][1];
+    assert_eq!(shift_free["criterion"], "shift_invariant");
+    let case = cases.iter().find(|case| case.attribute("name") == Some("prompt 1/8: \"Hello World\": processed-vs-reference")).unwrap();
+    let failure = case.children().find(|node| node.has_tag_name("failure")).unwrap();
+    let message = failure.attribute("message").unwrap();
+    assert!(message.starts_with("shift-free |diff| 1.00e-2 @1 \" the\" (atol 1e-4, rtol 1e-5); A single element"), "{message}");
+    let raw_shift = format!("{:.2e}", shift_free["max_abs_diff"].as_f64().unwrap());
+    assert!(!message.contains(&raw_shift), "the raw shift {raw_shift} is not the failure: {message}");
+    assert!(message.chars().count() <= 200 && !message.contains('{'), "short, and no JSON: {message}");
+    let body = failure.text().unwrap();
+    assert!(body.contains("worst |diff|") && body.contains("1.00e-2") && body.contains("FAIL"), "the comparison's table: {body}");
+}
+
+#[test]
+fn a_shard_says_which_it_is_an_empty_one_says_so_and_the_step_summary_keeps_its_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.md");
+    std::fs::write(&summary, "| a | b |\n| --- | --- |\n| 1 | 2 |").unwrap();
+    let run = |args: &[&str]| {
+        let output = gpt2_parity()
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .args(["compare", "--format", "markdown", "--model"])
+            .arg(fixture_dir())
+            .arg("--reference")
+            .arg(fixture_reference())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let shard = run(&["--shard", "2/3"]);
+    assert_eq!(render_markdown(&shard).headings[0], "gpt2-parity, shard 2/3 of 8 prompts: PASS", "{shard}");
+    let empty = run(&["Hello", "--shard", "2/2"]);
+    assert_eq!(render_markdown(&empty).headings[0], "gpt2-parity, shard 2/2 of 1 prompt: no prompts", "{empty}");
+    assert!(empty.contains("shard 2/2 checks none of the run's 1 prompt") && !empty.contains("0 comparisons"), "{empty}");
+
+    let appended = std::fs::read_to_string(&summary).unwrap();
+    assert!(appended.starts_with("| a | b |\n| --- | --- |\n| 1 | 2 |\n# gpt2-parity, shard 2/3"), "{appended}");
+    let headings = render_markdown(&appended).headings;
+    assert_eq!(headings.iter().filter(|heading| heading.starts_with("gpt2-parity")).count(), 2, "{headings:?}");
+}
+
+#[test]
+fn a_non_finite_top_1_reads_as_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nan.safetensors");
+    let mut reference = EditableSafetensors::read(&fixture_reference());
+    reference.map_f32("prompt.5.logits", |index, value| if index == 7 { f32::NAN } else { value });
+    reference.write(&path);
+    let (code, table) = compare(&path, &["Hello"]);
+    assert_eq!(code, Some(1));
+    assert!(table.contains("n/a (non-finite)") && !table.contains("NaN%"), "{table}");
 }

@@ -6,6 +6,8 @@
 //! transformers, writes a random GPT-2 of another shape in the Hub's own unprefixed
 //! naming (with the `attn.bias` mask buffers the Hub's gpt2 carries) and computes its
 //! reference logits with an independent numpy float64 forward pass.
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 
@@ -98,14 +100,14 @@ fn compare(model: &str, reference: &str, extra: &[&str]) -> Value {
         .args(extra)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
         output.status.code(),
         Some(0),
-        "gpt2-parity compare failed\nstdout:\n{stdout}\nstderr:\n{}",
+        "gpt2-parity compare failed\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("stdout is not one JSON document ({error}):\n{stdout}"))
+    common::json_stdout(&output)
 }
 
 fn comparison<'a>(prompt: &'a Value, name: &str) -> &'a Value {

@@ -3,7 +3,7 @@
 //! processing and with none (scripts/make_fixtures.sh; a separate file to keep fixtures/ small).
 mod common;
 
-use common::{fixture_dir, gpt2_parity, load_fixture, max_abs_diff, repo_path, tensor};
+use common::{fixture_dir, gpt2_parity, json_stdout, load_fixture, max_abs_diff, repo_path, tensor};
 use gpt2_parity::model::gpt2::forward;
 use gpt2_parity::model::process::{process, ProcessingOptions};
 use gpt2_parity::reference::ReferenceFile;
@@ -92,7 +92,7 @@ fn compare_reports_the_transformer_lens_rows_within_tolerance() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON document");
+    let report = json_stdout(&output);
     let prompts = report["prompts"].as_array().expect("prompts");
     assert_eq!(prompts.len(), tl_reference().meta.prompts.len());
     for prompt in prompts {

@@ -4,7 +4,7 @@
 //! |diff| is dominated by center_unembed's expected shift).
 mod common;
 
-use common::{fixture_dir, fixture_reference, gpt2_parity, EditableSafetensors};
+use common::{fixture_dir, fixture_reference, gpt2_parity, json_stdout, EditableSafetensors};
 use serde_json::Value;
 
 const VOCAB: usize = 50257;
@@ -54,7 +54,7 @@ fn planted_report(seed: u64) -> (Vec<Fault>, Value) {
     let output =
         gpt2_parity().args(["compare", "--format", "json", "--model"]).arg(fixture_dir()).arg("--reference").arg(&path).output().unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
-    (faults, serde_json::from_slice(&output.stdout).unwrap())
+    (faults, json_stdout(&output))
 }
 
 #[test]

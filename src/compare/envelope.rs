@@ -350,8 +350,10 @@ impl SideRounding {
         }
     }
 
+    /// Whether every multiple, either view, is within the factor: from the figures alone (so
+    /// merge's recomputation does not trust `first_outside`).
     pub fn passed(&self) -> bool {
-        self.first_outside.is_none()
+        self.worst() <= ENVELOPE_FACTOR
     }
 
     /// The largest multiple anywhere (NaN when a value is non-finite).

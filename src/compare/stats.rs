@@ -419,16 +419,24 @@ impl Totals {
             rounding: None,
             likely_cause: None,
             findings: Vec::new(),
-            passed: totals.non_finite == 0 && outside_allclose == 0,
+            passed: false,
         };
         if totals.non_finite > 0 {
             comparison.cannot_compute_differences();
         }
+        comparison.passed = comparison.verdict();
         comparison
     }
 }
 
 impl Comparison {
+    /// The one tolerance judge: whether the comparison passes, from its stored figures alone.
+    /// compare sets `passed` with it, and merge recomputes every shard's verdicts with it, so
+    /// a criterion added to a comparison is added here.
+    pub fn verdict(&self) -> bool {
+        self.non_finite == 0 && self.outside_allclose == 0 && self.rounding.as_ref().is_none_or(Rounding::passed)
+    }
+
     /// With a non-finite value on either side no difference statistic is defined: each is NaN
     /// (`null` in JSON, "NaN" in tables) rather than a figure over the finite rest, which would
     /// look like agreement. Counts and locations stay.

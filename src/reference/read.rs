@@ -128,6 +128,12 @@ impl ReferenceFile {
         &self.path
     }
 
+    /// `sha256:<hex>` of the whole file, remembered per file identity as weight digests are:
+    /// what tells two references apart whose metadata agree.
+    pub fn content_digest(&self) -> String {
+        timed(Phase::Digest, || crate::cache::file_digest(&self.path, &self.bytes))
+    }
+
     fn tensors(&self) -> Tensors<'_> {
         Tensors { header: &self.header.tensors, data: &self.bytes[8 + self.header.size..] }
     }

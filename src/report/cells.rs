@@ -1,7 +1,7 @@
 //! The cells the human-readable formats (table and markdown) show: which columns a prompt's
 //! table and the summary table have, how each figure, place and prompt is written, and which
 //! columns a narrow terminal may drop. One place, so that the two formats never disagree.
-use super::{ComparisonSummary, PromptReport};
+use super::{prompt_number, ComparisonSummary, Report};
 use crate::compare::diagnose::{count_of, percent, sci, times};
 use crate::compare::noise_floor::Breach;
 use crate::compare::{Comparison, Criterion, DiffLocation};
@@ -70,7 +70,7 @@ pub fn comparison_grid(comparisons: &[Comparison], wide: bool) -> Grid {
         }),
         (Column { header: "max |diff|\n(raw)", drop_order: 3 }, |c| sci(c.max_abs_diff)),
         (Column { header: "log-softmax\nmax |diff|", drop_order: 1 }, |c| sci(c.log_softmax_max_abs_diff)),
-        (Column { header: "top-1", drop_order: 2 }, |c| percent(100.0 * c.top1_agreement, 0)),
+        (Column { header: "top-1", drop_order: 2 }, |c| share(c.top1_agreement)),
         (Column { header: "verdict", drop_order: 0 }, |_| String::new()),
     ];
     let extra: [(Column, Figure); 13] = [
@@ -88,7 +88,7 @@ pub fn comparison_grid(comparisons: &[Comparison], wide: bool) -> Grid {
         }),
         (Column { header: "min passing\natol", drop_order: 0 }, |c| sci(c.min_passing_atol)),
         (Column { header: "KL\nmean / max", drop_order: 0 }, |c| format!("{} /\n{}", sci(c.kl_mean), sci(c.kl_max))),
-        (Column { header: "top-5\noverlap", drop_order: 0 }, |c| percent(100.0 * c.top5_overlap, 0)),
+        (Column { header: "top-5\noverlap", drop_order: 0 }, |c| share(c.top5_overlap)),
     ];
     let (head, verdict_column) = compact.split_at(compact.len() - 1);
     let mut columns: Vec<&(Column, Figure)> = head.iter().collect();
@@ -164,7 +164,7 @@ pub fn summary_grid(summaries: &[ComparisonSummary], wide: bool) -> Grid {
                 Cell::from(format!("{}\n#{} {}", sci(worst.abs_diff), worst.prompt_index + 1, place(&at, worst.is_position_shift))),
                 Cell::from(sci(summary.max_abs_diff.value)),
                 Cell::from(sci(summary.kl_max.value)),
-                Cell::from(percent(100.0 * summary.min_top1_agreement.value, 0)),
+                Cell::from(share(summary.min_top1_agreement.value)),
                 Cell::from(sci(summary.centered_max_abs_diff.value)),
                 verdict(summary.failing_prompts == 0, worst.abs_diff.is_nan()),
             ]
@@ -214,10 +214,27 @@ pub fn place(at: &DiffLocation, whole_position: bool) -> String {
     }
 }
 
-/// "Prompt 3/8: "Hello World" (2 tokens: [15496, 2159])": the prompt cut to 40 characters and
-/// the ids listed only when there are few.
-pub fn prompt_heading(index: usize, total: usize, prompt: &PromptReport) -> String {
-    let tokens = count_of(prompt.tokens.len(), "token");
-    let ids = if prompt.tokens.len() <= 12 { format!(": {:?}", prompt.tokens) } else { String::new() };
-    format!("Prompt {}/{total}: {:?} ({tokens}{ids})", index + 1, abbreviate(&prompt.prompt))
+/// "Prompt 3/8: "Hello World" (2 tokens)": numbered as in the whole run, the prompt cut to 40
+/// characters; every heading has the same form (the token ids are in the JSON report).
+pub fn prompt_heading(report: &Report, index: usize) -> String {
+    let (number, total) = prompt_number(report, index);
+    let prompt = &report.prompts[index];
+    format!("Prompt {number}/{total}: {:?} ({})", abbreviate(&prompt.prompt), count_of(prompt.tokens.len(), "token"))
+}
+
+/// A share (0..1) in whole percent, or what stands in when it could not be computed.
+fn share(value: f64) -> String {
+    if value.is_nan() {
+        "n/a (non-finite)".to_owned()
+    } else {
+        percent(100.0 * value, 0)
+    }
+}
+
+/// "passes" or "FAILS on 2 of 50 prompts": a comparison's verdict over every prompt.
+pub fn summary_verdict(summary: &ComparisonSummary) -> String {
+    match summary.failing_prompts {
+        0 => "passes".to_owned(),
+        failing => format!("FAILS on {failing} of {}", count_of(summary.prompts, "prompt")),
+    }
 }

@@ -1,8 +1,15 @@
 //! JUnit XML, the format CI systems show as test results: one testcase per prompt and
-//! comparison, and a failure that carries the numbers a reader needs without opening the report.
-use super::{prompt_label, snapshot_name, xml_escape, Report};
-use crate::compare::diagnose::sci;
-use crate::compare::{Comparison, Criterion, DiffLocation};
+//! comparison, named by both, with the time the prompt took, and a failure whose message leads
+//! with the element the comparison's criterion judged worst and the likely cause in words; its
+//! body holds the comparison's table and notes. The structure is the Jenkins junit-10.xsd's.
+use super::cells::{comparison_grid, place};
+use super::table::layout;
+use super::{prompt_label, xml_escape, Report, View};
+use crate::compare::diagnose::{count_of, sci};
+use crate::compare::{Comparison, Criterion};
+
+/// Test-report viewers show a failure's message on one line: longer ones are cut to this many characters.
+const MESSAGE_LIMIT: usize = 200;
 
 pub fn render(report: &Report) -> String {
     let cases: Vec<String> = report
@@ -11,10 +18,11 @@ pub fn render(report: &Report) -> String {
         .enumerate()
         .flat_map(|(index, prompt)| {
             let label = prompt_label(report, index);
+            let seconds = report.timing.prompt_seconds.get(index).copied();
             prompt.comparisons.iter().map(move |comparison| {
-                let notes: Vec<&str> =
-                    prompt.notes.iter().map(String::as_str).filter(|note| note.starts_with(&format!("{}:", comparison.name))).collect();
-                testcase(&comparison.name, &label, (!comparison.passed).then(|| failure(report, comparison, &notes)))
+                let name = format!("{label}: {}", comparison.name);
+                let failure = (!comparison.passed).then(|| failure(report, comparison, &prompt.notes));
+                testcase(&comparison.name, &name, seconds, failure)
             })
         })
         .chain(report.repeatability.map(|repeatability| {
@@ -26,7 +34,7 @@ pub fn render(report: &Report) -> String {
                 );
                 (message.clone(), message)
             });
-            testcase("repeatability", "every forward, bit for bit", failure)
+            testcase("repeatability", "every forward, bit for bit", None, failure)
         }))
         .collect();
     let failures = cases.iter().filter(|case| case.contains("<failure ")).count();
@@ -34,29 +42,46 @@ pub fn render(report: &Report) -> String {
         ("model", report.model.source.clone()),
         ("weights", report.model.weights.clone()),
         ("reference", report.reference.path.clone()),
+        ("reference digest", report.reference.digest.clone()),
         ("candidate", report.candidate.as_ref().map(|candidate| candidate.path.clone()).unwrap_or_default()),
+        ("prompts digest", report.prompts_digest.clone()),
         ("atol", format!("{:e}", report.tolerance.atol)),
         ("rtol", format!("{:e}", report.tolerance.rtol)),
+        ("dtype", report.dtype.name().to_owned()),
+        ("device", report.device.clone()),
         ("shard", report.shard.map(|shard| format!("{}/{}", shard.shard.index, shard.shard.count)).unwrap_or_default()),
     ]
     .into_iter()
     .filter(|(_, value)| !value.is_empty())
     .map(|(name, value)| format!("      <property name=\"{name}\" value=\"{}\"/>\n", xml_escape(&value)))
     .collect();
+    let suite = match report.shard_label() {
+        Some(shard) => format!("gpt2-parity {}, {shard}", report.tool.version),
+        None => format!("gpt2-parity {}", report.tool.version),
+    };
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
-         <testsuites name=\"gpt2-parity\" tests=\"{count}\" failures=\"{failures}\" errors=\"0\">\n  \
-         <testsuite name=\"gpt2-parity {version}\" tests=\"{count}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\">\n    \
+         <testsuites name=\"gpt2-parity\" tests=\"{count}\" failures=\"{failures}\" errors=\"0\" time=\"{time}\">\n  \
+         <testsuite name=\"{suite}\" tests=\"{count}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\" time=\"{time}\" \
+         timestamp=\"{timestamp}\">\n    \
          <properties>\n{properties}    </properties>\n{cases}  </testsuite>\n</testsuites>\n",
         count = cases.len(),
-        version = xml_escape(&report.tool.version),
+        suite = xml_escape(&suite),
+        time = seconds(report.timing.seconds),
+        timestamp = xml_escape(&report.timing.started_at),
         cases = cases.concat(),
     )
 }
 
+/// Seconds as the junit XSD's SUREFIRE_TIME writes them: digits, a point, milliseconds.
+fn seconds(value: f64) -> String {
+    format!("{:.3}", value.max(0.0))
+}
+
 /// One testcase; `failure` is its (message, body) when it failed.
-fn testcase(classname: &str, name: &str, failure: Option<(String, String)>) -> String {
-    let open = format!("    <testcase classname=\"gpt2-parity.{}\" name=\"{}\" time=\"0\"", xml_escape(classname), xml_escape(name));
+fn testcase(comparison: &str, name: &str, time: Option<f64>, failure: Option<(String, String)>) -> String {
+    let time = time.map(|time| format!(" time=\"{}\"", seconds(time))).unwrap_or_default();
+    let open = format!("    <testcase classname=\"gpt2-parity.{}\" name=\"{}\"{time}", xml_escape(comparison), xml_escape(name));
     match failure {
         None => format!("{open}/>\n"),
         Some((message, body)) => format!(
@@ -67,51 +92,38 @@ fn testcase(classname: &str, name: &str, failure: Option<(String, String)>) -> S
     }
 }
 
-/// The one-line message (max |diff| and where, criterion, tolerance, likely cause) and a body
-/// with every figure that says whether the difference matters.
-fn failure(report: &Report, comparison: &Comparison, notes: &[&str]) -> (String, String) {
-    let place = |at: &Option<DiffLocation>| {
-        at.as_ref().map(|at| format!(" at position {} token {} {:?}", at.position, at.token_id, at.token)).unwrap_or_default()
-    };
+/// The message: the element the criterion judged worst (for a shift-invariant row, its
+/// shift-free |diff|, never the raw shift), the tolerance, then the likely cause in words, cut
+/// to [`MESSAGE_LIMIT`]. The body: the comparison's table with every figure, and its notes.
+fn failure(report: &Report, comparison: &Comparison, notes: &[String]) -> (String, String) {
     let criterion = match comparison.criterion {
         Criterion::Raw => "raw",
-        Criterion::ShiftInvariant => "shift-invariant",
+        Criterion::ShiftInvariant => "shift-free",
     };
-    let cause = comparison
-        .likely_cause
-        .as_ref()
-        .map(|cause| serde_json::to_string(cause).expect("causes serialize"))
-        .unwrap_or_else(|| "none detected".to_owned());
-    let message = format!(
-        "{}: max |diff| {}{}; worst under criterion {criterion}: |diff| {}{}; atol {:e}, rtol {:e}; {} elements outside; non-finite {}; \
-         likely cause {cause}",
-        comparison.name,
-        sci(comparison.max_abs_diff),
-        place(&comparison.raw_max_abs_diff_at),
-        sci(comparison.worst_abs_diff),
-        place(&comparison.max_abs_diff_at),
-        report.tolerance.atol,
-        report.tolerance.rtol,
-        comparison.outside_allclose,
-        comparison.non_finite,
-    );
-    let first_divergent = comparison
-        .resid
-        .as_ref()
-        .and_then(|resid| resid.iter().find(|snapshot| snapshot.passed == Some(false)))
-        .map(|snapshot| {
-            format!("\nfirst divergent residual snapshot: {} (max |diff| {})", snapshot_name(snapshot.index), sci(snapshot.max_abs_diff))
-        })
-        .unwrap_or_default();
-    let body = format!(
-        "{message}\nshift-free max |diff| {}; log-softmax max |diff| {}; KL mean {} max {}; top-1 agreement {:.1}%; positions outside {:?}{first_divergent}\n{}",
-        sci(comparison.centered_max_abs_diff),
-        sci(comparison.log_softmax_max_abs_diff),
-        sci(comparison.kl_mean),
-        sci(comparison.kl_max),
-        100.0 * comparison.top1_agreement,
-        comparison.positions_outside,
-        notes.join("\n"),
-    );
+    let tolerance = format!("atol {:e}, rtol {:e}", report.tolerance.atol, report.tolerance.rtol);
+    let at = comparison.max_abs_diff_at.as_ref().map(|at| place(at, comparison.worst_is_position_shift));
+    let worst = match (comparison.non_finite, at) {
+        (0, Some(at)) => format!("{criterion} |diff| {} {at} ({tolerance})", sci(comparison.worst_abs_diff)),
+        (0, None) => format!("{criterion} |diff| {} ({tolerance})", sci(comparison.worst_abs_diff)),
+        (count, at) => format!("{}{}", count_of(count, "NaN/Inf element"), at.map(|at| format!(", the first {at}")).unwrap_or_default()),
+    };
+    let prefix = format!("{}: ", comparison.name);
+    let note: Option<&str> = notes.iter().find_map(|note| note.strip_prefix(&prefix));
+    let message = cut(&match note {
+        Some(cause) => format!("{worst}; {cause}"),
+        None => worst,
+    });
+    let table = layout(&comparison_grid(std::slice::from_ref(comparison), false), &View::default());
+    let body = format!("{message}\n\n{table}{}", note.map(|note| format!("\n{note}\n")).unwrap_or_default());
     (message, body)
+}
+
+/// `text` cut to [`MESSAGE_LIMIT`] characters at a word, "…" marking the cut.
+fn cut(text: &str) -> String {
+    if text.chars().count() <= MESSAGE_LIMIT {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(MESSAGE_LIMIT - 1).collect();
+    let end = head.rfind(' ').filter(|&end| end > MESSAGE_LIMIT / 2).unwrap_or(head.len());
+    format!("{}…", head[..end].trim_end_matches([',', ';', ':']))
 }

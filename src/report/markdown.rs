@@ -1,21 +1,32 @@
 //! Markdown, for pull-request comments and CI summaries: the same summary-first layout as the
 //! table, every cell and heading escaped so that prompt text renders as text, and small enough
 //! for a pull-request comment (prompt sections that do not fit are left out, and said so).
-use super::cells::{comparison_grid, prompt_heading, summary_grid, Grid};
-use super::{shown_prompts, Report, View};
+use super::cells::{comparison_grid, prompt_heading, summary_grid, summary_verdict, Grid};
+use super::{criterion_suffix, prompt_number, shown_prompts, Report, View};
+use crate::compare::diagnose::sci;
 
 /// GitHub's limit on a pull-request comment, in characters.
 pub const COMMENT_LIMIT: usize = 65_536;
 
 pub fn render(report: &Report, view: &View) -> String {
-    let verdict = if report.passed { "PASS" } else { "FAIL" };
+    let verdict = match (report.passed, report.prompts.is_empty()) {
+        (true, true) => "no prompts",
+        (true, false) => "PASS",
+        (false, _) => "FAIL",
+    };
+    // A job summary collects every shard's section: each heading says which shard it is.
+    let title = match report.shard_label() {
+        Some(shard) => format!("gpt2-parity, {shard}"),
+        None => "gpt2-parity".to_owned(),
+    };
     let mut out = format!(
-        "# gpt2-parity: {verdict}\n\nModel `{}` (`{}`), reference `{}`.\n",
+        "# {}: {verdict}\n\nModel `{}` (`{}`), reference `{}`.\n",
+        escape(&title),
         code(&report.model.source),
         code(&report.model.weights),
         code(&report.reference.path)
     );
-    let shown = shown_prompts(report, view.verbose);
+    let shown = shown_prompts(report, view.verbose, false);
     if let Some(heading) = &shown.summary_heading {
         out.push_str(&format!("\n## {}\n\n{}", escape(heading), table(&summary_grid(&report.summary, view.wide))));
         out.push_str(&quotes(&report.summary_notes));
@@ -23,12 +34,15 @@ pub fn render(report: &Report, view: &View) -> String {
     let mut closing = String::new();
     if !report.passed {
         closing.push('\n');
-        for worst in &report.worst {
+        for summary in &report.summary {
+            let worst = &summary.worst;
             closing.push_str(&format!(
-                "- worst {}: \\|diff\\| {:.2e} in prompt {}, position {}, token {}\n",
+                "- {}{} {}; worst \\|diff\\| {} in prompt {}, position {}, token {}\n",
                 escape(&worst.comparison),
-                worst.abs_diff,
-                worst.prompt_index + 1,
+                escape(criterion_suffix(worst.criterion)),
+                escape(&summary_verdict(summary)),
+                sci(worst.abs_diff),
+                prompt_number(report, worst.prompt_index).0,
                 worst.position,
                 worst.token_id
             ));
@@ -42,7 +56,7 @@ pub fn render(report: &Report, view: &View) -> String {
         let prompt = &report.prompts[index];
         let section = format!(
             "\n## {}\n\n{}{}",
-            escape(&prompt_heading(index, report.prompts.len(), prompt)),
+            escape(&prompt_heading(report, index)),
             table(&comparison_grid(&prompt.comparisons, view.wide)),
             quotes(&prompt.notes)
         );

@@ -44,6 +44,9 @@ pub struct Report {
     /// With `--shard I/N`: which shard of the run's prompts this report holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<ShardInfo>,
+    /// [`prompts_digest`] of the whole run's prompts in run order (every shard's, not only this
+    /// report's): shards of one run share it.
+    pub prompts_digest: String,
     pub tolerance: Tolerance,
     /// How each criterion applies the tolerance, in words (docs/metrics.md); the tool's own, also
     /// in a merged report.
@@ -75,6 +78,51 @@ pub struct Report {
     /// Sentences about the whole run (the summary table's notes).
     #[serde(default)]
     pub summary_notes: Vec<String>,
+    /// When the run started and how long each prompt took: the only figures that differ
+    /// between two runs of the same check.
+    pub timing: Timing,
+}
+
+/// When a run started and the wall time of each prompt's forward passes and comparisons.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Timing {
+    /// UTC, RFC 3339 to the second ("2026-12-04T15:10:00Z"); a merged report has the earliest shard's.
+    pub started_at: String,
+    /// Seconds, one per entry of `prompts` (in a shard's report, the shard's prompts).
+    pub prompt_seconds: Vec<f64>,
+    /// The sum of `prompt_seconds`.
+    pub seconds: f64,
+}
+
+impl Timing {
+    pub fn new(started_at: std::time::SystemTime, prompt_seconds: Vec<f64>) -> Self {
+        Self { started_at: utc_timestamp(started_at), seconds: prompt_seconds.iter().sum(), prompt_seconds }
+    }
+}
+
+/// "2026-12-04T15:10:00Z": a time in UTC as RFC 3339 writes it, to the second.
+pub fn utc_timestamp(time: std::time::SystemTime) -> String {
+    let seconds = time.duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
+    let (days, of_day) = (seconds / 86_400, seconds % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's days_from_civil, inverted).
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted % 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", of_day / 3600, of_day % 3600 / 60, of_day % 60)
+}
+
+/// `sha256:<hex>` of the prompts, in order, as one compact JSON array of strings: the run's
+/// prompt list, which the shards of one run share.
+pub fn prompts_digest(prompts: &[String]) -> String {
+    use sha2::Digest;
+    let json = serde_json::to_string(prompts).expect("strings serialize");
+    format!("sha256:{:x}", sha2::Sha256::digest(json.as_bytes()))
 }
 
 /// The rule of each [`Criterion`], as [`Criterion::definition`] states it.
@@ -93,6 +141,8 @@ impl Criteria {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CandidateInfo {
     pub path: String,
+    /// `sha256:<hex>` of the whole candidate file.
+    pub digest: String,
     /// From the candidate's metadata: what produced it.
     pub model: String,
     pub weights: String,
@@ -323,6 +373,8 @@ pub struct ModelInfo {
 pub struct ReferenceInfo {
     /// The reference file compared against (a cache entry when the tool made it).
     pub path: String,
+    /// `sha256:<hex>` of the whole reference file, whichever shard of it a run checks.
+    pub digest: String,
     /// True when the bundled script made it for this run.
     pub bundled: bool,
     pub model: String,
@@ -341,6 +393,13 @@ pub struct PromptReport {
     pub comparisons: Vec<Comparison>,
     /// Plain-language findings: why a difference is expected, or where a real one starts.
     pub notes: Vec<String>,
+}
+
+impl PromptReport {
+    /// A prompt passes when every comparison's stored verdict does.
+    pub fn verdict(comparisons: &[Comparison]) -> bool {
+        comparisons.iter().all(|comparison| comparison.passed)
+    }
 }
 
 /// How the human-readable formats are laid out.
@@ -382,17 +441,20 @@ struct Shown {
     prompts: Vec<usize>,
 }
 
-fn shown_prompts(report: &Report, verbose: bool) -> Shown {
+/// `hints`: whether the heading may point at command-line options (not in a pull-request comment).
+fn shown_prompts(report: &Report, verbose: bool, hints: bool) -> Shown {
     let total = report.prompts.len();
     if total < SUMMARY_FROM_PROMPTS {
         return Shown { summary_heading: None, prompts: (0..total).collect() };
     }
     let failing: Vec<usize> = (0..total).filter(|&index| !report.prompts[index].passed).collect();
+    let hint = if hints { " (--verbose shows all)" } else { "" };
     let below = match (verbose, failing.len()) {
         (true, _) => "every prompt's table follows".to_owned(),
-        (false, 0) => "--verbose shows every prompt's table".to_owned(),
-        (false, 1) => "the failing prompt's table follows (--verbose shows all)".to_owned(),
-        (false, _) => "the failing prompts' tables follow (--verbose shows all)".to_owned(),
+        (false, 0) if hints => "--verbose shows every prompt's table".to_owned(),
+        (false, 0) => "every prompt passes".to_owned(),
+        (false, 1) => format!("the failing prompt's table follows{hint}"),
+        (false, _) => format!("the failing prompts' tables follow{hint}"),
     };
     Shown {
         summary_heading: Some(format!("Summary of {}, {} failing; {below}", count_of(total, "prompt"), failing.len())),
@@ -401,6 +463,11 @@ fn shown_prompts(report: &Report, verbose: bool) -> Shown {
 }
 
 impl Report {
+    /// A report passes when every prompt passes and, with `--repeat`, every forward repeated bit for bit.
+    pub fn verdict(prompts: &[PromptReport], repeatability: Option<Repeatability>) -> bool {
+        prompts.iter().all(|prompt| prompt.passed) && repeatability.map_or(true, |runs| runs.identical)
+    }
+
     /// Renders in `format`; the view lays out the table and markdown forms (JSON always has all).
     pub fn render(&self, format: Format, view: &View) -> String {
         match format {
@@ -416,11 +483,62 @@ impl Report {
         let failed: usize = self.prompts.iter().flat_map(|prompt| &prompt.comparisons).filter(|c| !c.passed).count();
         let Tolerance { atol, rtol } = self.tolerance;
         let prompts = count_of(self.prompts.len(), "prompt");
-        if self.passed {
-            format!("PASS: {comparisons} comparisons on {prompts} within atol {atol:e}, rtol {rtol:e}")
-        } else {
-            format!("FAIL: {failed} of {comparisons} comparisons on {prompts} breach atol {atol:e}, rtol {rtol:e}")
+        let unrepeatable = match self.repeatability {
+            Some(runs) if !runs.identical => format!("; {} runs of every forward were not bit-identical", runs.runs),
+            _ => String::new(),
+        };
+        match (self.passed, self.shard) {
+            (true, Some(shard)) if self.prompts.is_empty() => format!(
+                "PASS: shard {}/{} checks none of the run's {} (more shards than prompts)",
+                shard.shard.index,
+                shard.shard.count,
+                count_of(shard.total_prompts, "prompt")
+            ),
+            (true, _) => format!("PASS: {} on {prompts} within atol {atol:e}, rtol {rtol:e}", count_of(comparisons, "comparison")),
+            (false, _) => format!(
+                "FAIL: {failed} of {} on {prompts} breach atol {atol:e}, rtol {rtol:e}{unrepeatable}",
+                count_of(comparisons, "comparison")
+            ),
         }
+    }
+
+    /// "shard 2/3 of 50 prompts": which part of a run the report holds; `None` for a whole run.
+    fn shard_label(&self) -> Option<String> {
+        self.shard.map(|shard| format!("shard {}/{} of {}", shard.shard.index, shard.shard.count, count_of(shard.total_prompts, "prompt")))
+    }
+
+    /// The one line that tells a CI log the verdict when the report itself goes elsewhere:
+    /// the verdict, the worst failing element and where the report is (`report`, when a file).
+    pub fn verdict_summary(&self, report: Option<&std::path::Path>) -> String {
+        let mut line = self.verdict_line();
+        if let Some(shard) = self.shard_label().filter(|_| !self.prompts.is_empty()) {
+            line = line.replacen(':', &format!(" ({shard}):"), 1);
+        }
+        let failing = self.summary.iter().find(|summary| summary.failing_prompts > 0);
+        if let Some(ComparisonSummary { worst, .. }) = failing {
+            let at = crate::compare::DiffLocation { position: worst.position, token_id: worst.token_id, token: worst.token.clone() };
+            line.push_str(&format!(
+                "; worst {}{} #{} {} {}",
+                worst.comparison,
+                criterion_suffix(worst.criterion),
+                prompt_number(self, worst.prompt_index).0,
+                cells::place(&at, worst.is_position_shift),
+                crate::compare::diagnose::sci(worst.abs_diff)
+            ));
+        }
+        if let Some(path) = report {
+            line.push_str(&format!("; report {}", path.display()));
+        }
+        line
+    }
+}
+
+/// A prompt's number in the whole run, counting from 1, and the run's prompt count: also in a
+/// shard's report, whose `index` counts the shard's own prompts.
+fn prompt_number(report: &Report, index: usize) -> (usize, usize) {
+    match report.shard {
+        Some(shard) => (shard.shard.global_position(index) + 1, shard.total_prompts),
+        None => (index + 1, report.prompts.len()),
     }
 }
 
@@ -434,10 +552,7 @@ fn criterion_suffix(criterion: Criterion) -> &'static str {
 
 /// "prompt 3/8: \"Hello World\"": numbered as in the whole run, also in a shard's report.
 fn prompt_label(report: &Report, index: usize) -> String {
-    let (number, total) = match report.shard {
-        Some(shard) => (shard.shard.global_position(index) + 1, shard.total_prompts),
-        None => (index + 1, report.prompts.len()),
-    };
+    let (number, total) = prompt_number(report, index);
     format!("prompt {number}/{total}: {:?}", abbreviate(&report.prompts[index].prompt))
 }
 
@@ -465,4 +580,23 @@ fn xml_escape(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::utc_timestamp;
+
+    #[test]
+    fn timestamps_are_utc_civil_dates() {
+        for (seconds, expected) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_796_396_096, "2026-12-04T14:54:56Z"),
+            (4_107_542_399, "2100-02-28T23:59:59Z"),
+        ] {
+            assert_eq!(utc_timestamp(UNIX_EPOCH + Duration::from_secs(seconds)), expected);
+        }
+    }
 }

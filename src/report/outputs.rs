@@ -1,7 +1,7 @@
 //! Where one report goes: its main rendering (stdout or `--output`) and the extra files (JUnit,
 //! HTML, markdown, GitHub's job summary). Every path is checked before any model work, so a typo
 //! costs milliseconds; every file is written whole or not at all.
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -52,7 +52,12 @@ impl Destinations<'_> {
         if let (Some(path), Some(markdown)) = (step_summary(), &markdown) {
             append(&path, markdown)?;
         }
-        emit(&report.render(self.format, &View::for_output(self.layout.wide, self.layout.verbose, self.output)), self.output)
+        emit(&report.render(self.format, &View::for_output(self.layout.wide, self.layout.verbose, self.output)), self.output)?;
+        // Only a table on stdout shows the verdict in a CI log; otherwise one line on stderr does.
+        if self.output.is_some() || self.format != Format::Table {
+            eprintln!("{}", report.verdict_summary(self.output));
+        }
+        Ok(())
     }
 
     fn files(&self) -> Vec<(&'static str, PathBuf)> {
@@ -76,14 +81,21 @@ fn step_summary() -> Option<PathBuf> {
     std::env::var_os(STEP_SUMMARY_VARIABLE).filter(|value| !value.is_empty()).map(PathBuf::from)
 }
 
-/// Appends in one write: the job summary collects every step's markdown.
+/// Appends in one write: the job summary collects every step's markdown. A file that does not
+/// end a line gets a line break first, or the heading would join its last line (a table row).
 fn append(path: &Path, content: &str) -> Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("cannot append to {} ({STEP_SUMMARY_VARIABLE})", path.display()))?;
-    file.write_all(content.as_bytes()).with_context(|| format!("cannot append to {} ({STEP_SUMMARY_VARIABLE})", path.display()))
+    let fail = || format!("cannot append to {} ({STEP_SUMMARY_VARIABLE})", path.display());
+    let mut file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path).with_context(fail)?;
+    let ends_a_line = match file.metadata().with_context(fail)?.len() {
+        0 => true,
+        length => {
+            let mut last = [0u8];
+            file.seek(SeekFrom::Start(length - 1)).and_then(|_| file.read_exact(&mut last)).with_context(fail)?;
+            last[0] == b'\n'
+        }
+    };
+    let separator = if ends_a_line { "" } else { "\n" };
+    file.write_all(format!("{separator}{content}").as_bytes()).with_context(fail)
 }
 
 /// Two paths naming one file, also when only one of them exists yet or they are spelled differently.

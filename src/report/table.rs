@@ -4,8 +4,8 @@
 //! keeps them all) and verdicts are coloured unless NO_COLOR is set.
 use comfy_table::{presets::UTF8_HORIZONTAL_ONLY, Attribute, Color, ContentArrangement, Table};
 
-use super::cells::{comparison_grid, prompt_heading, summary_grid, Grid, Tone};
-use super::{criterion_suffix, shown_prompts, Report, View};
+use super::cells::{comparison_grid, prompt_heading, summary_grid, summary_verdict, Grid, Tone};
+use super::{criterion_suffix, prompt_number, shown_prompts, Report, View};
 use crate::compare::diagnose::sci;
 use crate::tokenize::{abbreviate, token_with_id};
 
@@ -21,14 +21,17 @@ pub fn render(report: &Report, view: &View) -> String {
         short_digest(&report.model.weights),
         report.reference.path
     );
-    let shown = shown_prompts(report, view.verbose);
+    if let Some(shard) = report.shard_label() {
+        out.push_str(&format!("{shard}\n"));
+    }
+    let shown = shown_prompts(report, view.verbose, true);
     if let Some(heading) = &shown.summary_heading {
         out.push_str(&format!("\n{}{}", wrap(heading, note_width(view), ""), layout(&summary_grid(&report.summary, view.wide), view)));
         out.push_str(&notes(&report.summary_notes, view));
     }
     for &index in &shown.prompts {
         let prompt = &report.prompts[index];
-        let heading = wrap(&prompt_heading(index, report.prompts.len(), prompt), note_width(view), "  ");
+        let heading = wrap(&prompt_heading(report, index), note_width(view), "  ");
         out.push_str(&format!("\n{heading}{}", layout(&comparison_grid(&prompt.comparisons, view.wide), view)));
         out.push_str(&notes(&prompt.notes, view));
     }
@@ -42,18 +45,20 @@ pub fn render(report: &Report, view: &View) -> String {
     }
     if !report.passed {
         out.push('\n');
-        for worst in &report.worst {
+        for summary in &report.summary {
+            let worst = &summary.worst;
             let place = if worst.is_position_shift {
                 format!("position {}, every token (the whole position is shifted)", worst.position)
             } else {
                 format!("position {}, token {}", worst.position, token_with_id(worst.token_id, &worst.token))
             };
             let line = format!(
-                "worst {}{}: |diff| {} in prompt {} {:?}, {place}",
+                "{}{} {}; worst |diff| {} in prompt {} {:?}, {place}",
                 worst.comparison,
                 criterion_suffix(worst.criterion),
+                summary_verdict(summary),
                 sci(worst.abs_diff),
-                worst.prompt_index + 1,
+                prompt_number(report, worst.prompt_index).0,
                 abbreviate(&worst.prompt),
             );
             out.push_str(&wrap(&line, note_width(view), "      "));

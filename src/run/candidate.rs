@@ -101,6 +101,7 @@ pub(super) fn compare(
 pub fn info(candidate: &ReferenceFile) -> CandidateInfo {
     CandidateInfo {
         path: candidate.path().display().to_string(),
+        digest: candidate.content_digest(),
         model: candidate.meta.model.clone(),
         weights: candidate.meta.weights.clone(),
         attn_implementation: candidate.meta.attn_implementation.clone(),

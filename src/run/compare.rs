@@ -23,8 +23,8 @@ use crate::reference::bundled::{cached_reference, find_python, ReferenceRequest}
 use crate::reference::{PromptReference, ReferenceFile};
 use crate::report::outputs::Destinations;
 use crate::report::{
-    summary_notes, ComparisonSummary, Criteria, ModelInfo, PromptReport, ReferenceInfo, Repeatability, Report, ShardInfo, Tool,
-    SCHEMA_VERSION,
+    prompts_digest, summary_notes, ComparisonSummary, Criteria, ModelInfo, PromptReport, ReferenceInfo, Repeatability, Report, ShardInfo,
+    Timing, Tool, SCHEMA_VERSION,
 };
 use crate::timings::{timed, Phase};
 use crate::tokenize::{abbreviate, END_OF_TEXT};
@@ -38,6 +38,7 @@ pub(super) struct PromptCase {
 
 /// Runs the comparison and writes the report; returns whether parity holds.
 pub fn run(args: &CompareArgs) -> Result<bool> {
+    let started_at = std::time::SystemTime::now();
     let destinations =
         Destinations { format: args.report.format, layout: &args.layout, output: args.report.output_file(), extra: &args.outputs };
     destinations.check()?;
@@ -87,6 +88,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     };
     reference.check_model(&inputs.config, &digest, args.allow_other_weights)?;
     let cases = select_cases(&inputs, &reference, &requested, prepend_bos)?;
+    let run_prompts: Vec<String> = cases.iter().map(|case| case.prompt.clone()).collect();
     let shard = args.shard.map(|shard| ShardInfo { shard, total_prompts: cases.len() });
     let cases = match args.shard {
         Some(shard) => shard.select(cases),
@@ -109,18 +111,24 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
                 Gate::Envelope => Some(load_weights(&inputs, checkpoint, device, dtype)?),
                 Gate::Tolerance => None,
             };
-            let judge = weights.as_ref().map(|weights| EnvelopeJudge::new(weights));
-            (candidate::compare(candidate, &reference, &cases, &comparer, judge.as_ref())?, None, None)
+            let judge = weights.as_ref().map(EnvelopeJudge::new);
+            let reports = cases
+                .iter()
+                .map(|case| clocked(|| candidate::compare(candidate, &reference, std::slice::from_ref(case), &comparer, judge.as_ref())))
+                .map(|(compared, seconds)| Ok(Clocked { comparisons: compared?.remove(0), seconds }))
+                .collect::<Result<Vec<_>>>()?;
+            (reports, None, None)
         }
         None => compare_models(args, (&inputs, checkpoint, device), &reference, &cases, &comparer)?,
     };
 
+    let prompt_seconds = reports.iter().map(|report| report.seconds).collect();
     let prompts: Vec<PromptReport> = cases
         .into_iter()
         .zip(reports)
-        .map(|(case, comparisons)| PromptReport {
+        .map(|(case, Clocked { comparisons, .. })| PromptReport {
             notes: diagnose::explain(&comparisons),
-            passed: comparisons.iter().all(|comparison| comparison.passed),
+            passed: PromptReport::verdict(&comparisons),
             prompt: case.prompt,
             tokens: case.tokens,
             comparisons,
@@ -133,6 +141,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         model: ModelInfo::new(&inputs, &digest),
         reference: ReferenceInfo {
             path: reference.path().display().to_string(),
+            digest: reference.content_digest(),
             bundled,
             model: reference.meta.model.clone(),
             weights: reference.meta.weights.clone(),
@@ -142,6 +151,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         },
         candidate: candidate_file.as_ref().map(candidate::info),
         shard,
+        prompts_digest: prompts_digest(&run_prompts),
         tolerance: comparer.tolerance,
         criteria: Criteria::current(),
         processing: args.processing(),
@@ -150,12 +160,13 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         device: crate::device::name(device),
         dtype,
         gate,
-        passed: prompts.iter().all(|prompt| prompt.passed) && repeatability.map_or(true, |repeatability| repeatability.identical),
+        passed: Report::verdict(&prompts, repeatability),
         worst: summary.iter().map(|comparison| comparison.worst.clone()).collect(),
         summary_notes: summary_notes(&summary),
         summary,
         prompts,
         attribution,
+        timing: Timing::new(started_at, prompt_seconds),
     };
     timed(Phase::Render, || destinations.write(&report))?;
     Ok(report.passed)
@@ -174,7 +185,7 @@ fn compare_models(
     reference: &ReferenceFile,
     cases: &[PromptCase],
     comparer: &Comparer,
-) -> Result<(Vec<Vec<Comparison>>, Option<Repeatability>, Option<Vec<StepRow>>)> {
+) -> Result<Compared> {
     let weights = load_weights(inputs, checkpoint, device, args.compute.dtype)?;
     let processing = args.processing();
     // With --noise-floor, a float64 copy of the model runs beside the candidate.
@@ -199,18 +210,21 @@ fn compare_models(
         let tokens: Vec<Vec<i64>> = cases.iter().map(|case| case.tokens.clone()).collect();
         Ok(Some(explain::attribute(weights, &tokens, &processing.steps(), comparer.vocab, comparer.tolerance, comparer.token_text)?))
     };
-    let mut reports = Vec::with_capacity(cases.len());
+    let mut reports: Vec<Clocked> = Vec::with_capacity(cases.len());
     let attribution = if spills {
         let judge = judging.then(|| EnvelopeJudge::new(&unprocessed.weights));
         for case in cases {
-            reports.push(passes.unprocessed(&unprocessed, case, judge.as_ref())?);
+            let (comparisons, seconds) = clocked(|| passes.unprocessed(&unprocessed, case, judge.as_ref()));
+            reports.push(Clocked { comparisons: comparisons?, seconds });
         }
         drop(judge);
         passes.spill.rewind()?;
         let attribution = attribute(&unprocessed.weights)?;
         let processed = unprocessed.processed(processing);
-        for (case, comparisons) in cases.iter().zip(&mut reports) {
-            passes.processed(&processed, case, comparisons)?;
+        for (case, report) in cases.iter().zip(&mut reports) {
+            let (done, seconds) = clocked(|| passes.processed(&processed, case, &mut report.comparisons));
+            done?;
+            report.seconds += seconds;
         }
         attribution
     } else {
@@ -218,15 +232,34 @@ fn compare_models(
         let processed = unprocessed.shallow_clone().processed(processing);
         let judge = judging.then(|| EnvelopeJudge::new(&unprocessed.weights));
         for case in cases {
-            let mut comparisons = passes.unprocessed(&unprocessed, case, judge.as_ref())?;
-            passes.processed(&processed, case, &mut comparisons)?;
-            reports.push(comparisons);
+            let (comparisons, seconds) = clocked(|| -> Result<_> {
+                let mut comparisons = passes.unprocessed(&unprocessed, case, judge.as_ref())?;
+                passes.processed(&processed, case, &mut comparisons)?;
+                Ok(comparisons)
+            });
+            reports.push(Clocked { comparisons: comparisons?, seconds });
         }
         attribution
     };
     passes.progress.finish_and_clear();
     let repeatability = passes.repeatability;
     Ok((reports, (args.repeat > 1).then_some(repeatability), attribution))
+}
+
+/// Each prompt's comparisons and time, the repeatability (with --repeat) and explain's rows (with --attribution).
+type Compared = (Vec<Clocked>, Option<Repeatability>, Option<Vec<StepRow>>);
+
+/// One prompt's comparisons and the wall time its forward passes and comparisons took.
+struct Clocked {
+    comparisons: Vec<Comparison>,
+    seconds: f64,
+}
+
+/// `work`'s result and how many seconds it took.
+fn clocked<T>(work: impl FnOnce() -> T) -> (T, f64) {
+    let start = std::time::Instant::now();
+    let result = work();
+    (result, start.elapsed().as_secs_f64())
 }
 
 /// One of our models: its weights, and their float64 copy with --noise-floor.
@@ -610,8 +643,8 @@ fn with_rounding(mut comparison: Comparison, rounding: Option<Rounding>) -> Comp
     for snapshot in comparison.resid.iter_mut().flatten() {
         snapshot.passed = Some(rounding.snapshot_within(snapshot.index));
     }
-    comparison.passed &= rounding.passed();
     comparison.rounding = Some(rounding);
+    comparison.passed = comparison.verdict();
     comparison
 }
 

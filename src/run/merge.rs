@@ -1,7 +1,9 @@
 //! `gpt2-parity merge`: the JSON reports of `compare --shard I/N` runs, put back together into
 //! the report a single run over every prompt writes: prompts in the run's order, then the
 //! verdict, worst elements, repeatability and attribution recomputed from them, so that the
-//! exit code is the single run's.
+//! exit code is the single run's. Shards of different runs (the run identity: model, reference
+//! and prompt list by content, tolerance, processing, dtype, device, tool) and shards whose
+//! verdicts their own figures contradict are refused.
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -9,8 +11,9 @@ use serde_json::Value;
 
 use crate::cli::MergeArgs;
 use crate::compare::attribution::StepRow;
+use crate::compare::diagnose::count_of;
 use crate::report::outputs::Destinations;
-use crate::report::{summary_notes, ComparisonSummary, PromptReport, Repeatability, Report};
+use crate::report::{summary_notes, ComparisonSummary, PromptReport, Repeatability, Report, Timing};
 
 pub fn run(args: &MergeArgs) -> Result<bool> {
     let destinations = Destinations {
@@ -20,52 +23,115 @@ pub fn run(args: &MergeArgs) -> Result<bool> {
         extra: &args.outputs,
     };
     destinations.check()?;
-    let shards = args.reports.iter().map(|path| Ok((path.clone(), read(path)?))).collect::<Result<Vec<_>>>()?;
+    let shards = args.reports.iter().map(|path| read(path)).collect::<Result<Vec<_>>>()?;
     let report = merge(shards)?;
     destinations.write(&report)?;
     Ok(report.passed)
 }
 
-fn read(path: &Path) -> Result<Report> {
+/// One shard's report, with the run identity it was written with.
+struct ShardReport {
+    path: PathBuf,
+    report: Report,
+    identity: Value,
+}
+
+fn read(path: &Path) -> Result<ShardReport> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read report {}", path.display()))?;
-    serde_json::from_str(&text).map_err(|error| {
+    let not_a_report = |error: serde_json::Error| {
         anyhow!(
             "report {} is not a gpt2-parity JSON report ({error}); pass the files of `compare --shard I/N --format json --output FILE`",
             path.display()
         )
-    })
+    };
+    let value: Value = serde_json::from_str(&text).map_err(not_a_report)?;
+    let identity = run_identity(&value);
+    let report: Report = serde_json::from_value(value).map_err(not_a_report)?;
+    check_verdicts(path, &report)?;
+    Ok(ShardReport { path: path.to_path_buf(), report, identity })
+}
+
+/// Refuses a report whose stored verdicts (of a comparison, a prompt or the report) differ
+/// from what its own figures give: merge recomputes every verdict and trusts none.
+fn check_verdicts(path: &Path, report: &Report) -> Result<()> {
+    let word = |passed: bool| if passed { "passed" } else { "failed" };
+    let shown = path.display();
+    let number = |index: usize| report.shard.map_or(index, |shard| shard.shard.global_position(index)) + 1;
+    for (index, prompt) in report.prompts.iter().enumerate() {
+        for comparison in &prompt.comparisons {
+            if comparison.verdict() != comparison.passed {
+                bail!(
+                    "report {shown} says {} of prompt {} {}, but its figures ({} outside tolerance, {} non-finite) say it {}; was it \
+                     edited?",
+                    comparison.name,
+                    number(index),
+                    word(comparison.passed),
+                    count_of(comparison.outside_allclose, "element"),
+                    comparison.non_finite,
+                    word(comparison.verdict())
+                );
+            }
+        }
+        if PromptReport::verdict(&prompt.comparisons) != prompt.passed {
+            bail!(
+                "report {shown} says prompt {} {}, but its comparisons say it {}; was it edited?",
+                number(index),
+                word(prompt.passed),
+                word(!prompt.passed)
+            );
+        }
+    }
+    if Report::verdict(&report.prompts, report.repeatability) != report.passed {
+        bail!(
+            "report {shown} says the run {}, but its prompts{} say it {}; was it edited?",
+            word(report.passed),
+            if report.repeatability.is_some() { " and repeatability" } else { "" },
+            word(!report.passed)
+        );
+    }
+    Ok(())
 }
 
 /// Joins shard reports of one run; refuses reports of different runs, a shard given twice, or a missing one.
-fn merge(shards: Vec<(PathBuf, Report)>) -> Result<Report> {
-    let mut shards = shards.into_iter();
-    let (first_path, first) = shards.next().context("no reports to merge")?;
-    let first_info = first.shard.with_context(|| {
-        format!("report {} is not a shard (it was made without --shard); merge only shard reports", first_path.display())
-    })?;
-    let identity = run_identity(&first);
+fn merge(shards: Vec<ShardReport>) -> Result<Report> {
+    let mut shards = shards.into_iter().peekable();
+    let first = shards.peek().context("no reports to merge")?;
+    let first_shown = first.path.display().to_string();
+    let first_info = first
+        .report
+        .shard
+        .with_context(|| format!("report {first_shown} is not a shard (it was made without --shard); merge only shard reports"))?;
+    let identity = first.identity.clone();
     let mut slots: Vec<Option<PromptReport>> = (0..first_info.total_prompts).map(|_| None).collect();
     let mut seen = vec![None; first_info.shard.count];
     let mut repeatability: Option<Repeatability> = None;
+    let mut prompt_seconds: Vec<f64> = vec![0.0; first_info.total_prompts];
+    let mut started_at: Option<String> = None;
     let mut attribution: Option<Vec<(StepRow, Vec<Option<_>>)>> = None;
     let mut merged = None;
-    for (path, report) in std::iter::once((first_path, first)).chain(shards) {
+    for ShardReport { path, report, identity: shard_identity } in shards {
         let shown = path.display();
         let info = report
             .shard
             .with_context(|| format!("report {shown} is not a shard (it was made without --shard); merge only shard reports"))?;
         if (info.shard.count, info.total_prompts) != (first_info.shard.count, first_info.total_prompts) {
             bail!(
-                "report {shown} is shard {}/{} of {} prompts, the first report is of {}/{} prompts; merge the shards of one run",
+                "report {shown} is shard {}/{} of {} prompts, the first report is shard {}/{} of {} prompts; merge the shards of one run",
                 info.shard.index,
                 info.shard.count,
                 info.total_prompts,
+                first_info.shard.index,
                 first_info.shard.count,
                 first_info.total_prompts
             );
         }
-        if let Some(field) = differing_field(&identity, &run_identity(&report)) {
-            bail!("report {shown} differs from the first report in \"{field}\": it comes from another run; merge the shards of one run");
+        if let Some((field, first_value, value)) = differing_field("", &identity, &shard_identity) {
+            bail!(
+                "report {shown} differs from the first report ({first_shown}) in {field}, {} against {}: {}; merge the shards of one run",
+                shown_value(&value),
+                shown_value(&first_value),
+                what_differs(&field)
+            );
         }
         if let Some(earlier) = seen[info.shard.index - 1].replace(path.clone()) {
             bail!(
@@ -81,6 +147,15 @@ fn merge(shards: Vec<(PathBuf, Report)>) -> Result<Report> {
             known.max_abs_diff = known.max_abs_diff.max(runs.max_abs_diff);
         }
         let positions: Vec<usize> = (0..report.prompts.len()).map(|position| info.shard.global_position(position)).collect();
+        for (&position, &seconds) in positions.iter().zip(&report.timing.prompt_seconds) {
+            if let Some(slot) = prompt_seconds.get_mut(position) {
+                *slot = seconds;
+            }
+        }
+        // RFC 3339 times in UTC to the second order as their text does.
+        if started_at.as_ref().map_or(true, |earliest| report.timing.started_at < *earliest) {
+            started_at = Some(report.timing.started_at.clone());
+        }
         if let Some(rows) = &report.attribution {
             let merged_rows =
                 attribution.get_or_insert_with(|| rows.iter().map(|row| (row.clone(), vec![None; first_info.total_prompts])).collect());
@@ -124,7 +199,8 @@ fn merge(shards: Vec<(PathBuf, Report)>) -> Result<Report> {
             })
             .collect()
     });
-    report.passed = prompts.iter().all(|prompt| prompt.passed) && repeatability.map_or(true, |runs| runs.identical);
+    report.passed = Report::verdict(&prompts, repeatability);
+    report.timing = Timing { started_at: started_at.expect("at least one report"), seconds: prompt_seconds.iter().sum(), prompt_seconds };
     report.summary = ComparisonSummary::collect(&prompts);
     report.worst = report.summary.iter().map(|comparison| comparison.worst.clone()).collect();
     report.summary_notes = summary_notes(&report.summary);
@@ -132,24 +208,64 @@ fn merge(shards: Vec<(PathBuf, Report)>) -> Result<Report> {
     Ok(report)
 }
 
-/// What every shard of one run shares: the report less its per-shard parts (prompts and what is
-/// computed from them) and the paths, which may differ between CI machines.
-fn run_identity(report: &Report) -> Value {
-    let mut value = serde_json::to_value(report).expect("reports serialize");
-    let object = value.as_object_mut().expect("a report is an object");
-    for key in ["prompts", "worst", "summary", "summary_notes", "passed", "shard", "repeatability", "attribution"] {
-        object.remove(key);
-    }
-    for section in ["reference", "candidate"] {
-        if let Some(Value::Object(section)) = object.get_mut(section) {
-            section.remove("path");
+/// What every shard of one run shares, as the shard wrote it: the report less its per-shard
+/// parts (prompts and what is computed from them, the shard's place, its timing) and the
+/// paths, which may differ between CI machines. What is left names the model, the reference,
+/// the candidate and the prompt list by content digest, and the tolerance, criteria,
+/// processing, dtype, device, prepend-BOS and tool version; a field a later version adds is
+/// part of it unless listed here.
+fn run_identity(report: &Value) -> Value {
+    let mut value = report.clone();
+    if let Some(object) = value.as_object_mut() {
+        for key in ["prompts", "worst", "summary", "summary_notes", "passed", "shard", "repeatability", "attribution", "timing"] {
+            object.remove(key);
+        }
+        for section in ["reference", "candidate"] {
+            if let Some(Value::Object(section)) = object.get_mut(section) {
+                section.remove("path");
+            }
         }
     }
     value
 }
 
-/// The first top-level field whose value differs.
-fn differing_field(a: &Value, b: &Value) -> Option<String> {
-    let (Value::Object(a), Value::Object(b)) = (a, b) else { return None };
-    a.keys().chain(b.keys()).find(|key| a.get(*key) != b.get(*key)).cloned()
+/// The first field, as a dotted path ("reference.digest"), whose value differs, with the two
+/// values (`first`'s, then `other`'s).
+fn differing_field(path: &str, first: &Value, other: &Value) -> Option<(String, Value, Value)> {
+    let (Value::Object(a), Value::Object(b)) = (first, other) else {
+        return (first != other).then(|| (path.to_owned(), first.clone(), other.clone()));
+    };
+    a.keys().chain(b.keys()).find_map(|key| {
+        let field = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+        match (a.get(key), b.get(key)) {
+            (Some(a), Some(b)) => differing_field(&field, a, b),
+            (a, b) => Some((field, a.cloned().unwrap_or(Value::Null), b.cloned().unwrap_or(Value::Null))),
+        }
+    })
+}
+
+/// A value for a one-line message, texts (digests) cut to 24 characters.
+fn shown_value(value: &Value) -> String {
+    match value {
+        Value::Null => "absent".to_owned(),
+        Value::String(text) => match text.char_indices().nth(24) {
+            Some((end, _)) => format!("{:?}", format!("{}…", &text[..end])),
+            None => format!("{text:?}"),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// What a difference in the run identity's `field` means, in words.
+fn what_differs(field: &str) -> &'static str {
+    match field.split('.').next().unwrap_or(field) {
+        "reference" => "it was checked against another reference",
+        "candidate" => "it checked another candidate file",
+        "prompts_digest" => "it ran other prompts, or the same prompts in another order",
+        "model" => "it checked another model",
+        "processing" => "it ran with other processing switches",
+        "tolerance" => "it ran with another tolerance",
+        "tool" | "schema_version" | "criteria" => "another version of gpt2-parity wrote it",
+        _ => "it comes from another run",
+    }
 }

@@ -15,6 +15,47 @@ pub fn gpt2_parity() -> assert_cmd::Command {
     command
 }
 
+/// docs/report.schema.json, compiled once for every test of a binary.
+fn report_schema() -> &'static jsonschema::Validator {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let schema: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(repo_path("docs/report.schema.json")).unwrap()).expect("the schema is JSON");
+        jsonschema::draft202012::new(&schema).unwrap_or_else(|error| panic!("docs/report.schema.json is not a valid schema: {error}"))
+    })
+}
+
+/// One JSON report (compare, merge or explain `--format json`, on stdout or in a file), parsed
+/// and checked against docs/report.schema.json: every test reads reports through here, so every
+/// report the suite makes is validated.
+pub fn json_report(bytes: &[u8]) -> serde_json::Value {
+    validated(bytes, "")
+}
+
+/// The JSON report a run printed on stdout, as [`json_report`] reads it; a failure shows the run's stderr.
+pub fn json_stdout(output: &std::process::Output) -> serde_json::Value {
+    validated(&output.stdout, &String::from_utf8_lossy(&output.stderr))
+}
+
+fn validated(bytes: &[u8], stderr: &str) -> serde_json::Value {
+    let report: serde_json::Value = serde_json::from_slice(bytes)
+        .unwrap_or_else(|error| panic!("not one JSON document ({error}):\n{}\nstderr:\n{stderr}", String::from_utf8_lossy(bytes)));
+    let errors: Vec<String> = report_schema().iter_errors(&report).map(|error| format!("{} at {}", error, error.instance_path)).collect();
+    assert!(errors.is_empty(), "the report does not match docs/report.schema.json:\n{}", errors.join("\n"));
+    report
+}
+
+/// The JSON report in the file at `path`, as [`json_report`] reads it.
+pub fn json_report_file(path: &Path) -> serde_json::Value {
+    json_report(&std::fs::read(path).unwrap_or_else(|error| panic!("no report at {}: {error}", path.display())))
+}
+
+/// A report less its `timing`, the one part two runs of the same check never share.
+pub fn without_timing(mut report: serde_json::Value) -> serde_json::Value {
+    report.as_object_mut().and_then(|object| object.remove("timing")).expect("a compare report has a timing");
+    report
+}
+
 /// `compare` on the committed fixture and its reference.
 pub fn compare_fixture() -> assert_cmd::Command {
     let mut command = gpt2_parity();
