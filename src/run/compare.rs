@@ -11,7 +11,7 @@ use crate::compare::diagnose::{self, diagnose, Provenance};
 use crate::compare::noise_floor::{noise_floor, ReferenceFloat64};
 use crate::compare::{compare_logits, compare_resid, Comparison, Criterion, Tolerance};
 use crate::model::dtype::Dtype;
-use crate::model::gpt2::forward;
+use crate::model::gpt2::{forward_packed, packs, PackedActivations};
 use crate::model::load::Checkpoint;
 use crate::model::process::{process, ProcessingOptions};
 use crate::model::Weights;
@@ -37,7 +37,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
     let destinations =
         Destinations { format: args.report.format, layout: &args.layout, output: args.report.output_file(), extra: &args.outputs };
     destinations.check()?;
-    let device = args.compute.apply()?;
+    let (device, threads) = args.compute.apply()?;
     let dtype = args.compute.dtype;
     let requested = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;
@@ -135,6 +135,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         repeatability,
         prepend_bos,
         device: crate::device::name(device),
+        threads,
         dtype,
         passed: prompts.iter().all(|prompt| prompt.passed) && repeatability.map_or(true, |repeatability| repeatability.identical),
         worst: summary.iter().map(|comparison| comparison.worst.clone()).collect(),
@@ -182,25 +183,28 @@ fn compare_models(
         let tokens: Vec<Vec<i64>> = cases.iter().map(|case| case.tokens.clone()).collect();
         Ok(Some(explain::attribute(weights, &tokens, &processing.steps(), comparer.vocab, comparer.tolerance, comparer.token_text)?))
     };
+    // Prompts run through each model a pack at a time (model::gpt2), and are compared one by one.
+    let lengths: Vec<usize> = cases.iter().map(|case| case.tokens.len()).collect();
+    let packs = packs(&lengths, comparer.vocab);
     let mut reports = Vec::with_capacity(cases.len());
     let attribution = if spills {
-        for case in cases {
-            reports.push(passes.unprocessed(&unprocessed, case)?);
+        for pack in &packs {
+            reports.extend(passes.unprocessed(&unprocessed, &cases[pack.clone()])?);
         }
         passes.spill.rewind()?;
         let attribution = attribute(&unprocessed.weights)?;
         let processed = unprocessed.processed(processing);
-        for (case, comparisons) in cases.iter().zip(&mut reports) {
-            passes.processed(&processed, case, comparisons)?;
+        for pack in &packs {
+            passes.processed(&processed, &cases[pack.clone()], &mut reports[pack.clone()])?;
         }
         attribution
     } else {
         let attribution = attribute(&unprocessed.weights)?;
         let processed = unprocessed.shallow_clone().processed(processing);
-        for case in cases {
-            let mut comparisons = passes.unprocessed(&unprocessed, case)?;
-            passes.processed(&processed, case, &mut comparisons)?;
-            reports.push(comparisons);
+        for pack in &packs {
+            let mut comparisons = passes.unprocessed(&unprocessed, &cases[pack.clone()])?;
+            passes.processed(&processed, &cases[pack.clone()], &mut comparisons)?;
+            reports.extend(comparisons);
         }
         attribution
     };
@@ -231,9 +235,39 @@ impl Model {
         Model { weights: self.weights.shallow_clone(), exact: self.exact.as_ref().map(Weights::shallow_clone) }
     }
 
-    /// The float64 copy's logits, with --noise-floor.
-    fn exact_logits(&self, tokens: &[i64]) -> Result<Option<Vec<f32>>> {
-        self.exact.as_ref().map(|weights| to_vec(&forward(weights, tokens).logits)).transpose()
+    /// The model on a pack of prompts, run `repeatability.runs` times (later runs must match the
+    /// first bit for bit), and its float64 copy once, with --noise-floor.
+    fn forward(&self, cases: &[PromptCase], repeatability: &mut Repeatability) -> Result<PackOutputs> {
+        let prompts: Vec<&[i64]> = cases.iter().map(|case| &case.tokens[..]).collect();
+        let candidate = forward_packed(&self.weights, &prompts);
+        if repeatability.runs > 1 {
+            let first = to_vec(&candidate.logits)?;
+            for _ in 1..repeatability.runs {
+                let again = to_vec(&forward_packed(&self.weights, &prompts).logits)?;
+                if again != first {
+                    repeatability.identical = false;
+                    let diff = again.iter().zip(&first).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max);
+                    repeatability.max_abs_diff = repeatability.max_abs_diff.max(diff);
+                }
+            }
+        }
+        Ok(PackOutputs { candidate, exact: self.exact.as_ref().map(|weights| forward_packed(weights, &prompts)) })
+    }
+}
+
+/// One model's forward over a pack of prompts: its activations, and its float64 copy's with --noise-floor.
+struct PackOutputs {
+    candidate: PackedActivations,
+    exact: Option<PackedActivations>,
+}
+
+impl PackOutputs {
+    /// Prompt `index`'s logits and residual stream, and its float64 logits with --noise-floor.
+    fn prompt(&self, index: usize) -> Result<(Candidate, Option<Vec<f32>>)> {
+        let activations = self.candidate.prompt(index);
+        let candidate = Candidate { logits: to_vec(&activations.logits)?, resid: Some(to_vec(&activations.resid)?) };
+        let exact = self.exact.as_ref().map(|exact| to_vec(&exact.prompt(index).logits)).transpose()?;
+        Ok((candidate, exact))
     }
 }
 
@@ -283,12 +317,16 @@ struct Passes<'a> {
 }
 
 impl Passes<'_> {
-    /// The unprocessed model on one prompt: unprocessed-vs-reference, its logits (and their
+    /// The unprocessed model on a pack of prompts: each one's comparisons.
+    fn unprocessed(&mut self, model: &Model, cases: &[PromptCase]) -> Result<Vec<Vec<Comparison>>> {
+        let outputs = model.forward(cases, &mut self.repeatability)?;
+        cases.iter().enumerate().map(|(index, case)| self.unprocessed_prompt(outputs.prompt(index)?, case)).collect()
+    }
+
+    /// One prompt through the unprocessed model: unprocessed-vs-reference, its logits (and their
     /// float64 counterpart) kept for the processed pass.
-    fn unprocessed(&mut self, model: &Model, case: &PromptCase) -> Result<Vec<Comparison>> {
+    fn unprocessed_prompt(&mut self, (candidate, exact): (Candidate, Option<Vec<f32>>), case: &PromptCase) -> Result<Vec<Comparison>> {
         let reference_prompt = self.reference.prompt(case.reference_index)?;
-        let candidate = run_candidate(&model.weights, &case.tokens, &mut self.repeatability)?;
-        let exact = model.exact_logits(&case.tokens)?;
         let comparison = self.comparer.against_reference(
             "unprocessed-vs-reference",
             Criterion::Raw,
@@ -310,14 +348,26 @@ impl Passes<'_> {
         Ok(vec![comparison])
     }
 
-    /// The processed model on one prompt: its rows appended to the prompt's comparisons.
-    fn processed(&mut self, model: &Model, case: &PromptCase, comparisons: &mut Vec<Comparison>) -> Result<()> {
+    /// The processed model on a pack of prompts: each one's rows appended to its comparisons.
+    fn processed(&mut self, model: &Model, cases: &[PromptCase], comparisons: &mut [Vec<Comparison>]) -> Result<()> {
+        let outputs = model.forward(cases, &mut self.repeatability)?;
+        for (index, (case, comparisons)) in cases.iter().zip(comparisons).enumerate() {
+            self.processed_prompt(outputs.prompt(index)?, case, comparisons)?;
+        }
+        Ok(())
+    }
+
+    /// One prompt through the processed model: its rows appended to the prompt's comparisons.
+    fn processed_prompt(
+        &mut self,
+        (candidate, exact): (Candidate, Option<Vec<f32>>),
+        case: &PromptCase,
+        comparisons: &mut Vec<Comparison>,
+    ) -> Result<()> {
         let (comparer, provenance, criterion) = (self.comparer, &self.provenance, self.provenance.criterion);
         let reference_prompt = self.reference.prompt(case.reference_index)?;
         let unprocessed = &self.spill.next(case.tokens.len() * comparer.vocab)?;
-        let unprocessed_exact = model.exact.as_ref().map(|_| self.spill.next(case.tokens.len() * comparer.vocab)).transpose()?;
-        let candidate = run_candidate(&model.weights, &case.tokens, &mut self.repeatability)?;
-        let exact = model.exact_logits(&case.tokens)?;
+        let unprocessed_exact = exact.as_ref().map(|_| self.spill.next(case.tokens.len() * comparer.vocab)).transpose()?;
         let processed_sides = (&candidate.logits[..], exact.as_deref());
         let unprocessed_reference =
             (&unprocessed[..], unprocessed_exact.as_deref().map_or(ReferenceFloat64::External, ReferenceFloat64::Ours));
@@ -405,21 +455,6 @@ fn bos_hint(reference: &[i64], ours: &[i64]) -> &'static str {
 pub(super) struct Candidate {
     pub logits: Vec<f32>,
     pub resid: Option<Vec<f32>>,
-}
-
-/// Runs the model `repeatability.runs` times on one prompt; later runs must match the first bit for bit.
-fn run_candidate(weights: &Weights, tokens: &[i64], repeatability: &mut Repeatability) -> Result<Candidate> {
-    let activations = forward(weights, tokens);
-    let candidate = Candidate { logits: to_vec(&activations.logits)?, resid: Some(to_vec(&activations.resid)?) };
-    for _ in 1..repeatability.runs {
-        let again = to_vec(&forward(weights, tokens).logits)?;
-        if again != candidate.logits {
-            repeatability.identical = false;
-            let diff = again.iter().zip(&candidate.logits).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max);
-            repeatability.max_abs_diff = repeatability.max_abs_diff.max(diff);
-        }
-    }
-    Ok(candidate)
 }
 
 /// What every comparison of one run shares: the model's shapes, the tolerance, token names.
