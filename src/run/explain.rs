@@ -193,19 +193,34 @@ impl SharedParts<'_> {
 }
 
 /// The unprocessed side of every row's weight comparison: each tensor as the weights hold it,
-/// and a contiguous copy where that is a view in another order (a tied W_U is wte transposed),
-/// made once rather than once per row.
+/// and in an order that reads memory straight through ([`in_memory_order`]), made once rather
+/// than once per row.
 struct Before {
     named: Vec<(String, Tensor)>,
-    contiguous: Vec<Tensor>,
+    in_memory_order: Vec<Tensor>,
 }
 
 impl Before {
     fn new(weights: &Weights) -> Self {
         let named = weights.named_tensors();
-        let contiguous = named.iter().map(|(_, tensor)| tensor.contiguous()).collect();
-        Self { named, contiguous }
+        let in_memory_order = named.iter().map(|(_, tensor)| in_memory_order(tensor)).collect();
+        Self { named, in_memory_order }
     }
+}
+
+/// `tensor` itself when contiguous, its transpose when that is contiguous (a tied W_U is wte
+/// transposed, and so is a processed W_U, which processing makes in wte's layout), else a
+/// contiguous copy: a transposed matrix is compared as it lies in memory, not copied.
+fn in_memory_order(tensor: &Tensor) -> Tensor {
+    if is_transposed(tensor) {
+        tensor.tr()
+    } else {
+        tensor.contiguous()
+    }
+}
+
+fn is_transposed(tensor: &Tensor) -> bool {
+    tensor.dim() == 2 && !tensor.is_contiguous() && tensor.tr().is_contiguous()
 }
 
 /// The tensors whose values differ between the two weight sets, with their relative change and
@@ -216,12 +231,14 @@ fn changed_tensors(before: &Before, after: &Weights) -> Vec<(usize, TensorChange
     before
         .named
         .iter()
-        .zip(&before.contiguous)
+        .zip(&before.in_memory_order)
         .zip(after.named_tensors())
         .enumerate()
         .filter(|(_, (((_, before), _), (_, after)))| !same_view(before, after))
-        .map(|(place, (((tensor, _), contiguous), (_, after)))| {
-            (place, TensorChange { relative_change: relative_change(contiguous, &after), tensor: tensor.clone() })
+        .map(|(place, (((tensor, before), ordered), (_, after)))| {
+            // The after side in the before side's orientation.
+            let after = if is_transposed(before) { after.tr() } else { after };
+            (place, TensorChange { relative_change: relative_change(ordered, &after), tensor: tensor.clone() })
         })
         .filter(|(_, change)| change.relative_change > 0.0)
         .collect()
