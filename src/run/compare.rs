@@ -161,7 +161,7 @@ fn compare_models(
     reference: &ReferenceFile,
     cases: &[PromptCase],
     comparer: &Comparer,
-) -> Result<(Vec<Vec<Comparison>>, Option<Repeatability>, Option<Vec<StepRow>>)> {
+) -> Result<ModelsOutcome> {
     let weights = load_weights(inputs, checkpoint, device, args.compute.dtype)?;
     let processing = args.processing();
     // With --noise-floor, a float64 copy of the model runs beside the candidate.
@@ -212,6 +212,9 @@ fn compare_models(
     let repeatability = passes.repeatability;
     Ok((reports, (args.repeat > 1).then_some(repeatability), attribution))
 }
+
+/// Each prompt's comparisons, the repeatability (with --repeat), explain's rows (with --attribution).
+type ModelsOutcome = (Vec<Vec<Comparison>>, Option<Repeatability>, Option<Vec<StepRow>>);
 
 /// One of our models: its weights, and their float64 copy with --noise-floor.
 struct Model {
