@@ -1,23 +1,26 @@
-"""The workflow a user writes by hand today, for bench/run.sh to time beside gpt2-parity.
+"""The workflow a user writes by hand today, for bench/run.sh and bench/scale.sh to time beside
+gpt2-parity.
 
-Loads a GPT-2 directory with Hugging Face transformers (eager, float32), runs one prompt, and,
-when transformer_lens is importable, also loads it unprocessed and processed through
-TransformerLens and compares the logits as a notebook would.
+Loads a GPT-2 directory with Hugging Face transformers (eager, float32) and runs every prompt
+(one on the command line, or a JSON Lines file of them with --prompts-file), keeping the logits
+as a notebook would; then, when transformer_lens is importable, loads it unprocessed and
+processed through TransformerLens, runs every prompt through each and compares the logits.
 """
 
+import json
 import sys
 
 import torch
 import transformers
 
 
-def main(model_dir, prompt):
+def main(model_dir, prompts):
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     model = transformers.GPT2LMHeadModel.from_pretrained(model_dir, attn_implementation="eager", dtype=torch.float32).eval()
-    ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    ids = [torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]]) for prompt in prompts]
     with torch.no_grad():
-        logits = model(ids).logits[0]
-    print(f"hf: mean {logits.mean():.4f} std {logits.std():.4f}")
+        hf_logits = [model(prompt_ids).logits[0] for prompt_ids in ids]
+    print(f"hf: {len(prompts)} prompts, first: mean {hf_logits[0].mean():.4f} std {hf_logits[0].std():.4f}")
     try:
         from transformer_lens.model_bridge import TransformerBridge
     except ImportError:
@@ -26,11 +29,21 @@ def main(model_dir, prompt):
     for no_processing in (True, False):
         bridge = TransformerBridge.boot_transformers(model_dir, hf_model=model, tokenizer=tokenizer)
         bridge.enable_compatibility_mode(no_processing=no_processing)
+        worst, close = 0.0, 0
         with torch.no_grad():
-            tl_logits = bridge(ids)[0]
-        diff = (tl_logits - logits).abs().max().item()
-        print(f"tl no_processing={no_processing}: max |diff| {diff:.3e}, allclose {torch.allclose(tl_logits, logits)}")
+            for prompt_ids, logits in zip(ids, hf_logits):
+                tl_logits = bridge(prompt_ids)[0]
+                worst = max(worst, (tl_logits - logits).abs().max().item())
+                close += torch.allclose(tl_logits, logits)
+        print(f"tl no_processing={no_processing}: max |diff| {worst:.3e}, allclose on {close} of {len(prompts)} prompts")
+
+
+def read_prompts(argv):
+    if argv[0] == "--prompts-file":
+        with open(argv[1], encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+    return [argv[0]]
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], read_prompts(sys.argv[2:]))

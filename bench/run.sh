@@ -28,34 +28,14 @@ export HF_HUB_OFFLINE=1
 [ -x "$binary" ] || cargo build --release --locked
 mkdir -p "$bench_dir"
 
-# A Python for the TransformerLens workflow: layered on the project's venv by a .pth file.
-if [ -z "${TL_PYTHON:-}" ]; then
-  hash=$(cat scripts/requirements.txt scripts/requirements-tl.txt | sha256sum | cut -c1-16)
-  tl_venv=$cache/venv-tl-$hash
-  if [ ! -f "$tl_venv/.complete" ]; then
-    echo "installing TransformerLens into $tl_venv (once; torch is reused from .venv)" >&2
-    rm -rf "$tl_venv"
-    "$python" -m venv --without-pip "$tl_venv" 2>/dev/null || "$python" -m venv "$tl_venv"
-    base_site=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-    tl_site=$("$tl_venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-    readlink -f "$base_site" > "$tl_site/gpt2-parity-base.pth"
-    "$tl_venv/bin/python" -m pip --version > /dev/null 2>&1 || "$tl_venv/bin/python" -m ensurepip --quiet
-    "$tl_venv/bin/python" -m pip install --quiet --disable-pip-version-check -r scripts/requirements-tl.txt
-    touch "$tl_venv/.complete"
-  fi
-  TL_PYTHON=$tl_venv/bin/python
-fi
+source bench/lib.sh
+TL_PYTHON=$(tl_python)
 
-# make_model NAME LAYERS WIDTH HEADS: a random GPT-2 of that shape and a reference for the
+# make_model_and_reference NAME LAYERS WIDTH HEADS: a random GPT-2 of that shape and a reference for the
 # scaling prompts, each made once.
-make_model() {
+make_model_and_reference() {
   local dir=$bench_dir/$1
-  if [ ! -f "$dir/model.safetensors" ]; then
-    echo "making a $1 random model in $dir" >&2
-    "$python" tests/support/numpy_gpt2.py make-model --out "$dir" --seed 1 --n-layer "$2" --n-embd "$3" \
-      --n-head "$4" --n-positions 1024 --tokenizer fixtures/tiny-gpt2/tokenizer.json
-    cp fixtures/tiny-gpt2/tokenizer_config.json "$dir/"
-  fi
+  make_model "$dir" "$2" "$3" "$4"
   if [ ! -f "$dir.reference.safetensors" ]; then
     "$binary" reference --model "$dir" --output "$dir.reference.safetensors" -- "${prompts[@]}"
   fi
@@ -71,23 +51,9 @@ for count in "${token_counts[@]}"; do
 done
 prompts+=("$prompt")
 
-make_model gpt2-small-shaped 12 768 12
-make_model gpt2-medium-shaped 24 1024 16
-[ "${BENCH_XL:-}" = 1 ] && make_model gpt2-xl-shaped 48 1600 25
-
-# measure CMD...: the median run of $runs, after one warm-up (page cache), by wall time:
-# prints "WALL_SECONDS CPU_SECONDS PEAK_MIB". CPU seconds (user + system) are the figure that
-# holds on a machine others are using, where wall time also counts waits for a core.
-measure() {
-  "$@" > /dev/null 2>&1 || true
-  local samples=()
-  for ((run = 0; run < runs; run++)); do
-    /usr/bin/time -f '%e %U %S %M' -o "$bench_dir/time.txt" "$@" > /dev/null 2>&1 || true
-    samples+=("$(cat "$bench_dir/time.txt")")
-  done
-  printf '%s\n' "${samples[@]}" | sort -n | awk '{ w[NR] = $1; c[NR] = $2 + $3; m[NR] = $4 }
-    END { i = int((NR + 1) / 2); printf "%.2f %.2f %d\n", w[i], c[i], m[i] / 1024 }'
-}
+make_model_and_reference gpt2-small-shaped 12 768 12
+make_model_and_reference gpt2-medium-shaped 24 1024 16
+[ "${BENCH_XL:-}" = 1 ] && make_model_and_reference gpt2-xl-shaped 48 1600 25
 
 small=$bench_dir/gpt2-small-shaped
 weights_mib=$(( $(stat -c %s "$small/model.safetensors") / 1048576 ))

@@ -36,10 +36,12 @@ import json
 import math
 import os
 import platform
+import queue
 import shutil
 import struct
 import sys
 import tempfile
+import threading
 from importlib import metadata as package_metadata
 
 import torch
@@ -309,16 +311,45 @@ def plan_file(shapes, meta):
     return struct.pack("<Q", len(text)) + text, order
 
 
+# Tensors computed but not yet written: the writer runs one or two behind the forward passes
+# (a prompt's logits are 4 bytes x tokens x vocabulary, 11 MB for 55 tokens of GPT-2).
+WRITE_AHEAD = 2
+
+
 def write_tensors(out, header, order, shapes, tensor_for):
-    """Writes the header, then tensor_for(name) for each name in data order, checked against the plan."""
+    """Writes the header, then tensor_for(name) for each name in data order, checked against the plan.
+
+    The writing runs on a thread of its own (file writes release the GIL), so that the next
+    prompt's forward passes overlap it; the arrays are written from their own memory, not copied."""
     out.write(header)
-    for name in order:
-        tensor = tensor_for(name).detach().cpu().contiguous()
-        dtype, shape = shapes[name]
-        if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape):
-            raise RuntimeError(f"{name} came out {tensor.dtype} {tuple(tensor.shape)}, the header says {dtype} {tuple(shape)}")
-        array = tensor.numpy()
-        out.write(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+    pending = queue.Queue(maxsize=WRITE_AHEAD)
+    failure = []
+
+    def writer():
+        while (array := pending.get()) is not None:
+            if not failure:
+                try:
+                    out.write(array.data)
+                except BaseException as err:  # re-raised on the main thread
+                    failure.append(err)
+
+    thread = threading.Thread(target=writer, name="reference-writer", daemon=True)
+    thread.start()
+    try:
+        for name in order:
+            if failure:
+                break
+            tensor = tensor_for(name).detach().cpu().contiguous()
+            dtype, shape = shapes[name]
+            if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape):
+                raise RuntimeError(f"{name} came out {tensor.dtype} {tuple(tensor.shape)}, the header says {dtype} {tuple(shape)}")
+            array = tensor.numpy()
+            pending.put(array.astype(array.dtype.newbyteorder("<"), copy=False))
+    finally:
+        pending.put(None)
+        thread.join()
+    if failure:
+        raise failure[0]
 
 
 @contextlib.contextmanager
@@ -364,6 +395,29 @@ def first_line(err):
 
 # ---------------------------------------------------------------- main
 
+class Background:
+    """function(*args) run on a thread; result() waits for it and returns or raises what it did."""
+
+    def __init__(self, function, *args):
+        self.outcome = None
+
+        def run():
+            try:
+                self.outcome = (True, function(*args))
+            except BaseException as err:  # re-raised by result()
+                self.outcome = (False, err)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def result(self):
+        self.thread.join()
+        succeeded, value = self.outcome
+        if not succeeded:
+            raise value
+        return value
+
+
 class PromptForwards:
     """tensor_for(name) for write_tensors: a prompt's forward passes run when the file reaches
     its first float tensor, and its tensors are dropped as they are written. A prompt's float
@@ -406,8 +460,11 @@ def prepare(args):
     shape, and the metadata."""
     prompts = collect_prompts(args)
     transformers.utils.logging.disable_progress_bar()
+    # The digest reads the whole weights file: on a thread of its own (hashlib releases the GIL),
+    # it overlaps loading the model, which reads the same file.
+    digest = Background(weights_digest, args.model)
     model, tokenizer = load_model(args.model, args.dtype)
-    digest = weights_digest(args.model)
+    digest = digest.result()
     limit = model.config.n_positions
     token_lists = [tokenize(tokenizer, p, args.prepend_bos, limit, i) for i, p in enumerate(prompts)]
     tl_models = load_tl_models(args.model, model, tokenizer, tl_processing(args)) if args.transformer_lens else {}

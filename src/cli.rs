@@ -110,10 +110,11 @@ pub struct ComputeArgs {
     /// Dtype of our models' weights and forward passes; the reference stays as it was made
     #[arg(long, value_enum, default_value = "float32")]
     pub dtype: Dtype,
-    /// libtorch's CPU threads. Results are bit-identical run to run for one thread count; another
-    /// count may change the last bits, so the default is 1, whatever the machine's cores (slower on long prompts)
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1024))]
-    pub threads: i32,
+    /// libtorch's CPU threads; by default libtorch's own choice, the physical cores. Results are
+    /// bit-identical run to run for one thread count; another count may change the last bits, so
+    /// `--threads 1` gives the same report on every machine
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=1024))]
+    pub threads: Option<i32>,
 }
 
 /// `--device` as given; [`ComputeArgs::apply`] resolves it to a device that exists.
@@ -126,11 +127,14 @@ pub enum DeviceRequest {
 
 impl ComputeArgs {
     /// Resolves the device (loading libtorch's CUDA library only when CUDA is asked for) and
-    /// fixes libtorch's thread count.
-    pub fn apply(&self) -> Result<tch::Device> {
+    /// fixes libtorch's thread count; returns both, for the report.
+    pub fn apply(&self) -> Result<(tch::Device, i32)> {
         let device = crate::device::resolve(self.device)?;
-        tch::set_num_threads(self.threads);
-        Ok(device)
+        // libtorch starts with one thread per physical core (OMP_NUM_THREADS can lower it), which
+        // is the default here too; read before any set, it is that count.
+        let threads = self.threads.unwrap_or_else(tch::get_num_threads);
+        tch::set_num_threads(threads);
+        Ok((device, threads))
     }
 }
 

@@ -235,8 +235,8 @@ fn reference_writes_a_file_that_compare_reads_and_can_write_to_stdout() {
 
 #[test]
 fn timings_go_to_stderr_and_leave_the_report_unchanged() {
-    let plain = compare_fixture().args(["--format", "json"]).output().unwrap();
-    let timed = compare_fixture().args(["--format", "json", "--timings"]).output().unwrap();
+    let plain = compare_fixture().args(["--format", "json", "--threads", "1"]).output().unwrap();
+    let timed = compare_fixture().args(["--format", "json", "--threads", "1", "--timings"]).output().unwrap();
     assert_eq!(timed.status.code(), Some(0), "{}", String::from_utf8_lossy(&timed.stderr));
     assert_eq!(without_timing(json_stdout(&timed)), without_timing(json_stdout(&plain)), "the report is the same with --timings");
     let stderr = String::from_utf8_lossy(&timed.stderr);

@@ -16,10 +16,11 @@ fn compare_json(extra: &[&str]) -> (Option<i32>, Value) {
     (output.status.code(), json_report(&output.stdout))
 }
 
+/// On one thread (`--threads 1`), as on any machine; the default, every core, repeats on one.
 #[test]
 fn two_runs_give_identical_reports_but_for_the_timing() {
-    let (first_code, first) = compare_json(&[]);
-    let (second_code, second) = compare_json(&[]);
+    let (first_code, first) = compare_json(&["--threads", "1"]);
+    let (second_code, second) = compare_json(&["--threads", "1"]);
     assert_eq!((first_code, second_code), (Some(0), Some(0)));
     assert_eq!(without_timing(first), without_timing(second), "every number in the JSON report is the same on a second run");
 }
@@ -41,7 +42,7 @@ fn spilling_or_not_gives_identical_reports() {
     let tl_reference = fixture_reference().with_file_name("tiny-gpt2-tl.safetensors");
     let report = |spill: &str| {
         let output = gpt2_parity()
-            .args(["compare", "--format", "json", "--noise-floor", "--attribution", "--spill", spill, "--model"])
+            .args(["compare", "--format", "json", "--threads", "1", "--noise-floor", "--attribution", "--spill", spill, "--model"])
             .arg(fixture_dir())
             .arg("--reference")
             .arg(&tl_reference)
@@ -62,6 +63,36 @@ fn more_threads_still_repeat_exactly() {
     let (code, report) = compare_json(&["--repeat", "2", "--threads", "2", "Hello World"]);
     assert_eq!(code, Some(0));
     assert_eq!(report["repeatability"]["identical"], true);
+    assert_eq!(report["threads"], 2);
+}
+
+/// The report records the thread count: `--threads N`, else libtorch's own default, the physical
+/// cores, which OMP_NUM_THREADS lowers as it does in PyTorch.
+#[test]
+fn the_report_records_the_thread_count_every_core_by_default() {
+    let threads = |omp: Option<&str>, extra: &[&str]| {
+        let mut command = gpt2_parity();
+        command.env_remove("OMP_NUM_THREADS").env_remove("MKL_NUM_THREADS");
+        if let Some(omp) = omp {
+            command.env("OMP_NUM_THREADS", omp);
+        }
+        let output = command
+            .args(["compare", "--format", "json", "--model"])
+            .arg(fixture_dir())
+            .arg("--reference")
+            .arg(fixture_reference())
+            .args(extra)
+            .arg("Hello")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()["threads"].as_i64().unwrap()
+    };
+    assert_eq!(threads(Some("1"), &[]), 1);
+    assert_eq!(threads(Some("1"), &["--threads", "3"]), 3);
+    let cores = std::thread::available_parallelism().unwrap().get() as i64;
+    let default = threads(None, &[]);
+    assert!((1..=cores).contains(&default), "the physical cores ({default}) are at most the {cores} logical ones");
 }
 
 #[test]
@@ -86,7 +117,7 @@ fn the_report_is_the_same_whatever_the_statistics_thread_count() {
     let report = |threads: &str| {
         let output = gpt2_parity()
             .env("RAYON_NUM_THREADS", threads)
-            .args(["compare", "--format", "json", "--model"])
+            .args(["compare", "--format", "json", "--threads", "1", "--model"])
             .arg(fixture_dir())
             .arg("--reference")
             .arg(fixture_reference())

@@ -20,9 +20,11 @@ fn reference_with_two_bad_prompts(dir: &TempDir) -> PathBuf {
     path
 }
 
+/// One thread: a report's bits then depend on no thread count (merge compares the shards' and the
+/// single run's numbers bit for bit).
 fn compare(reference: &PathBuf, extra: &[&str]) -> std::process::Output {
     gpt2_parity()
-        .args(["compare", "--format", "json", "--model"])
+        .args(["compare", "--format", "json", "--threads", "1", "--model"])
         .arg(fixture_dir())
         .arg("--reference")
         .arg(reference)

@@ -3,6 +3,14 @@
 //! unembedding is untied with a bias, which the weights themselves say. The same code also
 //! computes in float64 from float32 weights (the truth the rounding envelope is measured
 //! against), and with one of the catalogued port deviations (model::deviation) switched on.
+//!
+//! Prompts run packed: the tokens of several prompts, one after another, go through every
+//! position-wise step (embeddings, LayerNorms, the linear layers, the unembedding) as one matrix,
+//! and attention runs on each prompt's own rows, causal within it. A prompt's rows never meet
+//! another prompt's, so packing changes no result beyond the rounding of a matrix product's
+//! row count (see [`MIN_PACK_ROWS`]); one prompt alone is a pack of one.
+use std::ops::Range;
+
 use tch::{Kind, Tensor};
 
 use super::deviation::{Bias, Deviation, DeviationKind};
@@ -16,6 +24,57 @@ pub struct Activations {
     pub logits: Tensor,
     /// [L + 1, T, D]: the embeddings, then each block's output (before ln_f).
     pub resid: Tensor,
+}
+
+/// What one pack of prompts produces: every prompt's rows, in order, in one tensor each.
+pub struct PackedActivations {
+    /// [N, V], N the pack's rows (its prompts' tokens, then any filler).
+    pub logits: Tensor,
+    /// [L + 1, N, D]
+    pub resid: Tensor,
+    /// Each prompt's rows.
+    spans: Vec<Range<i64>>,
+}
+
+impl PackedActivations {
+    /// Prompt `index`'s activations, as views of the pack's tensors.
+    pub fn prompt(&self, index: usize) -> Activations {
+        let Range { start, end } = self.spans[index];
+        Activations { logits: self.logits.narrow(0, start, end - start), resid: self.resid.narrow(1, start, end - start) }
+    }
+}
+
+/// A pack's logits are the largest tensor a forward makes ([rows, vocabulary], float32), and
+/// compare holds two packs' at once (the unprocessed pass's, waiting for the processed one's):
+/// 32 MiB each keeps that under an eighth of GPT-2 small's weights, at 166 rows of GPT-2's
+/// vocabulary, where a matrix product already runs at most of the rate of much larger ones
+/// (55 rows, one prompt of a typical suite, reach about three quarters of it).
+const PACK_LOGITS_ELEMENTS: usize = 1 << 23;
+
+/// libtorch's CPU matrix product (MKL) takes another path for fewer than 4 rows, which rounds
+/// differently: a pack shorter than that is filled up to it, so that on one thread a prompt's
+/// results are the same bits alone or among any neighbours (`compare --shard` relies on it).
+const MIN_PACK_ROWS: usize = 4;
+
+/// Splits prompts of `lengths` tokens, in order, into packs of consecutive prompts whose logits
+/// fit [`PACK_LOGITS_ELEMENTS`] for a vocabulary of `vocab`; a longer prompt is a pack alone.
+pub fn packs(lengths: &[usize], vocab: usize) -> Vec<Range<usize>> {
+    let budget = (PACK_LOGITS_ELEMENTS / vocab.max(1)).max(1);
+    let mut packs: Vec<Range<usize>> = Vec::new();
+    let mut rows = 0;
+    for (index, &length) in lengths.iter().enumerate() {
+        match packs.last_mut() {
+            Some(pack) if rows + length <= budget => {
+                pack.end = index + 1;
+                rows += length;
+            }
+            _ => {
+                packs.push(index..index + 1);
+                rows = length;
+            }
+        }
+    }
+    packs
 }
 
 /// How a forward computes: GPT-2 exactly, in the weights' own dtype, unless told otherwise.
@@ -53,12 +112,24 @@ impl Computation {
 
 /// Runs the model on one prompt's token ids (already checked against n_positions).
 pub fn forward(weights: &Weights, tokens: &[i64]) -> Activations {
-    forward_with(weights, tokens, &Computation::default())
+    forward_packed(weights, &[tokens]).prompt(0)
+}
+
+/// Runs the model on several prompts at once, each as it would run alone (see the module's notes).
+pub fn forward_packed(weights: &Weights, prompts: &[&[i64]]) -> PackedActivations {
+    timed(Phase::Forward, || forward_untimed(weights, prompts, &Computation::default(), None))
 }
 
 /// [`forward`], computing as `computation` says.
 pub fn forward_with(weights: &Weights, tokens: &[i64], computation: &Computation) -> Activations {
-    timed(Phase::Forward, || forward_untimed(weights, tokens, computation, None))
+    // A port that prepends <|endoftext|> itself sees one more position, whose outputs it drops.
+    if computation.deviation.is_some_and(|deviation| deviation.kind == DeviationKind::BosPrepended) {
+        let prepended: Vec<i64> = std::iter::once(END_OF_TEXT).chain(tokens.iter().copied()).collect();
+        let all = timed(Phase::Forward, || forward_untimed(weights, &[&prepended], computation, None)).prompt(0);
+        let positions = tokens.len() as i64;
+        return Activations { logits: all.logits.narrow(0, 1, positions), resid: all.resid.narrow(1, 1, positions) };
+    }
+    timed(Phase::Forward, || forward_untimed(weights, &[tokens], computation, None)).prompt(0)
 }
 
 /// Each block, and ln_f with the unembedding, applied to another implementation's own residual
@@ -67,33 +138,36 @@ pub fn forward_with(weights: &Weights, tokens: &[i64], computation: &Computation
 /// that implementation's outputs, this measures what each of its blocks adds on its own, free of
 /// what earlier blocks passed on.
 pub fn forward_each_block(weights: &Weights, tokens: &[i64], inputs: &Tensor, computation: &Computation) -> Activations {
-    timed(Phase::Forward, || forward_untimed(weights, tokens, computation, Some(inputs)))
+    timed(Phase::Forward, || forward_untimed(weights, &[tokens], computation, Some(inputs))).prompt(0)
 }
 
-fn forward_untimed(weights: &Weights, tokens: &[i64], computation: &Computation, inputs: Option<&Tensor>) -> Activations {
+fn forward_untimed(weights: &Weights, prompts: &[&[i64]], computation: &Computation, inputs: Option<&Tensor>) -> PackedActivations {
     let _no_grad = tch::no_grad_guard();
     let device = weights.token_embedding.stored().device();
     let config = &weights.config;
-    let deviation = computation.deviation.map(|deviation| deviation.kind);
-    // A port that prepends <|endoftext|> itself sees one more position, whose outputs it drops
-    // (given another implementation's residual stream, the positions are its own).
-    let prepended = deviation == Some(DeviationKind::BosPrepended) && inputs.is_none();
+    // The filler: token 0 at positions 0.., a prompt of its own whose results are dropped. Only
+    // our own plain forward needs its bits independent of the pack; another implementation's
+    // residual stream fixes the rows.
+    let rows: usize = prompts.iter().map(|tokens| tokens.len()).sum();
+    let filler = if inputs.is_none() { vec![0; MIN_PACK_ROWS.saturating_sub(rows)] } else { Vec::new() };
+    let segments: Vec<&[i64]> = prompts.iter().copied().chain(Some(&filler[..]).filter(|filler| !filler.is_empty())).collect();
+    let all_spans = spans(&segments);
+    let ids = Tensor::from_slice(&segments.concat()).to_device(device);
+    let offset = match computation.deviation.map(|deviation| deviation.kind) {
+        Some(DeviationKind::PositionOffset { offset }) => offset,
+        _ => 0,
+    };
+    let positions: Vec<i64> = segments
+        .iter()
+        .flat_map(|tokens| (0..tokens.len() as i64).map(|position| (position + offset).rem_euclid(config.n_positions)))
+        .collect();
+    let position_ids = Tensor::from_slice(&positions).to_device(device);
     let input = |index: usize, ours: &Tensor| match inputs {
         Some(inputs) => computation.read(&inputs.get(index as i64)),
         None => ours.shallow_clone(),
     };
-    let tokens: Vec<i64> = if prepended { std::iter::once(END_OF_TEXT).chain(tokens.iter().copied()).collect() } else { tokens.to_vec() };
-    let positions = tokens.len() as i64;
-    let ids = Tensor::from_slice(&tokens).to_device(device);
-    let position_ids = match deviation {
-        Some(DeviationKind::PositionOffset { offset }) => {
-            (Tensor::arange(positions, (Kind::Int64, device)) + offset).remainder(config.n_positions)
-        }
-        _ => Tensor::arange(positions, (Kind::Int64, device)),
-    };
     let mut x = computation.read(&weights.token_embedding.rows(&ids))
         + computation.read(&weights.position_embedding.index_select(0, &position_ids));
-    let future = Tensor::ones([positions, positions], (Kind::Bool, device)).triu(1);
     let mut resid = Vec::with_capacity(weights.blocks.len() + 1);
     resid.push(x.shallow_clone());
     let epsilon = config.layer_norm_epsilon;
@@ -101,7 +175,7 @@ fn forward_untimed(weights: &Weights, tokens: &[i64], computation: &Computation,
         let deviation = computation.deviates(Some(index));
         let norm = |x: &Tensor, affine: Option<&Affine>| layer_norm(x, affine, epsilon, deviation, computation);
         x = input(index, &x);
-        x = &x + attention(block, &norm(&x, block.ln_1.as_ref()), &future, config.n_head, deviation, computation);
+        x = &x + attention(block, &norm(&x, block.ln_1.as_ref()), &all_spans, config.n_head, deviation, computation);
         x = &x + mlp(block, &norm(&x, block.ln_2.as_ref()), deviation, computation);
         resid.push(x.shallow_clone());
     }
@@ -121,11 +195,20 @@ fn forward_untimed(weights: &Weights, tokens: &[i64], computation: &Computation,
         }
         Unembed::Untied { weight, bias } => computation.read(bias).addmm(&normalized, &computation.read(weight)),
     };
-    let resid = Tensor::stack(&resid, 0);
-    if prepended {
-        return Activations { logits: logits.narrow(0, 1, positions - 1), resid: resid.narrow(1, 1, positions - 1) };
-    }
-    Activations { logits, resid }
+    PackedActivations { logits, resid: Tensor::stack(&resid, 0), spans: all_spans[..prompts.len()].to_vec() }
+}
+
+/// Each segment's rows in the pack.
+fn spans(segments: &[&[i64]]) -> Vec<Range<i64>> {
+    let mut start = 0;
+    segments
+        .iter()
+        .map(|tokens| {
+            let span = start..start + tokens.len() as i64;
+            start = span.end;
+            span
+        })
+        .collect()
 }
 
 /// LayerNorm over d_model with biased variance; without an affine part it is TransformerLens's LNPre.
@@ -153,21 +236,31 @@ fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor, which: Bias, deviation: Op
     }
 }
 
-/// Causal multi-head self-attention; `future` marks the keys each query must not see.
+/// Multi-head self-attention of each prompt (`spans`: its rows) on itself, causal.
 fn attention(
     block: &Block,
     x: &Tensor,
-    future: &Tensor,
+    spans: &[Range<i64>],
     heads: i64,
     deviation: Option<DeviationKind>,
     computation: &Computation,
 ) -> Tensor {
-    let [positions, d_model] = x.size()[..] else { unreachable!("residual stream is [T, D]") };
+    let d_model = x.size()[1];
+    let qkv = linear(x, &block.qkv_weight, &block.qkv_bias, Bias::Qkv, deviation, computation);
+    let mixed: Vec<Tensor> = spans
+        .iter()
+        .map(|span| causal_self_attention(&qkv.narrow(0, span.start, span.end - span.start), d_model, heads, deviation))
+        .collect();
+    let mixed = if mixed.len() == 1 { mixed.into_iter().next().expect("one") } else { Tensor::cat(&mixed, 0) };
+    linear(&mixed, &block.attn_out_weight, &block.attn_out_bias, Bias::AttentionOut, deviation, computation)
+}
+
+/// One prompt's queries, keys and values [T, 3D] mixed into [T, D], heads concatenated.
+fn causal_self_attention(qkv: &Tensor, d_model: i64, heads: i64, deviation: Option<DeviationKind>) -> Tensor {
+    let positions = qkv.size()[0];
     let head_dim = d_model / heads;
     // [T, 3D] -> [3, H, T, Dh]: queries, keys, values, each split into heads.
-    let qkv = linear(x, &block.qkv_weight, &block.qkv_bias, Bias::Qkv, deviation, computation)
-        .view([positions, 3, heads, head_dim])
-        .permute([1, 2, 0, 3]);
+    let qkv = qkv.view([positions, 3, heads, head_dim]).permute([1, 2, 0, 3]);
     let (queries, keys, values) = (qkv.get(0), qkv.get(1), qkv.get(2));
     let raw_scores = queries.matmul(&keys.transpose(-1, -2));
     let scores = match deviation {
@@ -177,7 +270,10 @@ fn attention(
     };
     let masked = match deviation {
         Some(DeviationKind::NoCausalMask) => scores,
-        _ => scores.masked_fill(future, lowest(scores.kind())),
+        _ => {
+            let future = Tensor::ones([positions, positions], (Kind::Bool, qkv.device())).triu(1);
+            scores.masked_fill(&future, lowest(scores.kind()))
+        }
     };
     let pattern = match deviation {
         Some(DeviationKind::HalfPrecisionSoftmax) => {
@@ -185,8 +281,7 @@ fn attention(
         }
         _ => masked.softmax(-1, masked.kind()),
     };
-    let mixed = pattern.matmul(&values).permute([1, 0, 2]).reshape([positions, d_model]);
-    linear(&mixed, &block.attn_out_weight, &block.attn_out_bias, Bias::AttentionOut, deviation, computation)
+    pattern.matmul(&values).permute([1, 0, 2]).reshape([positions, d_model])
 }
 
 /// The dtype's most negative finite value, which Hugging Face's eager attention writes over
@@ -213,4 +308,18 @@ fn mlp(block: &Block, x: &Tensor, deviation: Option<DeviationKind>, computation:
 fn gelu_new(u: &Tensor) -> Tensor {
     let inner = (u + u.pow_tensor_scalar(3.0) * 0.044715) * (2.0 / std::f64::consts::PI).sqrt();
     u * 0.5 * (inner.tanh() + 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::packs;
+
+    #[test]
+    fn packs_are_consecutive_prompts_within_the_budget() {
+        // A budget of 4 rows: 2 + 2, then 3, 9 and 1 each alone (3 + 9 > 4, 9 > 4), or 1 + 1 + 1 + 1 then 1.
+        let vocab = super::PACK_LOGITS_ELEMENTS / 4;
+        assert_eq!(packs(&[2, 2, 3, 9, 1], vocab), vec![0..2, 2..3, 3..4, 4..5]);
+        assert_eq!(packs(&[1, 1, 1, 1, 1], vocab), vec![0..4, 4..5]);
+        assert!(packs(&[], vocab).is_empty());
+    }
 }

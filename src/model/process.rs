@@ -245,7 +245,7 @@ pub(super) fn centered_rows(rows: &Tensor) -> Tensor {
 }
 
 fn center_in_float64(rows: Tensor) -> Tensor {
-    center_last(&to_double(rows))
+    center_last(to_double(rows))
 }
 
 /// The unembedding's steps for each variant, ln_f (float64) folded in then center_unembed, in
@@ -260,8 +260,11 @@ fn process_unembed(
     variants: &[UnembedSteps],
     release: &dyn Fn(),
 ) -> Vec<Option<(Tensor, Tensor)>> {
+    // Folding works in place: on the slab itself, unless a variant that does not fold reads it too.
+    let unfolded_read = variants.iter().any(|steps| !steps.fold_ln);
     let fold = |(weight, bias): (&Tensor, &Tensor)| {
-        fold_norm_into(ln_f.expect("a variant folds only an ln_f that is there"), weight.shallow_clone(), bias.shallow_clone())
+        let weight = if unfolded_read { weight.copy() } else { weight.shallow_clone() };
+        fold_norm_into(ln_f.expect("a variant folds only an ln_f that is there"), weight, bias.shallow_clone())
     };
     let folds = variants.iter().any(|steps| steps.fold_ln);
     let vocab = weight.size()[1];
@@ -286,7 +289,8 @@ fn process_unembed(
         .map(|steps| {
             (steps.fold_ln || steps.center_unembed).then(|| VariantOutput {
                 mean: mean_of(steps),
-                weight: Tensor::empty(weight.size(), (weight.kind(), weight.device())),
+                // Vocabulary-major, as wte is and as the slabs are worked on: W_U is a view.
+                weight: Tensor::empty(weight.tr().size(), (weight.kind(), weight.device())).tr(),
                 bias: bias.empty_like(),
             })
         })
@@ -320,19 +324,24 @@ struct VariantOutput<'a> {
     bias: Tensor,
 }
 
+/// A float64 copy, always a new tensor (also of a float64 one): processing then works on it in
+/// place, one pass over memory less per step, and never writes into the weights it was given.
 fn to_double(tensor: Tensor) -> Tensor {
-    tensor.to_kind(Kind::Double)
+    tensor.to_dtype(Kind::Double, false, true)
 }
 
-/// Columns `start..start + length` of W_U in float64, row-major whether W_U is its own tensor or
-/// a view of wte, so that sums over them add in one order. Written over the start of `buffer`
-/// (room for a whole slab), which every slab reuses: new memory for each would leave holes in
-/// the heap that the next slab's allocations do not always fit.
+/// Columns `start..start + length` of W_U in float64, laid out vocabulary-major (each column
+/// contiguous) whether W_U is its own tensor or a view of wte, so that sums over them add in one
+/// order. wte's rows are W_U's columns: read and worked on in that layout, they are read and
+/// written in order, where W_U's own layout would gather and scatter a strided slab (which took
+/// most of processing's time). Written over the start of `buffer` (room for a whole slab), which
+/// every slab reuses: new memory for each would leave holes in the heap that the next slab's
+/// allocations do not always fit.
 fn unembed_slab(weight: &Tensor, start: i64, length: i64, buffer: &Tensor) -> Tensor {
-    let columns = weight.narrow(1, start, length);
-    let mut slab = buffer.narrow(0, 0, columns.numel() as i64).view(columns.size().as_slice());
-    slab.copy_(&columns);
-    slab
+    let rows = weight.tr().narrow(0, start, length);
+    let mut slab = buffer.narrow(0, 0, rows.numel() as i64).view(rows.size().as_slice());
+    slab.copy_(&rows);
+    slab.tr()
 }
 
 /// TransformerLens keeps W_U = wte^T as its own tensor, with a zero bias b_U. Here it starts as
@@ -351,12 +360,12 @@ fn untie_unembed(mut weights: Weights) -> Weights {
 /// Folds a LayerNorm's scale and shift into the matrix that reads its output, then centers the
 /// matrix's rows so that the folded read ignores the residual's mean, as LNPre's output has none.
 /// The bias is folded with the unscaled matrix: (x*g + b) @ W + c = x @ (g*W) + (b @ W + c).
-fn fold_norm_into(affine: &Affine, weight: Tensor, bias: Tensor) -> (Tensor, Tensor) {
+/// `weight` is scaled and centered in place: it is processing's own.
+fn fold_norm_into(affine: &Affine, mut weight: Tensor, bias: Tensor) -> (Tensor, Tensor) {
     let bias = bias + affine.bias.matmul(&weight);
-    // Centered where it is made: one vocabulary slab or block matrix less to allocate.
-    let mut scaled = affine.weight.unsqueeze(-1) * weight;
-    scaled -= scaled.mean_dim(0, true, scaled.kind());
-    (scaled, bias)
+    weight *= affine.weight.unsqueeze(-1);
+    weight -= weight.mean_dim(0, true, weight.kind());
+    (weight, bias)
 }
 
 /// Folds the LayerNorms of the readers among `parts`.
@@ -370,21 +379,22 @@ fn fold_block_norms(mut block: Block, parts: BlockParts) -> Block {
     block
 }
 
-/// Subtracts each output vector's mean over its last axis.
-fn center_last(tensor: &Tensor) -> Tensor {
-    tensor - tensor.mean_dim(-1, true, tensor.kind())
+/// Subtracts each output vector's mean over its last axis, in place: `tensor` is processing's own.
+fn center_last(mut tensor: Tensor) -> Tensor {
+    tensor -= tensor.mean_dim(-1, true, tensor.kind());
+    tensor
 }
 
 /// Everything that writes to the residual stream writes mean-free vectors (the embeddings are
 /// centered in [`process`]): here the writers among `parts`.
 fn center_block_writes(mut block: Block, parts: BlockParts) -> Block {
     if parts.attention_out {
-        block.attn_out_weight = center_last(&block.attn_out_weight);
-        block.attn_out_bias = center_last(&block.attn_out_bias);
+        block.attn_out_weight = center_last(block.attn_out_weight);
+        block.attn_out_bias = center_last(block.attn_out_bias);
     }
     if parts.mlp_out {
-        block.mlp_out_weight = center_last(&block.mlp_out_weight);
-        block.mlp_out_bias = center_last(&block.mlp_out_bias);
+        block.mlp_out_weight = center_last(block.mlp_out_weight);
+        block.mlp_out_bias = center_last(block.mlp_out_bias);
     }
     block
 }
@@ -395,7 +405,7 @@ fn fold_value_biases(mut block: Block, d_model: i64, recenter: bool) -> Block {
     let value_bias = block.qkv_bias.narrow(0, 2 * d_model, d_model);
     let out_bias = &block.attn_out_bias + value_bias.matmul(&block.attn_out_weight);
     // TransformerLens >= 3 re-centers the folded bias when writing weights are centered.
-    block.attn_out_bias = if recenter { center_last(&out_bias) } else { out_bias };
+    block.attn_out_bias = if recenter { center_last(out_bias) } else { out_bias };
     block.qkv_bias = Tensor::cat(&[block.qkv_bias.narrow(0, 0, 2 * d_model), value_bias.zeros_like()], 0);
     block
 }

@@ -18,6 +18,8 @@ pub struct ExplainReport {
     pub tolerance: Tolerance,
     pub prepend_bos: bool,
     pub device: String,
+    /// libtorch's CPU threads (`--threads`).
+    pub threads: i32,
     /// The dtype of the weights and forward passes.
     pub dtype: crate::model::dtype::Dtype,
     pub prompts: Vec<ExplainedPrompt>,

@@ -59,6 +59,9 @@ pub struct Report {
     pub repeatability: Option<Repeatability>,
     pub prepend_bos: bool,
     pub device: String,
+    /// libtorch's CPU threads (`--threads`): a report repeats bit for bit at one count, and
+    /// `--threads 1` on every machine.
+    pub threads: i32,
     /// The dtype of our models' weights and forward passes (the reference's is its own).
     pub dtype: Dtype,
     /// `--criterion`: tolerance and the rounding envelope (`envelope`), or tolerance alone.

@@ -15,7 +15,7 @@ use crate::compare::envelope::{Envelope, Form, Forms, Rounding};
 use crate::compare::noise_floor::{noise_floor, ReferenceFloat64};
 use crate::compare::{compare_logits, compare_resid, Comparison, Criterion, Tolerance};
 use crate::model::dtype::Dtype;
-use crate::model::gpt2::forward;
+use crate::model::gpt2::{forward_packed, packs, PackedActivations};
 use crate::model::load::Checkpoint;
 use crate::model::process::{process, ProcessingOptions};
 use crate::model::Weights;
@@ -43,7 +43,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         Destinations { format: args.report.format, layout: &args.layout, output: args.report.output_file(), extra: &args.outputs };
     destinations.check()?;
     let gate = args.gate()?;
-    let device = args.compute.apply()?;
+    let (device, threads) = args.compute.apply()?;
     let dtype = args.compute.dtype;
     let requested = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;
@@ -159,6 +159,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         prepend_bos,
         device: crate::device::name(device),
         dtype,
+        threads,
         gate,
         passed: Report::verdict(&prompts, repeatability),
         worst: summary.iter().map(|comparison| comparison.worst.clone()).collect(),
@@ -201,6 +202,7 @@ fn compare_models(
         provenance: ProcessedProvenance::new(processing, reference),
         first_pass: VecDeque::new(),
         dtype: args.compute.dtype,
+        dimensions: Dimensions::of(&inputs.config),
     };
     let judging = args.gate()? == Gate::Envelope;
     let attribute = |weights: &Weights| -> Result<Option<Vec<StepRow>>> {
@@ -210,34 +212,31 @@ fn compare_models(
         let tokens: Vec<Vec<i64>> = cases.iter().map(|case| case.tokens.clone()).collect();
         Ok(Some(explain::attribute(weights, &tokens, &processing.steps(), comparer.vocab, comparer.tolerance, comparer.token_text)?))
     };
+    // Prompts run through each model a pack at a time (model::gpt2), and are compared one by one.
+    let lengths: Vec<usize> = cases.iter().map(|case| case.tokens.len()).collect();
+    let packs = packs(&lengths, comparer.vocab);
     let mut reports: Vec<Clocked> = Vec::with_capacity(cases.len());
     let attribution = if spills {
         let judge = judging.then(|| EnvelopeJudge::new(&unprocessed.weights));
-        for case in cases {
-            let (comparisons, seconds) = clocked(|| passes.unprocessed(&unprocessed, case, judge.as_ref()));
-            reports.push(Clocked { comparisons: comparisons?, seconds });
+        for pack in &packs {
+            reports.extend(passes.unprocessed(&unprocessed, &cases[pack.clone()], judge.as_ref())?);
         }
         drop(judge);
         passes.spill.rewind()?;
         let attribution = attribute(&unprocessed.weights)?;
         let processed = unprocessed.processed(processing);
-        for (case, report) in cases.iter().zip(&mut reports) {
-            let (done, seconds) = clocked(|| passes.processed(&processed, case, &mut report.comparisons));
-            done?;
-            report.seconds += seconds;
+        for pack in &packs {
+            passes.processed(&processed, &cases[pack.clone()], &mut reports[pack.clone()])?;
         }
         attribution
     } else {
         let attribution = attribute(&unprocessed.weights)?;
         let processed = unprocessed.shallow_clone().processed(processing);
         let judge = judging.then(|| EnvelopeJudge::new(&unprocessed.weights));
-        for case in cases {
-            let (comparisons, seconds) = clocked(|| -> Result<_> {
-                let mut comparisons = passes.unprocessed(&unprocessed, case, judge.as_ref())?;
-                passes.processed(&processed, case, &mut comparisons)?;
-                Ok(comparisons)
-            });
-            reports.push(Clocked { comparisons: comparisons?, seconds });
+        for pack in &packs {
+            let mut compared = passes.unprocessed(&unprocessed, &cases[pack.clone()], judge.as_ref())?;
+            passes.processed(&processed, &cases[pack.clone()], &mut compared)?;
+            reports.extend(compared);
         }
         attribution
     };
@@ -249,7 +248,8 @@ fn compare_models(
 /// Each prompt's comparisons and time, the repeatability (with --repeat) and explain's rows (with --attribution).
 type Compared = (Vec<Clocked>, Option<Repeatability>, Option<Vec<StepRow>>);
 
-/// One prompt's comparisons and the wall time its forward passes and comparisons took.
+/// One prompt's comparisons and the wall time its forward passes and comparisons took (a pack's
+/// forward shared among its prompts by their tokens).
 struct Clocked {
     comparisons: Vec<Comparison>,
     seconds: f64,
@@ -260,6 +260,12 @@ fn clocked<T>(work: impl FnOnce() -> T) -> (T, f64) {
     let start = std::time::Instant::now();
     let result = work();
     (result, start.elapsed().as_secs_f64())
+}
+
+/// A pack's forward time shared among its prompts in proportion to their tokens.
+fn shares(cases: &[PromptCase], seconds: f64) -> impl Iterator<Item = f64> + '_ {
+    let tokens: usize = cases.iter().map(|case| case.tokens.len()).sum();
+    cases.iter().map(move |case| seconds * case.tokens.len() as f64 / tokens.max(1) as f64)
 }
 
 /// One of our models: its weights, and their float64 copy with --noise-floor.
@@ -284,9 +290,39 @@ impl Model {
         Model { weights: self.weights.shallow_clone(), exact: self.exact.as_ref().map(Weights::shallow_clone) }
     }
 
-    /// The float64 copy's logits, with --noise-floor.
-    fn exact_logits(&self, tokens: &[i64]) -> Result<Option<Vec<f32>>> {
-        self.exact.as_ref().map(|weights| to_vec(&forward(weights, tokens).logits)).transpose()
+    /// The model on a pack of prompts, run `repeatability.runs` times (later runs must match the
+    /// first bit for bit), and its float64 copy once, with --noise-floor.
+    fn forward(&self, cases: &[PromptCase], repeatability: &mut Repeatability) -> Result<PackOutputs> {
+        let prompts: Vec<&[i64]> = cases.iter().map(|case| &case.tokens[..]).collect();
+        let candidate = forward_packed(&self.weights, &prompts);
+        if repeatability.runs > 1 {
+            let first = to_vec(&candidate.logits)?;
+            for _ in 1..repeatability.runs {
+                let again = to_vec(&forward_packed(&self.weights, &prompts).logits)?;
+                if again != first {
+                    repeatability.identical = false;
+                    let diff = again.iter().zip(&first).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max);
+                    repeatability.max_abs_diff = repeatability.max_abs_diff.max(diff);
+                }
+            }
+        }
+        Ok(PackOutputs { candidate, exact: self.exact.as_ref().map(|weights| forward_packed(weights, &prompts)) })
+    }
+}
+
+/// One model's forward over a pack of prompts: its activations, and its float64 copy's with --noise-floor.
+struct PackOutputs {
+    candidate: PackedActivations,
+    exact: Option<PackedActivations>,
+}
+
+impl PackOutputs {
+    /// Prompt `index`'s logits and residual stream, and its float64 logits with --noise-floor.
+    fn prompt(&self, index: usize) -> Result<(Candidate, Option<Vec<f32>>)> {
+        let activations = self.candidate.prompt(index);
+        let candidate = Candidate { logits: to_vec(&activations.logits)?, resid: Some(to_vec(&activations.resid)?) };
+        let exact = self.exact.as_ref().map(|exact| to_vec(&exact.prompt(index).logits)).transpose()?;
+        Ok((candidate, exact))
     }
 }
 
@@ -338,6 +374,7 @@ struct Passes<'a> {
     /// measured (a non-finite value in our own forward).
     first_pass: VecDeque<Option<FirstPass>>,
     dtype: Dtype,
+    dimensions: Dimensions,
 }
 
 /// One prompt's envelopes, and how our unprocessed model and the reference sit in them.
@@ -348,12 +385,30 @@ struct FirstPass {
 }
 
 impl Passes<'_> {
-    /// The unprocessed model on one prompt: unprocessed-vs-reference, its logits (and their
-    /// float64 counterpart) kept for the processed pass.
-    fn unprocessed(&mut self, model: &Model, case: &PromptCase, judge: Option<&EnvelopeJudge>) -> Result<Vec<Comparison>> {
+    /// The unprocessed model on a pack of prompts: each one's comparisons and time.
+    fn unprocessed(&mut self, model: &Model, cases: &[PromptCase], judge: Option<&EnvelopeJudge>) -> Result<Vec<Clocked>> {
+        let (outputs, seconds) = clocked(|| model.forward(cases, &mut self.repeatability));
+        let outputs = outputs?;
+        cases
+            .iter()
+            .zip(shares(cases, seconds))
+            .enumerate()
+            .map(|(index, (case, share))| {
+                let (comparisons, seconds) = clocked(|| self.unprocessed_prompt(outputs.prompt(index)?, case, judge));
+                Ok(Clocked { comparisons: comparisons?, seconds: share + seconds })
+            })
+            .collect()
+    }
+
+    /// One prompt through the unprocessed model: unprocessed-vs-reference, its logits (and their
+    /// float64 counterpart, and the float64 truth of the rounding envelope) kept for the processed pass.
+    fn unprocessed_prompt(
+        &mut self,
+        (candidate, exact): (Candidate, Option<Vec<f32>>),
+        case: &PromptCase,
+        judge: Option<&EnvelopeJudge>,
+    ) -> Result<Vec<Comparison>> {
         let reference_prompt = self.reference.prompt(case.reference_index)?;
-        let candidate = run_candidate(&model.weights, &case.tokens, &mut self.repeatability)?;
-        let exact = model.exact_logits(&case.tokens)?;
         let mut truth = None;
         let mut rounding = None;
         if let Some(judge) = judge {
@@ -396,12 +451,29 @@ impl Passes<'_> {
         Ok(vec![comparison])
     }
 
-    /// The processed model on one prompt: its rows appended to the prompt's comparisons.
-    fn processed(&mut self, model: &Model, case: &PromptCase, comparisons: &mut Vec<Comparison>) -> Result<()> {
+    /// The processed model on a pack of prompts: each one's rows appended to its comparisons.
+    fn processed(&mut self, model: &Model, cases: &[PromptCase], compared: &mut [Clocked]) -> Result<()> {
+        let (outputs, seconds) = clocked(|| model.forward(cases, &mut self.repeatability));
+        let outputs = outputs?;
+        for (index, ((case, clocked_prompt), share)) in cases.iter().zip(compared).zip(shares(cases, seconds)).enumerate() {
+            let (done, seconds) = clocked(|| self.processed_prompt(outputs.prompt(index)?, case, &mut clocked_prompt.comparisons));
+            done?;
+            clocked_prompt.seconds += share + seconds;
+        }
+        Ok(())
+    }
+
+    /// One prompt through the processed model: its rows appended to the prompt's comparisons.
+    fn processed_prompt(
+        &mut self,
+        (candidate, exact): (Candidate, Option<Vec<f32>>),
+        case: &PromptCase,
+        comparisons: &mut Vec<Comparison>,
+    ) -> Result<()> {
         let (comparer, provenance, criterion) = (self.comparer, &self.provenance, self.provenance.criterion);
         let reference_prompt = self.reference.prompt(case.reference_index)?;
         let unprocessed = &self.spill.next(case.tokens.len() * comparer.vocab)?;
-        let unprocessed_exact = model.exact.as_ref().map(|_| self.spill.next(case.tokens.len() * comparer.vocab)).transpose()?;
+        let unprocessed_exact = exact.as_ref().map(|_| self.spill.next(case.tokens.len() * comparer.vocab)).transpose()?;
         let first_pass = self.first_pass.pop_front().flatten();
         let truth = match &first_pass {
             Some(FirstPass { envelopes, .. }) => {
@@ -412,10 +484,8 @@ impl Passes<'_> {
             }
             None => None,
         };
-        let candidate = run_candidate(&model.weights, &case.tokens, &mut self.repeatability)?;
-        let exact = model.exact_logits(&case.tokens)?;
         let processed_sides = (&candidate.logits[..], exact.as_deref());
-        let dimensions = Dimensions::of(&model.weights.config);
+        let dimensions = self.dimensions;
         // Our processed residual stream is mean-free, and its logits center_unembed shifts (when
         // on, which is when the comparisons are shift-free): judged so against the truth.
         let logits_form = match criterion {
@@ -547,21 +617,6 @@ fn bos_hint(reference: &[i64], ours: &[i64]) -> &'static str {
 pub(super) struct Candidate {
     pub logits: Vec<f32>,
     pub resid: Option<Vec<f32>>,
-}
-
-/// Runs the model `repeatability.runs` times on one prompt; later runs must match the first bit for bit.
-fn run_candidate(weights: &Weights, tokens: &[i64], repeatability: &mut Repeatability) -> Result<Candidate> {
-    let activations = forward(weights, tokens);
-    let candidate = Candidate { logits: to_vec(&activations.logits)?, resid: Some(to_vec(&activations.resid)?) };
-    for _ in 1..repeatability.runs {
-        let again = to_vec(&forward(weights, tokens).logits)?;
-        if again != candidate.logits {
-            repeatability.identical = false;
-            let diff = again.iter().zip(&candidate.logits).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max);
-            repeatability.max_abs_diff = repeatability.max_abs_diff.max(diff);
-        }
-    }
-    Ok(candidate)
 }
 
 /// What every comparison of one run shares: the model's shapes, the tolerance, token names.

@@ -8,7 +8,7 @@ use super::{load_weights, progress_bar, to_vec, ModelInputs};
 use crate::cli::ExplainArgs;
 use crate::compare::attribution::{conclusions, relative_change, PromptEffect, RowKind, StepRow, TensorChange};
 use crate::compare::{compare_logits, Criterion, Tolerance};
-use crate::model::gpt2::forward;
+use crate::model::gpt2::{forward_packed, packs};
 use crate::model::process::{process_part, process_unembedding_variants, Part, ProcessingOptions, Step};
 use crate::model::Weights;
 use crate::output::emit;
@@ -18,7 +18,7 @@ use crate::timings::{timed, Phase};
 
 pub fn run(args: &ExplainArgs) -> Result<bool> {
     args.report.check_output()?;
-    let device = args.compute.apply()?;
+    let (device, threads) = args.compute.apply()?;
     let prompts = args.model.prompts()?;
     let inputs = ModelInputs::resolve(&args.model.model)?;
     let tokens = inputs.tokenize_all(&prompts, args.model.prepend_bos)?;
@@ -39,6 +39,7 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
         tolerance,
         prepend_bos: args.model.prepend_bos,
         device: crate::device::name(device),
+        threads,
         dtype: args.compute.dtype,
         prompts: prompts.into_iter().zip(tokens).map(|(prompt, tokens)| ExplainedPrompt { prompt, tokens }).collect(),
         conclusions: conclusions(&rows, tolerance),
@@ -62,15 +63,18 @@ pub fn attribute(
     // Every prompt through: the unprocessed model, then each row (baseline, each step alone, each
     // accumulation of two or more; the last is all steps).
     let progress = progress_bar(((1 + 2 * steps.len()) * tokens.len()) as u64);
+    let packs = packs(&tokens.iter().map(Vec::len).collect::<Vec<_>>(), vocab);
     let logits_of = |weights: &Weights| -> Result<Vec<Vec<f32>>> {
-        tokens
-            .iter()
-            .map(|ids| {
-                let logits = to_vec(&forward(weights, ids).logits);
+        let mut logits = Vec::with_capacity(tokens.len());
+        for pack in &packs {
+            let prompts: Vec<&[i64]> = tokens[pack.clone()].iter().map(Vec::as_slice).collect();
+            let activations = forward_packed(weights, &prompts);
+            for index in 0..prompts.len() {
+                logits.push(to_vec(&activations.prompt(index).logits)?);
                 progress.inc(1);
-                logits
-            })
-            .collect()
+            }
+        }
+        Ok(logits)
     };
     let base_logits = logits_of(unprocessed)?;
     let before = Before::new(unprocessed);
@@ -189,19 +193,34 @@ impl SharedParts<'_> {
 }
 
 /// The unprocessed side of every row's weight comparison: each tensor as the weights hold it,
-/// and a contiguous copy where that is a view in another order (a tied W_U is wte transposed),
-/// made once rather than once per row.
+/// and in an order that reads memory straight through ([`in_memory_order`]), made once rather
+/// than once per row.
 struct Before {
     named: Vec<(String, Tensor)>,
-    contiguous: Vec<Tensor>,
+    in_memory_order: Vec<Tensor>,
 }
 
 impl Before {
     fn new(weights: &Weights) -> Self {
         let named = weights.named_tensors();
-        let contiguous = named.iter().map(|(_, tensor)| tensor.contiguous()).collect();
-        Self { named, contiguous }
+        let in_memory_order = named.iter().map(|(_, tensor)| in_memory_order(tensor)).collect();
+        Self { named, in_memory_order }
     }
+}
+
+/// `tensor` itself when contiguous, its transpose when that is contiguous (a tied W_U is wte
+/// transposed, and so is a processed W_U, which processing makes in wte's layout), else a
+/// contiguous copy: a transposed matrix is compared as it lies in memory, not copied.
+fn in_memory_order(tensor: &Tensor) -> Tensor {
+    if is_transposed(tensor) {
+        tensor.tr()
+    } else {
+        tensor.contiguous()
+    }
+}
+
+fn is_transposed(tensor: &Tensor) -> bool {
+    tensor.dim() == 2 && !tensor.is_contiguous() && tensor.tr().is_contiguous()
 }
 
 /// The tensors whose values differ between the two weight sets, with their relative change and
@@ -212,12 +231,14 @@ fn changed_tensors(before: &Before, after: &Weights) -> Vec<(usize, TensorChange
     before
         .named
         .iter()
-        .zip(&before.contiguous)
+        .zip(&before.in_memory_order)
         .zip(after.named_tensors())
         .enumerate()
         .filter(|(_, (((_, before), _), (_, after)))| !same_view(before, after))
-        .map(|(place, (((tensor, _), contiguous), (_, after)))| {
-            (place, TensorChange { relative_change: relative_change(contiguous, &after), tensor: tensor.clone() })
+        .map(|(place, (((tensor, before), ordered), (_, after)))| {
+            // The after side in the before side's orientation.
+            let after = if is_transposed(before) { after.tr() } else { after };
+            (place, TensorChange { relative_change: relative_change(ordered, &after), tensor: tensor.clone() })
         })
         .filter(|(_, change)| change.relative_change > 0.0)
         .collect()

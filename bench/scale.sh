@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Issue 19's targets side by side, in one run on one machine: a suite of prompts (default 100
+# of about 55 tokens) on a GPT-2-small-shaped random model, gpt2-parity cold (the bundled script
+# makes the reference, empty cache) and warm (reference ready) against the Python workflow
+# (transformers + TransformerLens unprocessed and processed, every prompt through all three);
+# the bundled reference script against a bare model(ids) loop; the forward's GFLOP/s against
+# torch.mm's at the same shapes and thread count; "Hello World" against the one-prompt Python
+# workflow; peaks. Figures, not a test.
+#
+#   make setup && bash bench/scale.sh
+#
+# Environment:
+#   SCALE_PROMPTS=N  prompts in the suite (default 100); each is 50-60 common words, about one
+#                    token each
+#   BENCH_RUNS=N     runs per figure, the median is printed (default 1; a warm-up run first)
+#   THREADS=N        --threads for gpt2-parity and torch.mm (default: gpt2-parity's own, every
+#                    physical core; the Python workflow runs at PyTorch's default, the same)
+#   TL_PYTHON, BENCH_DIR as for bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-.venv/bin/python}
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/gpt2-parity
+bench_dir=${BENCH_DIR:-$cache/bench}
+runs=${BENCH_RUNS:-1}
+count=${SCALE_PROMPTS:-100}
+binary=target/release/gpt2-parity
+export HF_HUB_OFFLINE=1
+
+[ -x "$binary" ] || cargo build --release --locked
+mkdir -p "$bench_dir"
+source bench/lib.sh
+TL_PYTHON=$(tl_python)
+
+model=$bench_dir/gpt2-small-shaped
+make_model "$model" 12 768 12
+suite=$bench_dir/scale-$count.jsonl
+"$python" - "$count" > "$suite" <<'PY'
+import json, random, sys
+words = (" the of and to in is was for on that with as by at from his it an were are which"
+         " this be or has had not but one their first after new two its who they").split()
+rng = random.Random(19)
+for _ in range(int(sys.argv[1])):
+    print(json.dumps("".join(" " + rng.choice(words) for _ in range(rng.randint(50, 60)))))
+PY
+reference=$bench_dir/scale-$count.reference.safetensors
+[ -f "$reference" ] || "$binary" reference --prompts-file "$suite" --model "$model" --output "$reference" 2> /dev/null
+hello_reference=$bench_dir/scale-hello.reference.safetensors
+[ -f "$hello_reference" ] || "$binary" reference --model "$model" --output "$hello_reference" -- "Hello World" 2> /dev/null
+threads=()
+[ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
+
+# Cold: every run with an empty cache of its own, so that the bundled script makes the reference.
+cold_cache=$bench_dir/scale-cold-cache
+cold() { rm -rf "$cold_cache"; GPT2_PARITY_CACHE=$cold_cache "$binary" "$@"; }
+export -f cold
+export binary cold_cache
+
+weights_mib=$(($(stat -c %s "$model/model.safetensors") / 1048576))
+echo "## $count prompts of about 55 tokens, GPT-2-small shape ($weights_mib MiB of weights)"
+echo "$(nproc) cores, $(uname -m), median of $runs run(s) after a warm-up; uptime: $(uptime | sed 's/.*load/load/')"
+echo
+row() { printf '| %-72s | %8s | %8s | %8s |\n' "$@"; }
+row "run" "wall s" "CPU s" "peak MiB"
+echo "|---|---|---|---|"
+read -r python_s python_c python_m < <(measure "$TL_PYTHON" bench/python_workflow.py "$model" --prompts-file "$suite")
+row "Python workflow (HF eager, TL unprocessed, TL processed)" "$python_s" "$python_c" "$python_m"
+read -r cold_s cold_c cold_m < <(measure bash -c 'cold "$@"' cold compare --prompts-file "$suite" --model "$model" "${threads[@]}")
+row "gpt2-parity compare, bundled reference made (cold)" "$cold_s" "$cold_c" "$cold_m"
+read -r warm_s warm_c warm_m < <(measure "$binary" compare --prompts-file "$suite" --model "$model" --reference "$reference" "${threads[@]}")
+row "gpt2-parity compare --reference (warm)" "$warm_s" "$warm_c" "$warm_m"
+read -r one_s one_c one_m < <(measure "$binary" compare --prompts-file "$suite" --model "$model" --reference "$reference" --threads 1)
+row "gpt2-parity compare --reference --threads 1 (warm)" "$one_s" "$one_c" "$one_m"
+read -r script_s script_c script_m < <(measure "$binary" reference --prompts-file "$suite" --model "$model" --output "$bench_dir/scale-made.safetensors")
+row "gpt2-parity reference (the bundled script alone)" "$script_s" "$script_c" "$script_m"
+read -r bare_s bare_c bare_m < <(measure "$python" bench/bare_forward.py "$model" "$suite")
+row "Python: bare model(ids) loop, same prompts (import, load, forwards)" "$bare_s" "$bare_c" "$bare_m"
+read -r hello_s hello_c hello_m < <(measure "$binary" compare "Hello World" --model "$model" --reference "$hello_reference" "${threads[@]}")
+row "gpt2-parity compare --reference, \"Hello World\"" "$hello_s" "$hello_c" "$hello_m"
+read -r py_hello_s py_hello_c py_hello_m < <(measure "$TL_PYTHON" bench/python_workflow.py "$model" "Hello World")
+row "Python workflow, \"Hello World\"" "$py_hello_s" "$py_hello_c" "$py_hello_m"
+
+# Where the warm run's time goes, and the forward's rate: the matrix products' FLOPs of both
+# models over every prompt's tokens (from the report), over the forward phase's wall time.
+timings=$bench_dir/scale-timings.txt
+report=$bench_dir/scale-report.json
+"$binary" compare --prompts-file "$suite" --model "$model" --reference "$reference" "${threads[@]}" --format json --timings \
+  > "$report" 2> "$timings" || true
+read -r used_threads forward_gflops < <("$python" - "$report" "$timings" "$model/config.json" <<'PY'
+import json, sys
+report, timings, config = json.load(open(sys.argv[1])), open(sys.argv[2]).read(), json.load(open(sys.argv[3]))
+d, layers, vocab = config["n_embd"], config["n_layer"], config["vocab_size"]
+flops = 0
+for prompt in report["prompts"]:
+    t = len(prompt["tokens"])
+    # Per token: qkv, attention out, MLP in and out (12 D^2 per layer), the unembedding; attention
+    # scores and mixing: 2 T^2 D per layer over the causal half, twice.
+    flops += 2 * t * (12 * d * d * layers + d * vocab) + 2 * layers * d * t * (t + 1)
+forward = next(float(line.split()[1]) for line in timings.splitlines() if line.strip().startswith("forward"))
+print(report["threads"], f"{2 * flops / forward / 1e9:.1f}")
+PY
+)
+mm_gflops=$("$python" bench/mm_rate.py 166 768 12 50257 "$used_threads")
+echo
+echo "warm run's phases (--timings, wall and CPU s):"
+grep -E "^ +(libtorch start|processing|forward|statistics|total)" "$timings" || true
+echo
+awk -v p="$python_s" -v c="$cold_s" -v w="$warm_s" -v s="$script_s" -v b="$bare_s" -v h="$hello_s" -v ph="$py_hello_s" \
+  -v hm="$hello_m" -v wm="$weights_mib" -v f="$forward_gflops" -v m="$mm_gflops" -v t="$used_threads" 'BEGIN {
+  printf "cold: %.2fx faster than the Python workflow (target >= 1.8x: %s)\n", p / c, (p / c >= 1.8 ? "met" : "NOT met")
+  printf "warm: %.2fx faster than the Python workflow (target >= 3x: %s)\n", p / w, (p / w >= 3 ? "met" : "NOT met")
+  printf "bundled reference script: %.2fx the bare model(ids) loop (target <= 1.3x: %s)\n", s / b, (s / b <= 1.3 ? "met" : "NOT met")
+  printf "forward: %.1f GFLOP/s against torch.mm %.1f GFLOP/s at 166 rows, %d thread(s): %.0f%% (target >= 75%%: %s)\n", f, m, t, 100 * f / m, (f / m >= 0.75 ? "met" : "NOT met")
+  printf "\"Hello World\": %.1fx faster than the one-prompt Python workflow (target >= 14x: %s)\n", ph / h, (ph / h >= 14 ? "met" : "NOT met")
+  printf "\"Hello World\" peak: %.2fx the weights file (target <= 1.5x: %s)\n", hm / wm, (hm / wm <= 1.5 ? "met" : "NOT met")
+}'

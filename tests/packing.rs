@@ -1,0 +1,82 @@
+//! Packing prompts into one forward (model::gpt2) must not let one prompt's results depend on
+//! another's: each prompt's logits and residual stream are checked alone against the same prompt
+//! among different neighbours, in different packs, unprocessed and processed.
+mod common;
+
+use common::{load_fixture, max_abs_diff};
+use gpt2_parity::model::gpt2::{forward, forward_packed, Activations};
+use gpt2_parity::model::process::{process, ProcessingOptions};
+use gpt2_parity::model::Weights;
+
+/// The fixture's eight prompts (2 to 31 tokens; one of 1 token: "Hello"), and token runs that
+/// fill its 32 positions.
+fn prompts(fixture: &common::Fixture) -> Vec<Vec<i64>> {
+    let mut prompts: Vec<Vec<i64>> =
+        (0..fixture.reference.meta.prompts.len()).map(|index| fixture.reference.tokens(index).unwrap()).collect();
+    let positions = fixture.config.n_positions;
+    prompts.push((0..positions).map(|position| (position * 1543 + 7) % fixture.config.vocab_size).collect());
+    prompts.push(vec![50256, 13, 198]);
+    prompts
+}
+
+/// The packings checked: everything in one pack, in reverse order, each prompt between two
+/// others, and pairs.
+fn packings(count: usize) -> Vec<Vec<usize>> {
+    let mut packings = vec![(0..count).collect(), (0..count).rev().collect()];
+    packings.extend((0..count).map(|index| vec![(index + 3) % count, index, (index + 5) % count]));
+    packings.extend((0..count).map(|index| vec![index, (index + 1) % count]));
+    packings
+}
+
+fn weight_sets() -> Vec<(&'static str, Weights)> {
+    let fixture = load_fixture();
+    let processed = process(fixture.weights.shallow_clone(), ProcessingOptions::default());
+    vec![("unprocessed", fixture.weights), ("processed", processed)]
+}
+
+/// The largest difference between each prompt alone and the same prompt in every packing, in
+/// logits and in the residual stream, relative to the prompt's own largest logit and residual.
+fn largest_packing_differences(weights: &Weights, prompts: &[Vec<i64>]) -> (f64, f64) {
+    let alone: Vec<Activations> = prompts.iter().map(|tokens| forward(weights, tokens)).collect();
+    let largest = |tensor: &tch::Tensor| tensor.abs().max().double_value(&[]);
+    let (mut logits, mut resid) = (0.0f64, 0.0f64);
+    for packing in packings(prompts.len()) {
+        let packed_prompts: Vec<&[i64]> = packing.iter().map(|&index| &prompts[index][..]).collect();
+        let packed = forward_packed(weights, &packed_prompts);
+        for (place, &index) in packing.iter().enumerate() {
+            let (ours, theirs) = (packed.prompt(place), &alone[index]);
+            assert_eq!(ours.logits.size(), theirs.logits.size(), "prompt {index} keeps its shape in packing {packing:?}");
+            logits = logits.max(max_abs_diff(&ours.logits, &theirs.logits) / largest(&theirs.logits));
+            resid = resid.max(max_abs_diff(&ours.resid, &theirs.resid) / largest(&theirs.resid));
+        }
+    }
+    (logits, resid)
+}
+
+/// On one thread, libtorch's matrix products compute each output row the same way whatever the
+/// row count (packs are filled to the 4 rows where that starts), and every other step is per row
+/// or per prompt: a prompt's results are the same bits in any pack. `compare --shard` and
+/// `--threads 1`'s same-report-everywhere rely on this.
+///
+/// With several threads a matrix product may split its rows differently for another row count,
+/// which can pick another kernel for a thread's few rows: the results may move by float32
+/// rounding. The bound, 1e-5 of the prompt's largest value, is 84 float32 epsilons (1.2e-7):
+/// room for a rounding in each of the 3 blocks' 4 products and their LayerNorms, compounded
+/// (measured on two threads: 7e-7); a wrong mask or a neighbour's row would move them by the
+/// order of the values themselves.
+///
+/// One test, as libtorch's thread count is the whole process's.
+#[test]
+fn packing_changes_no_bit_on_one_thread_and_rounding_at_most_on_several() {
+    let fixture = load_fixture();
+    let prompts = prompts(&fixture);
+    tch::set_num_threads(1);
+    for (name, weights) in weight_sets() {
+        assert_eq!(largest_packing_differences(&weights, &prompts), (0.0, 0.0), "{name}, one thread");
+    }
+    tch::set_num_threads(2);
+    for (name, weights) in weight_sets() {
+        let (logits, resid) = largest_packing_differences(&weights, &prompts);
+        assert!(logits <= 1e-5 && resid <= 1e-5, "{name}, two threads: relative differences logits {logits:e}, resid {resid:e}");
+    }
+}
