@@ -151,9 +151,12 @@ fn check_html(html: &str, report: &Value) {
     for prompt in report["prompts"].as_array().unwrap() {
         let row = &prompt["comparisons"][0];
         assert!(text.contains(&format!("{:.2e}", row["max_abs_diff"].as_f64().unwrap())), "the page lacks {row}");
-        // Each block's max |diff| is a point of the residual-stream chart.
-        for snapshot in row["resid"].as_array().unwrap() {
-            assert!(text.contains(&format!("{:.2e}", snapshot["max_abs_diff"].as_f64().unwrap())));
+        // Each snapshot's distance from float64, in multiples of float32 rounding end to end, is a
+        // point of the residual-stream chart (the rounding envelope judges the residual stream).
+        for multiple in row["rounding"]["candidate"]["snapshots"].as_array().unwrap() {
+            let multiple = multiple.as_f64().unwrap();
+            let shown = if multiple >= 10.0 { format!("{multiple:.0}x") } else { format!("{multiple:.1}x") };
+            assert!(text.contains(&format!("{shown} rounding end to end")), "the chart lacks {shown}");
         }
     }
 }

@@ -211,35 +211,36 @@ fn shift_free_rows_are_plotted_from_centered_data() {
 }
 
 #[test]
-fn the_residual_chart_is_scaled_to_the_criterion_and_red_where_a_snapshot_fails() {
+fn the_residual_chart_draws_each_side_against_the_rounding_envelope_red_where_it_leaves_it() {
     // Prompt 1's residual stream [snapshots 4, positions 2, d_model 32]: one value of snapshot 2
-    // (the output of h.1) moved by 0.5.
+    // (the output of h.1) moved by 0.5. Snapshot 3 was computed from the unmoved value, so h.2 on
+    // the reference's own (moved) input no longer gives it: the block-by-block view sees both.
     let run =
         run_against(|reference| reference.map_f32("prompt.0.resid", |index, value| if index == 2 * 64 + 5 { value + 0.5 } else { value }));
     let document = parse(&run.html);
     let residual = chart(section(&document, 0), "residual");
     let line = threshold_y(residual);
     let drawn = points(residual);
-    let mut compared = 0;
-    for row in run.report["prompts"][0]["comparisons"].as_array().unwrap() {
-        let Some(resid) = row["resid"].as_array() else { continue };
-        let passed: Vec<bool> = resid.iter().map(|snapshot| snapshot["passed"].as_bool().unwrap()).collect();
-        assert_eq!(passed, [true, true, false, true], "{row}");
-        let name = row["name"].as_str().unwrap();
+    let row = comparison(&run.report, 0, "unprocessed-vs-reference");
+    let factor = row["rounding"]["factor"].as_f64().unwrap();
+    let passed: Vec<bool> = row["resid"].as_array().unwrap().iter().map(|snapshot| snapshot["passed"].as_bool().unwrap()).collect();
+    assert_eq!(passed, [true, true, false, false], "{row}");
+    for (which, expected_red) in [("candidate", [false; 4]), ("reference", [false, false, true, true])] {
+        let side = &row["rounding"][which];
+        let name = side["side"].as_str().unwrap();
         let own: Vec<&(f64, f64, bool, String)> = drawn.iter().filter(|point| point.3.starts_with(&format!("{name} "))).collect();
-        assert_eq!(own.len(), resid.len());
-        for (snapshot, point) in resid.iter().zip(own) {
-            let ratio = snapshot["max_tolerance_ratio"].as_f64().unwrap();
-            let passed = snapshot["passed"].as_bool().unwrap();
-            assert_eq!(passed, ratio <= 1.0, "{snapshot}");
-            assert_eq!(point.2, !passed, "red exactly where the snapshot fails: {point:?}");
-            assert_eq!(point.1 < line, !passed, "above the pass line exactly where it fails: {point:?}, line at {line}");
-            let figures = [format!("{ratio:.2e} × the bound"), format!("max |diff| {:.2e}", snapshot["max_abs_diff"].as_f64().unwrap())];
-            assert!(figures.iter().all(|figure| point.3.contains(figure.as_str())), "{point:?} lacks {figures:?}");
+        assert_eq!(own.len(), 4, "{name}: one point per snapshot: {drawn:?}");
+        for (index, point) in own.iter().enumerate() {
+            let whole = side["snapshots"][index].as_f64().unwrap();
+            let each_block = side["each_block"].get(index).and_then(Value::as_f64).unwrap_or(whole);
+            let drawn_value = whole.max(each_block);
+            assert_eq!(drawn_value > factor, expected_red[index], "{name} @{index}: {side}");
+            assert_eq!(point.2, expected_red[index], "red exactly where the side leaves the envelope: {point:?}");
+            assert_eq!(point.1 < line, expected_red[index], "above the {factor}x line exactly there: {point:?}, line at {line}");
         }
-        compared += 1;
     }
-    assert_eq!(compared, 2, "both comparisons against the reference carry the residual stream");
+    let caption = text_of(residual.parent().unwrap());
+    assert!(caption.contains("multiple of how far our own float32"), "{caption}");
 }
 
 #[test]

@@ -101,14 +101,15 @@ fn markdown_renders_every_table_with_prompt_text_as_text() {
     assert_eq!(code, Some(0), "{markdown}");
     let rendered = render_markdown(&markdown);
     assert_eq!(rendered.tables, 3, "one table per prompt:\n{markdown}");
-    assert!(rendered.header_cells.iter().all(|&cells| cells == 6), "{:?}", rendered.header_cells);
+    // comparison, worst, max raw, log-softmax, top-1, x rounding, verdict.
+    assert!(rendered.header_cells.iter().all(|&cells| cells == 7), "{:?}", rendered.header_cells);
     assert_eq!(rendered.html, 0, "no prompt text becomes HTML:\n{markdown}");
     assert_eq!(rendered.code_spans, 3, "only the model, weights and reference are code:\n{markdown}");
     assert!(rendered.headings.iter().any(|heading| heading.contains(&format!("{MARKUP:?}"))), "{:?}", rendered.headings);
     assert!(rendered.headings.iter().any(|heading| heading.contains(r#""line\nnext""#)), "{:?}", rendered.headings);
 
     let (_, wide) = compare(&path, &["--format", "markdown", "--wide"]);
-    assert!(render_markdown(&wide).header_cells.iter().all(|&cells| cells == 19), "{wide}");
+    assert!(render_markdown(&wide).header_cells.iter().all(|&cells| cells == 20), "{wide}");
 }
 
 #[test]
@@ -255,25 +256,31 @@ fn reference_with_a_planted_fault(path: &Path) {
     reference.write(path);
 }
 
+/// `compare --format json` against [`reference_with_a_planted_fault`] (made at `reference`),
+/// writing `flag`'s file to `path`.
+fn compare_planted_fault(reference: &Path, flag: &str, path: &Path) -> std::process::Output {
+    reference_with_a_planted_fault(reference);
+    gpt2_parity()
+        .args(["compare", "--format", "json", flag])
+        .arg(path)
+        .arg("--model")
+        .arg(fixture_dir())
+        .arg("--reference")
+        .arg(reference)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_report_written_to_a_file_leaves_one_verdict_line_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let (reference, report) = (dir.path().join("fault.safetensors"), dir.path().join("report.json"));
-    reference_with_a_planted_fault(&reference);
-    let output = gpt2_parity()
-        .args(["compare", "--format", "json", "--output"])
-        .arg(&report)
-        .arg("--model")
-        .arg(fixture_dir())
-        .arg("--reference")
-        .arg(&reference)
-        .output()
-        .unwrap();
+    let output = compare_planted_fault(&reference, "--output", &report);
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty(), "the report went to its file");
     let stderr = String::from_utf8(output.stderr).unwrap();
     let expected = format!(
-        "FAIL: 2 of 24 comparisons on 8 prompts breach atol 1e-4, rtol 1e-5; worst unprocessed-vs-reference #1 @1 \" the\" 1.00e-2; \
+        "FAIL: 2 of 24 comparisons on 8 prompts breach atol 1e-4, rtol 1e-5 or 8x float32 rounding; worst unprocessed-vs-reference #1 @1 \" the\" 1.00e-2; \
          report {}",
         report.display()
     );
@@ -282,7 +289,10 @@ fn a_report_written_to_a_file_leaves_one_verdict_line_on_stderr() {
 
     let (code, table) = compare(&reference, &["Hello"]);
     assert_eq!(code, Some(0));
-    assert!(table.trim_end().ends_with("within atol 1e-4, rtol 1e-5"), "a table on stdout ends with the verdict itself:\n{table}");
+    assert!(
+        table.trim_end().ends_with("within atol 1e-4, rtol 1e-5 and 8x float32 rounding"),
+        "a table on stdout ends with the verdict itself:\n{table}"
+    );
 }
 
 /// What the Jenkins junit-10.xsd requires of a document, checked element by element: the
@@ -323,16 +333,7 @@ fn check_junit_structure(document: &roxmltree::Document) {
 fn junit_leads_with_the_planted_shift_free_fault_and_names_each_row_once() {
     let dir = tempfile::tempdir().unwrap();
     let (reference, junit) = (dir.path().join("fault.safetensors"), dir.path().join("junit.xml"));
-    reference_with_a_planted_fault(&reference);
-    let output = gpt2_parity()
-        .args(["compare", "--format", "json", "--junit"])
-        .arg(&junit)
-        .arg("--model")
-        .arg(fixture_dir())
-        .arg("--reference")
-        .arg(&reference)
-        .output()
-        .unwrap();
+    let output = compare_planted_fault(&reference, "--junit", &junit);
     assert_eq!(output.status.code(), Some(1));
     let report = common::json_stdout(&output);
     let xml = std::fs::read_to_string(&junit).unwrap();
@@ -401,7 +402,7 @@ fn a_non_finite_top_1_reads_as_words() {
     let mut reference = EditableSafetensors::read(&fixture_reference());
     reference.map_f32("prompt.5.logits", |index, value| if index == 7 { f32::NAN } else { value });
     reference.write(&path);
-    let (code, table) = compare(&path, &["Hello"]);
+    let (code, table) = compare(&path, &["--wide", "Hello"]);
     assert_eq!(code, Some(1));
     assert!(table.contains("n/a (non-finite)") && !table.contains("NaN%"), "{table}");
 }

@@ -105,6 +105,8 @@ pub enum Cause {
     LeavesEnvelope {
         side: String,
         place: String,
+        /// NaN (`null`) when the side holds a non-finite value there.
+        #[serde(deserialize_with = "crate::report::nullable::number")]
         multiple: f64,
         factor: f64,
         cause: Option<TestedCause>,
@@ -308,7 +310,12 @@ fn findings(
     tolerance: Tolerance,
     provenance: &Provenance,
 ) -> Vec<Cause> {
-    let mut findings = envelope_findings(comparison);
+    // A side's tested cause leads; a side outside the envelope with none follows what the
+    // logits themselves show.
+    let (tested, untested): (Vec<Cause>, Vec<Cause>) =
+        envelope_findings(comparison).into_iter().partition(|finding| matches!(finding, Cause::LeavesEnvelope { cause: Some(_), .. }));
+    let outside_envelope = !(tested.is_empty() && untested.is_empty());
+    let mut findings = tested;
     let positions = comparison.position_shift.len();
     if comparison.non_finite > 0 {
         let first_side = comparison.first_non_finite_at.as_ref().map_or(Side::Both, |at| {
@@ -326,7 +333,9 @@ fn findings(
             first_at: comparison.first_non_finite_at.clone(),
             first_side,
         });
-    } else {
+    } else if comparison.outside_allclose > 0 {
+        // What the logits show, when they breach the tolerance (inside it, only the envelope
+        // failed the comparison, and its findings say where).
         let shift = comparison.criterion == Criterion::Raw && comparison.centered_violations == 0;
         if shift {
             findings.push(Cause::PerPositionShift {
@@ -339,16 +348,13 @@ fn findings(
         if comparison.top1_agreement == 0.0 && same_values_per_position(candidate, reference, vocab, tolerance) {
             findings.push(Cause::PermutedVocabulary);
         }
-        if findings.iter().any(|finding| matches!(finding, Cause::LeavesEnvelope { .. })) && comparison.outside_allclose == 0 {
-            // Inside tolerance, the envelope alone fails it: the logits' elements say nothing more.
-        } else if let (1, Some(at)) = (comparison.outside_allclose, &comparison.max_abs_diff_at) {
+        if let (1, Some(at)) = (comparison.outside_allclose, &comparison.max_abs_diff_at) {
             findings.push(Cause::SingleElement { at: at.clone(), abs_diff: comparison.worst_abs_diff });
         } else if let [position] = comparison.positions_outside[..] {
             if positions > 1 {
                 findings.push(Cause::SinglePosition { position, elements: comparison.outside_allclose });
             }
         }
-        let outside_envelope = comparison.rounding.as_ref().is_some_and(|rounding| !rounding.passed());
         if findings.is_empty() && comparison.top1_agreement == 1.0 && !outside_envelope {
             let largest = reference.iter().fold(0.0f64, |largest, &value| largest.max(f64::from(value).abs()));
             let ulps = comparison.worst_abs_diff.max(comparison.min_passing_atol) / (largest * f64::from(f32::EPSILON));
@@ -363,6 +369,7 @@ fn findings(
             }
         }
     }
+    findings.extend(untested);
     // A shift finding already names center_unembed when the sides disagree on it.
     let explained_by_shift = |difference: &&SwitchDifference| {
         difference.switch == "center_unembed" && findings.iter().any(|finding| matches!(finding, Cause::PerPositionShift { .. }))
@@ -534,7 +541,8 @@ fn explain_one(comparison: &Comparison) -> Option<String> {
         return None;
     }
     let mut sentences: Vec<String> = comparison.findings.iter().map(|finding| capitalized(&finding.sentence())).collect();
-    if !comparison.findings.iter().any(Cause::is_cause) {
+    let breaches_tolerance = comparison.outside_allclose > 0 || comparison.non_finite > 0;
+    if breaches_tolerance && !comparison.findings.iter().any(Cause::is_cause) {
         sentences.insert(
             0,
             format!(

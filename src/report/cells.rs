@@ -105,18 +105,11 @@ pub fn comparison_grid(comparisons: &[Comparison], wide: bool) -> Grid {
         columns.push(&noise_floor);
     }
     // Under --criterion envelope: each side's worst distance from float64, in multiples of float32 rounding.
-    let rounding: (Column, Figure) = (
-        Column {
-            header: "x rounding
-cand / ref",
-            drop_order: 0,
-        },
-        |c| {
-            c.rounding.as_ref().map_or_else(String::new, |rounding| {
-                format!("{} /\n{}", times(rounding.candidate.worst()), times(rounding.reference.worst()))
-            })
-        },
-    );
+    let rounding: (Column, Figure) = (Column { header: "x rounding\ncand / ref", drop_order: 4 }, |c| {
+        c.rounding
+            .as_ref()
+            .map_or_else(String::new, |rounding| format!("{} /\n{}", times(rounding.candidate.worst()), times(rounding.reference.worst())))
+    });
     if comparisons.iter().any(|comparison| comparison.rounding.is_some()) {
         columns.push(&rounding);
     }

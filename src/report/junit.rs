@@ -5,7 +5,7 @@
 use super::cells::{comparison_grid, place};
 use super::table::layout;
 use super::{prompt_label, xml_escape, Report, View};
-use crate::compare::diagnose::{count_of, sci};
+use crate::compare::diagnose::{count_of, sci, times};
 use crate::compare::{Comparison, Criterion};
 
 /// Test-report viewers show a failure's message on one line: longer ones are cut to this many characters.
@@ -102,10 +102,17 @@ fn failure(report: &Report, comparison: &Comparison, notes: &[String]) -> (Strin
     };
     let tolerance = format!("atol {:e}, rtol {:e}", report.tolerance.atol, report.tolerance.rtol);
     let at = comparison.max_abs_diff_at.as_ref().map(|at| place(at, comparison.worst_is_position_shift));
-    let worst = match (comparison.non_finite, at) {
-        (0, Some(at)) => format!("{criterion} |diff| {} {at} ({tolerance})", sci(comparison.worst_abs_diff)),
-        (0, None) => format!("{criterion} |diff| {} ({tolerance})", sci(comparison.worst_abs_diff)),
-        (count, at) => format!("{}{}", count_of(count, "NaN/Inf element"), at.map(|at| format!(", the first {at}")).unwrap_or_default()),
+    // Within tolerance, the rounding envelope failed it: its first side outside leads.
+    let outside_envelope = comparison.rounding.as_ref().filter(|_| comparison.outside_allclose == 0).and_then(|rounding| {
+        [&rounding.candidate, &rounding.reference].into_iter().find(|side| !side.passed()).map(|side| (side, rounding.factor))
+    });
+    let worst = match (comparison.non_finite, at, outside_envelope) {
+        (0, _, Some((side, factor))) => {
+            format!("{}: {} float32 rounding (factor {factor:.0}x; within {tolerance})", side.side, times(side.worst()))
+        }
+        (0, Some(at), None) => format!("{criterion} |diff| {} {at} ({tolerance})", sci(comparison.worst_abs_diff)),
+        (0, None, None) => format!("{criterion} |diff| {} ({tolerance})", sci(comparison.worst_abs_diff)),
+        (count, at, _) => format!("{}{}", count_of(count, "NaN/Inf element"), at.map(|at| format!(", the first {at}")).unwrap_or_default()),
     };
     let prefix = format!("{}: ", comparison.name);
     let note: Option<&str> = notes.iter().find_map(|note| note.strip_prefix(&prefix));

@@ -497,11 +497,24 @@ impl Report {
                 shard.shard.count,
                 count_of(shard.total_prompts, "prompt")
             ),
-            (true, _) => format!("PASS: {} on {prompts} within atol {atol:e}, rtol {rtol:e}", count_of(comparisons, "comparison")),
-            (false, _) => format!(
-                "FAIL: {failed} of {} on {prompts} breach atol {atol:e}, rtol {rtol:e}{unrepeatable}",
-                count_of(comparisons, "comparison")
+            (true, _) => format!(
+                "PASS: {} on {prompts} within atol {atol:e}, rtol {rtol:e}{}",
+                count_of(comparisons, "comparison"),
+                self.envelope_bound("and")
             ),
+            (false, _) => format!(
+                "FAIL: {failed} of {} on {prompts} breach atol {atol:e}, rtol {rtol:e}{}{unrepeatable}",
+                count_of(comparisons, "comparison"),
+                self.envelope_bound("or")
+            ),
+        }
+    }
+
+    /// " and 8x float32 rounding" under `--criterion envelope` (`joined` by "and" or "or"), else "".
+    fn envelope_bound(&self, joined: &str) -> String {
+        match self.gate {
+            Gate::Envelope => format!(" {joined} {:.0}x float32 rounding", crate::compare::envelope::ENVELOPE_FACTOR),
+            Gate::Tolerance => String::new(),
         }
     }
 

@@ -65,7 +65,12 @@ pub fn render(report: &Report, view: &View) -> String {
         }
     }
     let tone = if report.passed { Tone::Pass } else { Tone::Fail };
-    out.push_str(&format!("\n{}\n", paint(&report.verdict_line(), tone, view.color)));
+    // On a terminal the verdict wraps to its width like every other line.
+    let verdict = match view.width {
+        Some(width) => wrap(&report.verdict_line(), width, "      ").trim_end().to_owned(),
+        None => report.verdict_line(),
+    };
+    out.push_str(&format!("\n{}\n", paint(&verdict, tone, view.color)));
     out
 }
 
