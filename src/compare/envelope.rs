@@ -32,14 +32,6 @@ impl Exact {
     fn at(&self, index: usize) -> f64 {
         f64::from(self.base[index]) + f64::from(self.correction[index])
     }
-
-    pub fn len(&self) -> usize {
-        self.base.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.base.is_empty()
-    }
 }
 
 /// How a side is set against the truth: as it is, or with each position's mean over the last

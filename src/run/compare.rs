@@ -221,7 +221,6 @@ fn compare_models(
         for pack in &packs {
             reports.extend(passes.unprocessed(&unprocessed, &cases[pack.clone()], judge.as_ref())?);
         }
-        drop(judge);
         passes.spill.rewind()?;
         let attribution = attribute(&unprocessed.weights)?;
         let processed = unprocessed.processed(processing);
