@@ -10,8 +10,9 @@ use tch::{Kind, Tensor};
 use super::compare::Candidate;
 use crate::compare::envelope::{
     self, Envelope, Exact, Form, Forms, Measurements, Scaling, Shape, SideRounding, TestedCause, Widths, ENVELOPE_FACTOR,
+    UNTIED_CORRELATION,
 };
-use crate::model::deviation::Deviation;
+use crate::model::deviation::{Deviation, DeviationKind};
 use crate::model::gpt2::{forward_each_block, forward_with, Activations, Computation};
 use crate::model::Weights;
 use crate::timings::{timed, Phase};
@@ -179,8 +180,6 @@ impl<'a> EnvelopeJudge<'a> {
     }
 
     /// Another implementation's side (the reference, a candidate) against the truth, end to end
-    /// and block by block, searched for a tested cause when it leaves the envelope.
-    /// Another implementation's side (the reference, a candidate) against the truth, end to end
     /// and block by block: as it is, and with its logits' per-position shift ignored (for
     /// shift-free comparisons). Searched for a tested cause, as it is, when it leaves the envelope.
     pub(super) fn judge_external(&self, name: &str, side: Outputs, tokens: &[i64], truth: &PromptTruth) -> Result<ExternalSide> {
@@ -263,8 +262,14 @@ impl<'a> EnvelopeJudge<'a> {
                     description: deviation.describe(),
                     multiple,
                     logits_max_abs_diff: envelope::max_abs_diff(side.logits, &logits_truth, tokens.len(), dimensions.vocab, Form::Raw),
+                    correlation: None,
                 });
             }
+        }
+        // Only the head is left to differ: the one catalogued deviation no forward can try.
+        let head_alone = reproducing.is_empty() && first.index == dimensions.n_layer + 1 && side.resid.is_some();
+        if head_alone {
+            reproducing.extend(self.untied_unembedding(side, tokens)?);
         }
         let mut best = reproducing.iter().min_by(|a, b| a.multiple.total_cmp(&b.multiple)).cloned();
         if let Some(found) = &mut best {
@@ -281,8 +286,24 @@ impl<'a> EnvelopeJudge<'a> {
             }
         }
         judged.cause = best;
-        judged.deviations_tried = candidates.len();
+        judged.deviations_tried = candidates.len() + usize::from(head_alone);
         Ok(())
+    }
+
+    /// For a side whose residual stream agrees with ours through the last block and whose logits
+    /// do not: an unembedding untied from wte, when its logits owe nothing to what wte gives on
+    /// that same residual stream (no forward can reproduce an unknown lm_head).
+    fn untied_unembedding(&self, side: Outputs, tokens: &[i64]) -> Result<Option<TestedCause>> {
+        let (head, _) = self.each_block(side, tokens, None)?;
+        let correlation = envelope::largest_correlation(side.logits, &head, tokens.len(), self.dimensions.vocab);
+        let deviation = Deviation { kind: DeviationKind::UnembeddingUntied, block: None };
+        Ok((correlation < UNTIED_CORRELATION).then(|| TestedCause {
+            deviation,
+            description: deviation.describe(),
+            multiple: f64::NAN,
+            logits_max_abs_diff: f64::NAN,
+            correlation: Some(correlation),
+        }))
     }
 }
 
@@ -307,7 +328,6 @@ impl ExternalSide {
 /// Whether a deviation can be tried on this prompt: a prepended <|endoftext|> needs a prompt
 /// without one and room for it; a shift of the position ids needs room too.
 fn applicable(deviation: &Deviation, tokens: &[i64], n_positions: usize) -> bool {
-    use crate::model::deviation::DeviationKind;
     match deviation.kind {
         DeviationKind::BosPrepended => tokens.first() != Some(&crate::tokenize::END_OF_TEXT) && tokens.len() < n_positions,
         DeviationKind::PositionOffset { offset } if offset > 0 => tokens.len() < n_positions,
