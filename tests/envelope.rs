@@ -243,6 +243,24 @@ fn a_deviation_in_block_n_is_localised_to_n_for_every_n() {
 }
 
 #[test]
+fn a_cause_found_on_one_prompt_is_tried_first_on_the_next() {
+    let dir = TempDir::new().unwrap();
+    let candidate = port(dir.path(), &model().reference, &["--deviation", "exact_gelu", "--block", "2"]);
+    let prompts = prompts();
+    let (code, report) = compare(&model().reference, &["--candidate", candidate.to_str().unwrap(), &prompts[0], &prompts[2]]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let sides: Vec<&Value> = comparisons(&report).map(|(_, comparison)| &comparison["rounding"]["candidate"]).collect();
+    let cause = deviation(json!({ "kind": "exact_gelu" }), Some(2));
+    for side in &sides {
+        assert_eq!(side["first_outside"]["index"], 3, "{side:#}");
+        assert_eq!(side["cause"]["deviation"], cause, "{side:#}");
+        assert!(side["cause"]["multiple"].as_f64().unwrap() <= 8.0, "tested on this prompt's data: {side:#}");
+    }
+    assert!(sides[0]["deviations_tried"].as_u64().unwrap() > 1, "the first prompt searches the catalogue: {:#}", sides[0]);
+    assert_eq!(sides[1]["deviations_tried"], 1, "the next tries the cause found first: {:#}", sides[1]);
+}
+
+#[test]
 fn a_candidate_without_its_residual_stream_gets_a_logits_only_verdict() {
     let dir = TempDir::new().unwrap();
     let reference = &model().reference;

@@ -2,6 +2,8 @@
 //! prompt), the envelope our float32 forward sets around it, each side judged against both, and,
 //! for a side outside the envelope, the search of the catalogue of port deviations for the one
 //! that reproduces it (compare::envelope holds the arithmetic, model::deviation the catalogue).
+use std::cell::RefCell;
+
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
@@ -9,7 +11,7 @@ use tch::{Kind, Tensor};
 
 use super::compare::Candidate;
 use crate::compare::envelope::{
-    self, Envelope, Exact, Form, Forms, Measurements, Scaling, Shape, SideRounding, TestedCause, Widths, ENVELOPE_FACTOR,
+    self, Envelope, Exact, Form, Forms, Measurements, Place, Scaling, Shape, SideRounding, TestedCause, Widths, ENVELOPE_FACTOR,
     UNTIED_CORRELATION,
 };
 use crate::model::deviation::{Deviation, DeviationKind};
@@ -117,6 +119,8 @@ impl Dimensions {
 pub struct EnvelopeJudge<'a> {
     weights: &'a Weights,
     pub dimensions: Dimensions,
+    /// The last tested cause found, tried first on the next side that leaves the envelope.
+    last_cause: RefCell<Option<TestedCause>>,
 }
 
 /// The envelope is float32's rounding: the precision the reference, candidates and our default
@@ -125,7 +129,7 @@ const ENVELOPE_KIND: Kind = Kind::Float;
 
 impl<'a> EnvelopeJudge<'a> {
     pub fn new(weights: &'a Weights) -> Self {
-        Self { weights, dimensions: Dimensions::of(&weights.config) }
+        Self { weights, dimensions: Dimensions::of(&weights.config), last_cause: RefCell::new(None) }
     }
 
     /// Our float64 forward on `tokens`, and the envelopes our forward in the envelope's dtype
@@ -214,60 +218,26 @@ impl<'a> EnvelopeJudge<'a> {
             .into_iter()
             .filter(|deviation| applicable(deviation, tokens, self.weights.config.n_positions as usize))
             .collect();
-        let mut reproducing: Vec<TestedCause> = Vec::new();
-        for deviation in &candidates {
-            // Block by block first (as cheap as one forward, and it rules out most deviations at
-            // the block where the side leaves the envelope), then end to end.
-            let mut own_each_block = None;
-            let each_block = match side.resid.filter(|_| deviation.keeps_positions()) {
-                Some(_) => {
-                    let (logits, resid) = self.each_block(side, tokens, Some(*deviation))?;
-                    let measured = dimensions.measure(side, (&resid, &logits), Forms::RAW);
-                    if deviation.rounds_to_half() {
-                        let computed = candidate_of(&self.each_block_in(ENVELOPE_KIND, side, tokens, Some(*deviation))?)?;
-                        own_each_block = Some(Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid, &logits), Forms::RAW)));
-                    }
-                    let widths = truth.raw.each_block.as_ref().context("the raw envelope is measured block by block")?;
-                    let at_first = match (first.index, &measured.resid) {
-                        (0, _) => 0.0,
-                        (index, Some(resid)) if index <= dimensions.n_layer => resid[index].max() / widths.snapshots[index],
-                        _ => measured.logits.max() / widths.logits,
-                    };
-                    if !deviation.rounds_to_half() && !(at_first <= ENVELOPE_FACTOR) {
-                        continue;
-                    }
-                    Some(measured)
-                }
-                None => None,
-            };
-            let variant = |kind| forward_with(self.weights, tokens, &Computation { kind: Some(kind), deviation: Some(*deviation) });
-            let (logits_truth, resid_truth) = exact_outputs(&variant(Kind::Double))?;
-            // A float16 deviation is matched within its own rounding: our forward with it in
-            // float32 against the same in float64 (never less than the float32 envelope).
-            let own_envelope = if deviation.rounds_to_half() {
-                let computed = candidate_of(&variant(ENVELOPE_KIND))?;
-                let whole = Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid_truth, &logits_truth), Forms::RAW));
-                Some(truth.raw.widened_by(&Envelope { whole, each_block: own_each_block }))
-            } else {
-                None
-            };
-            let envelope = own_envelope.as_ref().unwrap_or(&truth.raw);
-            let multiple = timed(Phase::Statistics, || {
-                let whole = dimensions.measure(side, (&resid_truth, &logits_truth), Forms::RAW);
-                SideRounding::judge("variant", Forms::RAW, &whole, each_block.as_ref(), envelope, dimensions.n_layer + 1).worst()
-            });
-            if multiple <= ENVELOPE_FACTOR {
-                reproducing.push(TestedCause {
-                    deviation: *deviation,
-                    description: deviation.describe(),
-                    multiple,
-                    logits_max_abs_diff: envelope::max_abs_diff(side.logits, &logits_truth, tokens.len(), dimensions.vocab, Form::Raw),
-                    correlation: None,
-                });
+        // The cause found on an earlier prompt is tried first, and kept when it reproduces this
+        // side too: a port deviates the same way on every prompt, and the whole catalogue costs
+        // two float64 forwards per deviation.
+        let head_alone = first.index == dimensions.n_layer + 1 && side.resid.is_some();
+        let previous = self.last_cause.borrow().clone().filter(|previous| {
+            candidates.contains(&previous.deviation) || (head_alone && previous.deviation.kind == DeviationKind::UnembeddingUntied)
+        });
+        if let Some(previous) = previous {
+            if let Some(found) = self.test(&previous.deviation, side, tokens, truth, first)? {
+                judged.cause = Some(TestedCause { description: previous.description, ..found });
+                judged.deviations_tried = 1;
+                return Ok(());
             }
         }
+        let mut reproducing: Vec<TestedCause> = Vec::new();
+        for deviation in &candidates {
+            reproducing.extend(self.reproduce(deviation, side, tokens, truth, first)?);
+        }
         // Only the head is left to differ: the one catalogued deviation no forward can try.
-        let head_alone = reproducing.is_empty() && first.index == dimensions.n_layer + 1 && side.resid.is_some();
+        let head_alone = head_alone && reproducing.is_empty();
         if head_alone {
             reproducing.extend(self.untied_unembedding(side, tokens)?);
         }
@@ -285,9 +255,82 @@ impl<'a> EnvelopeJudge<'a> {
                 found.description = found.deviation.describe_from_block_on(block);
             }
         }
+        if best.is_some() {
+            self.last_cause.replace(best.clone());
+        }
         judged.cause = best;
         judged.deviations_tried = candidates.len() + usize::from(head_alone);
         Ok(())
+    }
+
+    /// Whether `deviation` reproduces the side: by our forward with it, or, for an untied
+    /// unembedding, by its signature.
+    fn test(&self, deviation: &Deviation, side: Outputs, tokens: &[i64], truth: &PromptTruth, first: Place) -> Result<Option<TestedCause>> {
+        match deviation.kind {
+            DeviationKind::UnembeddingUntied => self.untied_unembedding(side, tokens),
+            _ => self.reproduce(deviation, side, tokens, truth, first),
+        }
+    }
+
+    /// Our float64 forward with `deviation` against the side, block by block first (as cheap as
+    /// one forward, and it rules out most deviations at the block where the side leaves the
+    /// envelope), then end to end: the tested cause when the side lands within the envelope.
+    fn reproduce(
+        &self,
+        deviation: &Deviation,
+        side: Outputs,
+        tokens: &[i64],
+        truth: &PromptTruth,
+        first: Place,
+    ) -> Result<Option<TestedCause>> {
+        let dimensions = self.dimensions;
+        // Block by block first (as cheap as one forward, and it rules out most deviations at
+        // the block where the side leaves the envelope), then end to end.
+        let mut own_each_block = None;
+        let each_block = match side.resid.filter(|_| deviation.keeps_positions()) {
+            Some(_) => {
+                let (logits, resid) = self.each_block(side, tokens, Some(*deviation))?;
+                let measured = dimensions.measure(side, (&resid, &logits), Forms::RAW);
+                if deviation.rounds_to_half() {
+                    let computed = candidate_of(&self.each_block_in(ENVELOPE_KIND, side, tokens, Some(*deviation))?)?;
+                    own_each_block = Some(Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid, &logits), Forms::RAW)));
+                }
+                let widths = truth.raw.each_block.as_ref().context("the raw envelope is measured block by block")?;
+                let at_first = match (first.index, &measured.resid) {
+                    (0, _) => 0.0,
+                    (index, Some(resid)) if index <= dimensions.n_layer => resid[index].max() / widths.snapshots[index],
+                    _ => measured.logits.max() / widths.logits,
+                };
+                if !deviation.rounds_to_half() && !(at_first <= ENVELOPE_FACTOR) {
+                    return Ok(None);
+                }
+                Some(measured)
+            }
+            None => None,
+        };
+        let variant = |kind| forward_with(self.weights, tokens, &Computation { kind: Some(kind), deviation: Some(*deviation) });
+        let (logits_truth, resid_truth) = exact_outputs(&variant(Kind::Double))?;
+        // A float16 deviation is matched within its own rounding: our forward with it in
+        // float32 against the same in float64 (never less than the float32 envelope).
+        let own_envelope = if deviation.rounds_to_half() {
+            let computed = candidate_of(&variant(ENVELOPE_KIND))?;
+            let whole = Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid_truth, &logits_truth), Forms::RAW));
+            Some(truth.raw.widened_by(&Envelope { whole, each_block: own_each_block }))
+        } else {
+            None
+        };
+        let envelope = own_envelope.as_ref().unwrap_or(&truth.raw);
+        let multiple = timed(Phase::Statistics, || {
+            let whole = dimensions.measure(side, (&resid_truth, &logits_truth), Forms::RAW);
+            SideRounding::judge("variant", Forms::RAW, &whole, each_block.as_ref(), envelope, dimensions.n_layer + 1).worst()
+        });
+        Ok((multiple <= ENVELOPE_FACTOR).then(|| TestedCause {
+            deviation: *deviation,
+            description: deviation.describe(),
+            multiple,
+            logits_max_abs_diff: envelope::max_abs_diff(side.logits, &logits_truth, tokens.len(), dimensions.vocab, Form::Raw),
+            correlation: None,
+        }))
     }
 
     /// For a side whose residual stream agrees with ours through the last block and whose logits
