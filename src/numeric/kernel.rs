@@ -16,9 +16,9 @@
 //! within 1e-12 relative, the rest within 1e-12 absolute.
 use rayon::prelude::*;
 
-use super::stats::{Criterion, Tolerance};
+use crate::schema::{Criterion, Tolerance};
 
-pub(super) const LANES: usize = 8;
+pub const LANES: usize = 8;
 /// Up to this |shift-free difference| (see [`summarize_row`]) a series replaces the candidate's
 /// exponential: 2^-7.
 const SMALL_SHIFT_FREE_DIFF: f64 = 0.007_812_5;
@@ -278,8 +278,8 @@ impl LaneScan for Extremes {
     }
 }
 
-/// Element-wise figures and the tolerance's verdicts, as stats.rs's
-/// `Judgement::of` makes them. `SHIFT_INVARIANT` picks the criterion that judges the worst element.
+/// Element-wise figures and the tolerance's verdicts, as numeric::tolerance's
+/// `Judgement` makes them. `SHIFT_INVARIANT` picks the criterion that judges the worst element.
 struct Differences<const SHIFT_INVARIANT: bool> {
     means: (f64, f64),
     tolerance: Tolerance,

@@ -5,11 +5,11 @@
 use std::fmt::Write;
 
 use super::cells::comparison_grid;
-use super::{count_of, criterion_suffix, prompt_label, snapshot_name, xml_escape, Report};
-use crate::compare::attribution::{LogitEffect, StepRow};
-use crate::compare::diagnose::{sci, times};
-use crate::compare::stats::{NonFinite, NonFinitePosition};
-use crate::compare::{Comparison, Criterion};
+use super::format::{count_of, criterion_suffix, sci, snapshot_name, times, token_with_id, xml_escape};
+use super::{prompt_label, verdict_line, Render};
+use crate::schema::attribution::{LogitEffect, StepRow};
+use crate::schema::{Comparison, Criterion, NonFinite, NonFinitePosition, Report};
+use crate::tokenize::abbreviate;
 
 const STYLE: &str = "
 body { font: 14px/1.45 system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 0 auto; max-width: 1200px; padding: 0 24px 48px; color: #1b1f24; }
@@ -42,14 +42,23 @@ const FAIL_COLOUR: &str = "#cf222e";
 /// The banner links at most this many failing prompts; the prompts table marks them all.
 const LINKED_FAILURES: usize = 10;
 
-pub fn render(report: &Report) -> String {
+/// One self-contained HTML page.
+pub struct Html;
+
+impl Render<Report> for Html {
+    fn render(&self, report: &Report) -> String {
+        render(report)
+    }
+}
+
+fn render(report: &Report) -> String {
     let verdict = if report.passed { "pass" } else { "fail" };
     let mut page = format!(
         "<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>\n\
          <title>gpt2-parity: {summary}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
          <header class=\"{verdict}\"><h1>{title}</h1><p>{summary}</p>{failing}</header>\n",
-        summary = xml_escape(&report.verdict_line()),
+        summary = xml_escape(&verdict_line(report)),
         title = verdict.to_uppercase(),
         failing = failing_links(report),
     );
@@ -70,7 +79,7 @@ pub fn render(report: &Report) -> String {
         );
         page.push_str(&comparisons(&prompt.comparisons));
         for note in &prompt.notes {
-            let _ = writeln!(page, "<p class=\"notes\">{}</p>", xml_escape(note));
+            let _ = writeln!(page, "<p class=\"notes\">{}</p>", xml_escape(&note.to_string()));
         }
         page.push_str("<div class=\"charts\">\n");
         page.push_str(&residual_chart(&prompt.comparisons));
@@ -207,9 +216,9 @@ fn overview(report: &Report) -> String {
             "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"label\">{}</td><td class=\"num\">{}</td><td><code>{}</code></td></tr>",
             xml_escape(&worst.comparison),
             xml_escape(&figure),
-            xml_escape(&format!("{:?}", crate::tokenize::abbreviate(&worst.prompt))),
+            xml_escape(&format!("{:?}", abbreviate(&worst.prompt))),
             worst.position,
-            xml_escape(&crate::tokenize::token_with_id(worst.token_id, &worst.token))
+            xml_escape(&token_with_id(worst.token_id, &worst.token))
         );
     }
     table.push_str("</table>\n");

@@ -2,18 +2,30 @@
 //! tables of the failing prompts (every prompt with --verbose), then the verdict. On a terminal
 //! the tables fit its width (narrower terminals drop the least needed columns first; --wide
 //! keeps them all) and verdicts are coloured unless NO_COLOR is set.
-use comfy_table::{presets::UTF8_HORIZONTAL_ONLY, Attribute, Color, ContentArrangement, Table};
+use comfy_table::{presets::UTF8_HORIZONTAL_ONLY, Attribute, Color, ContentArrangement};
 
 use super::cells::{comparison_grid, prompt_heading, summary_grid, summary_verdict, Grid, Tone};
-use super::{criterion_suffix, prompt_number, shown_prompts, Report, View};
-use crate::compare::diagnose::sci;
-use crate::tokenize::{abbreviate, token_with_id};
+use super::format::{criterion_suffix, place_in_words, sci};
+use super::{prompt_number, shard_label, shown_prompts, verdict_line, Render, View};
+use crate::schema::Report;
+use crate::tokenize::abbreviate;
 
 /// Tables fit this width when not on a terminal (piped, or written to a file), and notes wrap
 /// at it, or at the terminal's width when narrower.
 const DEFAULT_WIDTH: usize = 100;
 
-pub fn render(report: &Report, view: &View) -> String {
+/// The terminal table, laid out by `view`.
+pub struct Table {
+    pub view: View,
+}
+
+impl Render<Report> for Table {
+    fn render(&self, report: &Report) -> String {
+        render(report, &self.view)
+    }
+}
+
+fn render(report: &Report, view: &View) -> String {
     let mut out = format!(
         "gpt2-parity {}\nmodel     {} ({})\nreference {}\n",
         report.tool.version,
@@ -21,7 +33,7 @@ pub fn render(report: &Report, view: &View) -> String {
         short_digest(&report.model.weights),
         report.reference.path
     );
-    if let Some(shard) = report.shard_label() {
+    if let Some(shard) = shard_label(report) {
         out.push_str(&format!("{shard}\n"));
     }
     let shown = shown_prompts(report, view.verbose, true);
@@ -47,19 +59,15 @@ pub fn render(report: &Report, view: &View) -> String {
         out.push('\n');
         for summary in &report.summary {
             let worst = &summary.worst;
-            let place = if worst.is_position_shift {
-                format!("position {}, every token (the whole position is shifted)", worst.position)
-            } else {
-                format!("position {}, token {}", worst.position, token_with_id(worst.token_id, &worst.token))
-            };
             let line = format!(
-                "{}{} {}; worst |diff| {} in prompt {} {:?}, {place}",
+                "{}{} {}; worst |diff| {} in prompt {} {:?}, {}",
                 worst.comparison,
                 criterion_suffix(worst.criterion),
                 summary_verdict(summary),
                 sci(worst.abs_diff),
                 prompt_number(report, worst.prompt_index).0,
                 abbreviate(&worst.prompt),
+                place_in_words(&worst.at(), worst.is_position_shift),
             );
             out.push_str(&wrap(&line, note_width(view), "      "));
         }
@@ -67,8 +75,8 @@ pub fn render(report: &Report, view: &View) -> String {
     let tone = if report.passed { Tone::Pass } else { Tone::Fail };
     // On a terminal the verdict wraps to its width like every other line.
     let verdict = match view.width {
-        Some(width) => wrap(&report.verdict_line(), width, "      ").trim_end().to_owned(),
-        None => report.verdict_line(),
+        Some(width) => wrap(&verdict_line(report), width, "      ").trim_end().to_owned(),
+        None => verdict_line(report),
     };
     out.push_str(&format!("\n{}\n", paint(&verdict, tone, view.color)));
     out
@@ -107,7 +115,7 @@ pub(super) fn layout(grid: &Grid, view: &View) -> String {
 }
 
 fn draw(grid: &Grid, color: bool) -> String {
-    let mut table = Table::new();
+    let mut table = comfy_table::Table::new();
     table.load_preset(UTF8_HORIZONTAL_ONLY).set_content_arrangement(ContentArrangement::Disabled);
     if color {
         table.enforce_styling();
@@ -130,7 +138,7 @@ fn draw(grid: &Grid, color: bool) -> String {
 }
 
 /// Each note as "note: ...", wrapped at word boundaries.
-fn notes(notes: &[String], view: &View) -> String {
+fn notes(notes: &[impl std::fmt::Display], view: &View) -> String {
     notes.iter().map(|note| wrap(&format!("note: {note}"), note_width(view), "      ")).collect()
 }
 
