@@ -1,7 +1,7 @@
 //! What diagnose found, and what a comparison's figures mean, in plain words: the notes under
 //! each prompt's table (one per comparison with something to say), the summary table's note, and
 //! explain's conclusions. Every sentence is made from figures and findings the report holds.
-use crate::render::format::{count_of, percent, sci, times, token_with_id};
+use crate::render::format::{count_of, percent, place_in_words, sci, times};
 use crate::schema::attribution::{LogitEffect, RowKind, StepRow};
 use crate::schema::cause::{Cause, PositionPattern, Side};
 use crate::schema::{Comparison, ComparisonSummary, Note, Tolerance};
@@ -72,10 +72,7 @@ fn sentence(cause: &Cause) -> String {
                 Side::Reference => "the reference's",
                 Side::Both => "both sides'",
             };
-            let first = first_at
-                .as_ref()
-                .map(|at| format!("; the first is {side}, at position {} token {}", at.position, token_with_id(at.token_id, &at.token)))
-                .unwrap_or_default();
+            let first = first_at.as_ref().map(|at| format!("; the first is {side}, at {}", place_in_words(at, false))).unwrap_or_default();
             format!("{sides}{first}. Non-finite logits always fail, and the difference statistics are NaN.")
         }
         Cause::PerPositionShift { ours_center_unembed, reference_center_unembed } => {
@@ -110,9 +107,8 @@ fn sentence(cause: &Cause) -> String {
             a transposed or permuted vocabulary (another tokenizer, or the unembedding read the wrong way)."
             .to_owned(),
         Cause::SingleElement { at, abs_diff } => format!(
-            "a single element is outside tolerance: position {}, token {} (|diff| {}); every other logit agrees.",
-            at.position,
-            token_with_id(at.token_id, &at.token),
+            "a single element is outside tolerance: {} (|diff| {}); every other logit agrees.",
+            place_in_words(at, false),
             sci(*abs_diff)
         ),
         Cause::SinglePosition { position, elements } => format!(

@@ -686,6 +686,18 @@ fn attribution(rows: &[StepRow]) -> String {
 }
 
 #[cfg(test)]
+mod renderer_tests {
+    use super::*;
+    use crate::render::sample;
+
+    /// Every line of the hand-built sample report, as src/render/expected/report.html has it.
+    #[test]
+    fn renders_the_sample_report_exactly() {
+        assert_eq!(Html.render(&sample::report()), include_str!("expected/report.html"));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -139,3 +139,15 @@ fn cut(text: &str) -> String {
     let end = head.rfind(' ').filter(|&end| end > MESSAGE_LIMIT / 2).unwrap_or(head.len());
     format!("{}…", head[..end].trim_end_matches([',', ';', ':']))
 }
+
+#[cfg(test)]
+mod renderer_tests {
+    use super::*;
+    use crate::render::sample;
+
+    /// Every line of the hand-built sample report, as src/render/expected/junit.xml has it.
+    #[test]
+    fn renders_the_sample_report_exactly() {
+        assert_eq!(Junit.render(&sample::report()), include_str!("expected/junit.xml"));
+    }
+}

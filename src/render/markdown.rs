@@ -1,9 +1,8 @@
 //! Markdown, for pull-request comments and CI summaries: the same summary-first layout as the
 //! table, every cell and heading escaped so that prompt text renders as text, and small enough
 //! for a pull-request comment (prompt sections that do not fit are left out, and said so).
-use super::cells::{comparison_grid, prompt_heading, summary_grid, summary_verdict, Grid};
-use super::format::{criterion_suffix, sci};
-use super::{prompt_number, shard_label, shown_prompts, verdict_line, Render, View};
+use super::cells::{comparison_grid, prompt_heading, summary_grid, Grid};
+use super::{shard_label, shown_prompts, verdict_line, worst_sentence, Render, View};
 use crate::schema::Report;
 
 /// GitHub's limit on a pull-request comment, in characters.
@@ -47,17 +46,7 @@ fn render(report: &Report, view: &View) -> String {
     if !report.passed {
         closing.push('\n');
         for summary in &report.summary {
-            let worst = &summary.worst;
-            closing.push_str(&format!(
-                "- {}{} {}; worst \\|diff\\| {} in prompt {}, position {}, token {}\n",
-                escape(&worst.comparison),
-                escape(&criterion_suffix(worst.criterion)),
-                escape(&summary_verdict(summary)),
-                sci(worst.abs_diff),
-                prompt_number(report, worst.prompt_index).0,
-                worst.position,
-                worst.token_id
-            ));
+            closing.push_str(&format!("- {}\n", escape(&worst_sentence(report, summary))));
         }
     }
     closing.push_str(&format!("\n**{}**\n", escape(&verdict_line(report))));
@@ -127,4 +116,16 @@ pub fn escape(text: &str) -> String {
 /// Text for inside a code span: backticks cannot be escaped there, so they become quotes.
 fn code(text: &str) -> String {
     text.replace('`', "'").replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod renderer_tests {
+    use super::*;
+    use crate::render::sample;
+
+    /// Every line of the hand-built sample report, as src/render/expected/markdown.md has it.
+    #[test]
+    fn renders_the_sample_report_exactly() {
+        assert_eq!(Markdown { view: View::default() }.render(&sample::report()), include_str!("expected/markdown.md"));
+    }
 }

@@ -20,7 +20,8 @@ pub use table::Table;
 use crate::schema::rounding::{Gate, ENVELOPE_FACTOR};
 use crate::schema::{ComparisonSummary, Report, Tolerance};
 use crate::tokenize::abbreviate;
-use format::{count_of, criterion_suffix, place, sci};
+use cells::summary_verdict;
+use format::{count_of, criterion_suffix, place, place_in_words, sci};
 
 /// One output format: a document (a [`Report`], or explain's report) in, its text out.
 pub trait Render<Document> {
@@ -175,6 +176,23 @@ pub fn verdict_summary(report: &Report, path: Option<&std::path::Path>) -> Strin
     line
 }
 
+/// "processed-vs-reference (shift-free) FAILS on 2 of 8 prompts; worst |diff| 1.88e-6 in prompt 7
+/// "The quick brown …", position 25, token 17071 " stub"": a comparison's verdict over every
+/// prompt and its worst element, as the table and markdown close.
+fn worst_sentence(report: &Report, summary: &ComparisonSummary) -> String {
+    let worst = &summary.worst;
+    format!(
+        "{}{} {}; worst |diff| {} in prompt {} {:?}, {}",
+        worst.comparison,
+        criterion_suffix(worst.criterion),
+        summary_verdict(summary),
+        sci(worst.abs_diff),
+        prompt_number(report, worst.prompt_index).0,
+        abbreviate(&worst.prompt),
+        place_in_words(&worst.at(), worst.is_position_shift),
+    )
+}
+
 /// A prompt's number in the whole run, counting from 1, and the run's prompt count: also in a
 /// shard's report, whose `index` counts the shard's own prompts.
 fn prompt_number(report: &Report, index: usize) -> (usize, usize) {
@@ -189,3 +207,6 @@ fn prompt_label(report: &Report, index: usize) -> String {
     let (number, total) = prompt_number(report, index);
     format!("prompt {number}/{total}: {:?}", abbreviate(&report.prompts[index].prompt))
 }
+
+#[cfg(test)]
+mod sample;

@@ -4,11 +4,9 @@
 //! keeps them all) and verdicts are coloured unless NO_COLOR is set.
 use comfy_table::{presets::UTF8_HORIZONTAL_ONLY, Attribute, Color, ContentArrangement};
 
-use super::cells::{comparison_grid, prompt_heading, summary_grid, summary_verdict, Grid, Tone};
-use super::format::{criterion_suffix, place_in_words, sci};
-use super::{prompt_number, shard_label, shown_prompts, verdict_line, Render, View};
+use super::cells::{comparison_grid, prompt_heading, summary_grid, Grid, Tone};
+use super::{shard_label, shown_prompts, verdict_line, worst_sentence, Render, View};
 use crate::schema::Report;
-use crate::tokenize::abbreviate;
 
 /// Tables fit this width when not on a terminal (piped, or written to a file), and notes wrap
 /// at it, or at the terminal's width when narrower.
@@ -58,18 +56,7 @@ fn render(report: &Report, view: &View) -> String {
     if !report.passed {
         out.push('\n');
         for summary in &report.summary {
-            let worst = &summary.worst;
-            let line = format!(
-                "{}{} {}; worst |diff| {} in prompt {} {:?}, {}",
-                worst.comparison,
-                criterion_suffix(worst.criterion),
-                summary_verdict(summary),
-                sci(worst.abs_diff),
-                prompt_number(report, worst.prompt_index).0,
-                abbreviate(&worst.prompt),
-                place_in_words(&worst.at(), worst.is_position_shift),
-            );
-            out.push_str(&wrap(&line, note_width(view), "      "));
+            out.push_str(&wrap(&worst_sentence(report, summary), note_width(view), "      "));
         }
     }
     let tone = if report.passed { Tone::Pass } else { Tone::Fail };
@@ -179,5 +166,27 @@ fn paint(text: &str, tone: Tone, color: bool) -> String {
         (true, Tone::Pass) => format!("\x1b[32m{text}\x1b[0m"),
         (true, Tone::Fail) => format!("\x1b[1;31m{text}\x1b[0m"),
         _ => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod renderer_tests {
+    use super::*;
+    use crate::render::sample;
+
+    /// Every line of the hand-built sample report, as src/render/expected/table.txt has it.
+    #[test]
+    fn renders_the_sample_report_exactly() {
+        assert_eq!(Table { view: View::default() }.render(&sample::report()), include_str!("expected/table.txt"));
+    }
+
+    /// A terminal too narrow for every column drops the least needed ones first, and says so.
+    #[test]
+    fn a_narrow_terminal_drops_columns_and_says_which() {
+        let view = View { width: Some(60), ..View::default() };
+        let table = Table { view }.render(&sample::report());
+        assert!(table.contains("(hidden to fit 60 columns: max |diff| (raw), log-softmax max |diff|, top-1; --wide shows all)"), "{table}");
+        let drawn = table.lines().filter(|line| line.starts_with([' ', '─', '═']));
+        assert!(drawn.clone().count() >= 8 && drawn.clone().all(|line| line.chars().count() <= 60), "{table}");
     }
 }
