@@ -208,40 +208,41 @@ impl Totals {
     fn from_rows(rows: &[kernel::RowSummary], vocab: usize, criterion: Criterion) -> Self {
         let mut totals = Totals::default();
         for (position, row) in rows.iter().enumerate() {
+            let differences = &row.differences;
             let start = position * vocab;
             totals.finite += vocab;
-            totals.abs_diff_sum += row.abs_diff_sum;
-            totals.squared_diff_sum += row.squared_diff_sum;
-            totals.dot += row.dot;
-            totals.candidate_norm2 += row.candidate_norm2;
-            totals.reference_norm2 += row.reference_norm2;
-            if totals.max_at.is_none() || row.max_abs_diff > totals.max_abs_diff {
-                totals.max_abs_diff = row.max_abs_diff;
-                totals.max_at = Some(start + row.max_column);
+            totals.abs_diff_sum += differences.abs_diff_sum;
+            totals.squared_diff_sum += differences.squared_diff_sum;
+            totals.dot += differences.dot;
+            totals.candidate_norm2 += differences.candidate_norm2;
+            totals.reference_norm2 += differences.reference_norm2;
+            if totals.max_at.is_none() || differences.max_abs_diff > totals.max_abs_diff {
+                totals.max_abs_diff = differences.max_abs_diff;
+                totals.max_at = Some(start + differences.max_column);
             }
-            if totals.worst_at.is_none() || row.worst_excess > totals.worst_excess {
-                totals.worst_excess = row.worst_excess;
-                totals.worst_abs_diff = row.worst_abs_diff;
-                totals.worst_at = Some(start + row.worst_column);
+            if totals.worst_at.is_none() || differences.worst_excess > totals.worst_excess {
+                totals.worst_excess = differences.worst_excess;
+                totals.worst_abs_diff = differences.worst_abs_diff;
+                totals.worst_at = Some(start + differences.worst_column);
             }
-            totals.min_passing_atol = totals.min_passing_atol.max(row.worst_excess);
-            totals.max_rel_diff = totals.max_rel_diff.max(row.max_rel_diff);
-            totals.centered_max_abs_diff = totals.centered_max_abs_diff.max(row.centered_max_abs_diff);
-            totals.violations += row.violations;
-            totals.centered_violations += row.centered_violations;
+            totals.min_passing_atol = totals.min_passing_atol.max(differences.worst_excess);
+            totals.max_rel_diff = totals.max_rel_diff.max(differences.max_rel_diff);
+            totals.centered_max_abs_diff = totals.centered_max_abs_diff.max(differences.centered_max_abs_diff);
+            totals.violations += differences.violations;
+            totals.centered_violations += differences.centered_violations;
             let outside = match criterion {
-                Criterion::Raw => row.violations,
-                Criterion::ShiftInvariant => row.centered_violations,
+                Criterion::Raw => differences.violations,
+                Criterion::ShiftInvariant => differences.centered_violations,
             };
             if outside > 0 {
                 totals.positions_outside.push(position);
             }
-            if row.centered_violations > 0 {
+            if differences.centered_violations > 0 {
                 totals.centered_positions_outside.push(position);
             }
             totals.position_shift.push(row.candidate_mean - row.reference_mean);
-            totals.position_max_abs_diff.push(row.max_abs_diff);
-            totals.position_centered_max_abs_diff.push(row.centered_max_abs_diff);
+            totals.position_max_abs_diff.push(differences.max_abs_diff);
+            totals.position_centered_max_abs_diff.push(differences.centered_max_abs_diff);
             totals.log_softmax_max_abs_diff = totals.log_softmax_max_abs_diff.max(row.log_softmax_max_abs_diff);
             totals.add_kl_and_top_k(row.kl, &row.candidate_top, &row.reference_top);
         }
