@@ -51,8 +51,7 @@ fn grid(report: &ExplainReport) -> Grid {
         .rows
         .iter()
         .map(|row| {
-            let largest = row.changed_tensors.iter().max_by(|a, b| a.relative_change.total_cmp(&b.relative_change));
-            let changed = match largest {
+            let changed = match row.largest_change() {
                 Some(largest) => format!("{}, most\n{}\n{:.2e}", row.changed_tensors.len(), largest.tensor, largest.relative_change),
                 None => "0".to_owned(),
             };

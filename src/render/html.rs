@@ -283,8 +283,7 @@ fn envelope_chart(comparisons: &[Comparison], labels: &[String], factor: f64) ->
             .enumerate()
             .map(|(index, &whole)| {
                 let each_block = side.each_block.as_ref().and_then(|multiples| multiples.get(index).copied());
-                let value = each_block
-                    .map_or(whole, |each_block| if whole.is_nan() || each_block.is_nan() { f64::NAN } else { whole.max(each_block) });
+                let value = side.snapshot_multiple(index).unwrap_or(whole);
                 let block_part = each_block.map(|each_block| format!(", block on its own {}", times(each_block))).unwrap_or_default();
                 Point {
                     value,

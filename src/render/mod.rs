@@ -111,8 +111,7 @@ fn shown_prompts(report: &Report, verbose: bool, hints: bool) -> Shown {
 
 /// The closing line of the human-readable formats.
 pub(crate) fn verdict_line(report: &Report) -> String {
-    let comparisons: usize = report.prompts.iter().map(|prompt| prompt.comparisons.len()).sum();
-    let failed: usize = report.prompts.iter().flat_map(|prompt| &prompt.comparisons).filter(|c| !c.passed).count();
+    let (comparisons, failed) = report.comparison_counts();
     let Tolerance { atol, rtol } = report.tolerance;
     let prompts = count_of(report.prompts.len(), "prompt");
     let unrepeatable = match report.repeatability {

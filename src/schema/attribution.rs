@@ -83,6 +83,11 @@ pub struct StepRow {
 }
 
 impl StepRow {
+    /// The tensor the row's processing changed most, relatively.
+    pub fn largest_change(&self) -> Option<&TensorChange> {
+        self.changed_tensors.iter().max_by(|a, b| a.relative_change.total_cmp(&b.relative_change))
+    }
+
     /// "fold_ln + center_unembed", or "no processing".
     pub fn step_names(&self) -> String {
         if self.steps.is_empty() {

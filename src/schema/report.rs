@@ -220,6 +220,12 @@ impl Report {
         prompts.iter().all(|prompt| prompt.passed) && repeatability.map_or(true, |runs| runs.identical)
     }
 
+    /// How many comparisons the report holds over all prompts, and how many of them fail.
+    pub fn comparison_counts(&self) -> (usize, usize) {
+        let comparisons = self.prompts.iter().flat_map(|prompt| &prompt.comparisons);
+        (comparisons.clone().count(), comparisons.filter(|comparison| !comparison.passed).count())
+    }
+
     /// Derives what the prompts determine: each prompt's verdict, the run's, and the summaries
     /// (`summary`, `worst`). compare calls it on a new report and merge on the joined shards, so
     /// that a merged report is the single run's.

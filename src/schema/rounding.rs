@@ -111,6 +111,14 @@ impl SideRounding {
         worst_of(self.snapshots.iter().flatten().chain(self.each_block.iter().flatten()).copied().chain([self.logits]).chain(self.head))
     }
 
+    /// At residual snapshot `index`, what judges the side there: the larger of its end-to-end and
+    /// block-by-block multiples (NaN when either is); `None` without a residual stream.
+    pub fn snapshot_multiple(&self, index: usize) -> Option<f64> {
+        let whole = *self.snapshots.as_ref()?.get(index)?;
+        let each_block = self.each_block.as_ref().and_then(|multiples| multiples.get(index).copied());
+        Some(each_block.map_or(whole, |each_block| if whole.is_nan() || each_block.is_nan() { f64::NAN } else { whole.max(each_block) }))
+    }
+
     /// Whether the side is within the envelope at residual snapshot `index`, both views.
     fn snapshot_within(&self, index: usize) -> bool {
         [&self.snapshots, &self.each_block]
