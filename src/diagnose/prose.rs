@@ -4,6 +4,7 @@
 use crate::render::format::{count_of, percent, place_in_words, sci, times};
 use crate::schema::attribution::{LogitEffect, RowKind, StepRow};
 use crate::schema::cause::{Cause, PositionPattern, Side};
+use crate::schema::DiffLocation;
 use crate::schema::{Comparison, ComparisonSummary, Note, Tolerance};
 
 /// One note per comparison with something to say, in table order.
@@ -62,42 +63,10 @@ fn capitalized(sentence: &str) -> String {
 fn sentence(cause: &Cause) -> String {
     match cause {
         Cause::NonFinite { candidate, reference, first_at, first_side, .. } => {
-            let sides = match (candidate, reference) {
-                (0, _) => format!("the reference holds {} and ours none", count_of(*reference, "NaN/Inf value")),
-                (_, 0) => format!("ours hold {} and the reference none", count_of(*candidate, "NaN/Inf value")),
-                _ => format!("ours hold {} and the reference {}", count_of(*candidate, "NaN/Inf value"), reference),
-            };
-            let side = match first_side {
-                Side::Ours => "ours",
-                Side::Reference => "the reference's",
-                Side::Both => "both sides'",
-            };
-            let first = first_at.as_ref().map(|at| format!("; the first is {side}, at {}", place_in_words(at, false))).unwrap_or_default();
-            format!("{sides}{first}. Non-finite logits always fail, and the difference statistics are NaN.")
+            non_finite(*candidate, *reference, first_at.as_ref(), *first_side)
         }
         Cause::PerPositionShift { ours_center_unembed, reference_center_unembed } => {
-            let on_off = |on: bool| if on { "with" } else { "without" };
-            let lead = "the logits differ only by a per-position shift; softmax, log-probabilities and argmax are unchanged.";
-            match reference_center_unembed {
-                Some(reference) if reference != ours_center_unembed => format!(
-                    "{lead} That is center_unembed's shift: our logits were made {} it, the reference's {} it (as its metadata \
-                     records); {}.",
-                    on_off(*ours_center_unembed),
-                    on_off(*reference),
-                    if *reference { "drop --no-center-unembed to match" } else { "pass --no-center-unembed to match" }
-                ),
-                Some(_) => format!(
-                    "{lead} Both sides were made {} center_unembed, so something else adds a constant to every logit of a \
-                     position (an output bias, or ln_f applied differently).",
-                    on_off(*ours_center_unembed)
-                ),
-                None => format!(
-                    "{lead} Our logits were made {} center_unembed; the reference does not record its processing: was it made \
-                     with TransformerLens's center_unembed (HookedTransformer.from_pretrained rather than \
-                     from_pretrained_no_processing)?",
-                    on_off(*ours_center_unembed)
-                ),
-            }
+            per_position_shift(*ours_center_unembed, *reference_center_unembed)
         }
         Cause::ShiftAndScale { scale } => format!(
             "the logits match up to a per-position shift and a common scale of {scale:.6}: a temperature, a LayerNorm gain or an \
@@ -165,25 +134,7 @@ fn sentence(cause: &Cause) -> String {
                     sci(cause.logits_max_abs_diff),
                     times(cause.multiple)
                 ),
-                None => {
-                    let shown = match pattern {
-                        Some(PositionPattern::LastPositionExact { worst_position }) => format!(
-                            " The earlier positions are off (worst: position {worst_position}) and the last one is within the envelope: \
-                             the signature of a missing causal mask."
-                        ),
-                        Some(PositionPattern::SinglePosition { position }) => format!(" Only position {position} is off."),
-                        Some(PositionPattern::Spread { worst_position, outside, of }) => {
-                            format!(" {outside} of {of} positions are off; the worst is position {worst_position}.")
-                        }
-                        None => String::new(),
-                    };
-                    let searched = if *tried > 0 {
-                        format!("none of the {tried} catalogued port deviations that could start there reproduces it")
-                    } else {
-                        "no catalogued deviation was tried".to_owned()
-                    };
-                    format!("{lead}; {searched}.{shown}{unlocalised}")
-                }
+                None => format!("{lead}; {}{unlocalised}", untested(*tried, pattern.as_ref())),
             }
         }
         Cause::ResidualAgrees { max_abs_diff } => format!(
@@ -192,6 +143,70 @@ fn sentence(cause: &Cause) -> String {
             sci(*max_abs_diff)
         ),
     }
+}
+
+/// "ours hold 3 NaN/Inf values and the reference none; the first is ours, at position 1, token ...".
+fn non_finite(candidate: usize, reference: usize, first_at: Option<&DiffLocation>, first_side: Side) -> String {
+    let sides = match (candidate, reference) {
+        (0, _) => format!("the reference holds {} and ours none", count_of(reference, "NaN/Inf value")),
+        (_, 0) => format!("ours hold {} and the reference none", count_of(candidate, "NaN/Inf value")),
+        _ => format!("ours hold {} and the reference {}", count_of(candidate, "NaN/Inf value"), reference),
+    };
+    let side = match first_side {
+        Side::Ours => "ours",
+        Side::Reference => "the reference's",
+        Side::Both => "both sides'",
+    };
+    let first = first_at.map(|at| format!("; the first is {side}, at {}", place_in_words(at, false))).unwrap_or_default();
+    format!("{sides}{first}. Non-finite logits always fail, and the difference statistics are NaN.")
+}
+
+/// A per-position shift, and what each side's recorded center_unembed says about it.
+fn per_position_shift(ours_center_unembed: bool, reference_center_unembed: Option<bool>) -> String {
+    let on_off = |on: bool| if on { "with" } else { "without" };
+    let lead = "the logits differ only by a per-position shift; softmax, log-probabilities and argmax are unchanged.";
+    match reference_center_unembed {
+        Some(reference) if reference != ours_center_unembed => format!(
+            "{lead} That is center_unembed's shift: our logits were made {} it, the reference's {} it (as its metadata \
+             records); {}.",
+            on_off(ours_center_unembed),
+            on_off(reference),
+            if reference { "drop --no-center-unembed to match" } else { "pass --no-center-unembed to match" }
+        ),
+        Some(_) => format!(
+            "{lead} Both sides were made {} center_unembed, so something else adds a constant to every logit of a \
+             position (an output bias, or ln_f applied differently).",
+            on_off(ours_center_unembed)
+        ),
+        None => format!(
+            "{lead} Our logits were made {} center_unembed; the reference does not record its processing: was it made \
+             with TransformerLens's center_unembed (HookedTransformer.from_pretrained rather than \
+             from_pretrained_no_processing)?",
+            on_off(ours_center_unembed)
+        ),
+    }
+}
+
+/// For a side outside the envelope that no catalogued deviation reproduces: how many were tried,
+/// and where along the prompt it is off.
+fn untested(tried: usize, pattern: Option<&PositionPattern>) -> String {
+    let shown = match pattern {
+        Some(PositionPattern::LastPositionExact { worst_position }) => format!(
+            " The earlier positions are off (worst: position {worst_position}) and the last one is within the envelope: \
+             the signature of a missing causal mask."
+        ),
+        Some(PositionPattern::SinglePosition { position }) => format!(" Only position {position} is off."),
+        Some(PositionPattern::Spread { worst_position, outside, of }) => {
+            format!(" {outside} of {of} positions are off; the worst is position {worst_position}.")
+        }
+        None => String::new(),
+    };
+    let searched = if tried > 0 {
+        format!("none of the {tried} catalogued port deviations that could start there reproduces it")
+    } else {
+        "no catalogued deviation was tried".to_owned()
+    };
+    format!("{searched}.{shown}")
 }
 
 /// Plain sentences: which step accounts for the raw difference, and what the rest do to
