@@ -567,10 +567,31 @@ impl LogChart<'_> {
                 xml_escape(&self.threshold.label)
             );
         }
+        self.draw_series(&mut svg, &x, &y, band_top + NON_FINITE_BAND / 2.0);
+        svg.push_str("</svg>\n<figcaption>");
+        for (number, series) in self.series.iter().enumerate() {
+            let _ = write!(
+                svg,
+                "<span class=\"nowrap\"><span style=\"color:{}\">■</span> {}</span> ",
+                COLOURS[number % COLOURS.len()],
+                xml_escape(&series.name)
+            );
+        }
+        let _ = write!(svg, "<br/>Log scale (zeros on the bottom edge). {}", xml_escape(self.caption));
+        if any_non_finite {
+            svg.push_str(" A red ⊗ in the NaN/Inf band is a non-finite value at that x, named beside it.");
+        }
+        svg.push_str("</figcaption></figure>\n");
+        svg
+    }
+
+    /// Each series: its line (broken at non-finite points), its markers, and its NaN/Inf markers
+    /// in the band at `band_y`, named where there is room.
+    fn draw_series(&self, svg: &mut String, x: &dyn Fn(usize) -> f64, y: &dyn Fn(f64) -> f64, band_y: f64) {
+        let count = self.labels.len();
         // Names beside NaN/Inf markers, left to right over all series: one is left out where it
         // would run into the previous one (the marker's tooltip still names it).
         let mut named_up_to = f64::NEG_INFINITY;
-        let band_y = band_top + NON_FINITE_BAND / 2.0;
         for (number, series) in self.series.iter().enumerate() {
             let colour = COLOURS[number % COLOURS.len()];
             // The line breaks at non-finite points: nothing is drawn between them and their neighbours.
@@ -603,40 +624,25 @@ impl LogChart<'_> {
                 let Some(name) = point.non_finite() else { continue };
                 let marker_x = x(index);
                 let _ = writeln!(
-                    svg,
-                    "<g class=\"non-finite\"><circle cx=\"{marker_x:.1}\" cy=\"{band_y:.1}\" r=\"6\" fill=\"#fff\" stroke=\"{FAIL_COLOUR}\" stroke-width=\"2\"/>\
-                     <path d=\"M{:.1} {:.1}l6 6m0 -6l-6 6\" stroke=\"{FAIL_COLOUR}\" stroke-width=\"2\"/><title>{}</title></g>",
-                    marker_x - 3.0,
-                    band_y - 3.0,
-                    xml_escape(&format!("{} {}", series.name, point.detail))
-                );
+                svg,
+                "<g class=\"non-finite\"><circle cx=\"{marker_x:.1}\" cy=\"{band_y:.1}\" r=\"6\" fill=\"#fff\" stroke=\"{FAIL_COLOUR}\" stroke-width=\"2\"/>\
+                 <path d=\"M{:.1} {:.1}l6 6m0 -6l-6 6\" stroke=\"{FAIL_COLOUR}\" stroke-width=\"2\"/><title>{}</title></g>",
+                marker_x - 3.0,
+                band_y - 3.0,
+                xml_escape(&format!("{} {}", series.name, point.detail))
+            );
                 if marker_x - 8.0 > named_up_to {
                     let _ = writeln!(
-                        svg,
-                        "<text class=\"non-finite-name\" x=\"{:.1}\" y=\"{:.1}\" font-size=\"{FONT_SIZE}\" font-weight=\"600\" fill=\"{FAIL_COLOUR}\">{}</text>",
-                        marker_x + 9.0,
-                        band_y + 4.0,
-                        xml_escape(&name)
-                    );
+                    svg,
+                    "<text class=\"non-finite-name\" x=\"{:.1}\" y=\"{:.1}\" font-size=\"{FONT_SIZE}\" font-weight=\"600\" fill=\"{FAIL_COLOUR}\">{}</text>",
+                    marker_x + 9.0,
+                    band_y + 4.0,
+                    xml_escape(&name)
+                );
                     named_up_to = marker_x + 9.0 + name.chars().count() as f64 * CHAR_WIDTH;
                 }
             }
         }
-        svg.push_str("</svg>\n<figcaption>");
-        for (number, series) in self.series.iter().enumerate() {
-            let _ = write!(
-                svg,
-                "<span class=\"nowrap\"><span style=\"color:{}\">■</span> {}</span> ",
-                COLOURS[number % COLOURS.len()],
-                xml_escape(&series.name)
-            );
-        }
-        let _ = write!(svg, "<br/>Log scale (zeros on the bottom edge). {}", xml_escape(self.caption));
-        if any_non_finite {
-            svg.push_str(" A red ⊗ in the NaN/Inf band is a non-finite value at that x, named beside it.");
-        }
-        svg.push_str("</figcaption></figure>\n");
-        svg
     }
 }
 
