@@ -8,51 +8,25 @@ use crate::schema::{
     Comparison, Criteria, Criterion, DiffLocation, ModelInfo, Note, PromptReport, ReferenceInfo, Report, Timing, Tolerance, Tool,
 };
 
-/// Two positions over a vocabulary of four; every statistic a round number.
+/// Two positions over a vocabulary of four; every statistic a round number. Written as the JSON
+/// report holds it, which is also how merge reads one back.
 fn comparison(name: &str, criterion: Criterion) -> Comparison {
-    Comparison {
-        name: name.to_owned(),
-        criterion,
-        candidate_mean: -1.5,
-        reference_mean: -1.25,
-        candidate_std: 2.0,
-        reference_std: 2.5,
-        max_abs_diff: 0.5,
-        raw_max_abs_diff_at: Some(DiffLocation { position: 1, token_id: 3, token: " the".to_owned() }),
-        max_abs_diff_at: Some(DiffLocation { position: 1, token_id: 3, token: " the".to_owned() }),
-        worst_abs_diff: 0.5,
-        worst_is_position_shift: false,
-        mean_abs_diff: 0.0625,
-        rmse: 0.125,
-        cosine_similarity: 0.99,
-        max_rel_diff: 0.25,
-        centered_max_abs_diff: 0.375,
-        position_shift: vec![0.0, -0.25],
-        position_max_abs_diff: vec![0.0, 0.5],
-        position_centered_max_abs_diff: vec![0.0, 0.375],
-        violations: 1,
-        centered_violations: 1,
-        outside_allclose: 1,
-        outside_allclose_percent: 12.5,
-        positions_outside: vec![1],
-        min_passing_atol: 0.49,
-        log_softmax_max_abs_diff: 0.375,
-        kl_mean: 0.001,
-        kl_max: 0.002,
-        top1_agreement: 1.0,
-        top5_overlap: 1.0,
-        non_finite: 0,
-        candidate_non_finite: 0,
-        reference_non_finite: 0,
-        first_non_finite_at: None,
-        non_finite_positions: Vec::new(),
-        resid: None,
-        noise_floor: None,
-        rounding: None,
-        likely_cause: None,
-        findings: Vec::new(),
-        passed: false,
-    }
+    let the = serde_json::json!({ "position": 1, "token_id": 3, "token": " the" });
+    serde_json::from_value(serde_json::json!({
+        "name": name, "criterion": criterion,
+        "candidate_mean": -1.5, "reference_mean": -1.25, "candidate_std": 2.0, "reference_std": 2.5,
+        "max_abs_diff": 0.5, "raw_max_abs_diff_at": the, "max_abs_diff_at": the,
+        "worst_abs_diff": 0.5, "worst_is_position_shift": false,
+        "mean_abs_diff": 0.0625, "rmse": 0.125, "cosine_similarity": 0.99, "max_rel_diff": 0.25,
+        "centered_max_abs_diff": 0.375, "position_shift": [0.0, -0.25],
+        "position_max_abs_diff": [0.0, 0.5], "position_centered_max_abs_diff": [0.0, 0.375],
+        "violations": 1, "centered_violations": 1, "outside_allclose": 1, "outside_allclose_percent": 12.5,
+        "positions_outside": [1], "min_passing_atol": 0.49,
+        "log_softmax_max_abs_diff": 0.375, "kl_mean": 0.001, "kl_max": 0.002, "top1_agreement": 1.0, "top5_overlap": 1.0,
+        "non_finite": 0, "candidate_non_finite": 0, "reference_non_finite": 0, "first_non_finite_at": null,
+        "likely_cause": null, "findings": [], "passed": false
+    }))
+    .expect("a comparison as the report writes it")
 }
 
 /// The report, finished as compare finishes it (with a note per comparison, as prose writes them).
