@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::compare::Tolerance;
 use crate::model::dtype::Dtype;
 use crate::model::hub::DEFAULT_MODEL;
 use crate::model::process::ProcessingOptions;
 use crate::prompts::read_prompts_file;
-use crate::report::Format;
-use crate::run::rounding::Gate;
+use crate::render::Format;
 use crate::run::spill::SpillPolicy;
+use crate::schema::rounding::Gate;
+use crate::schema::Tolerance;
 use crate::shard::Shard;
 
 const EXIT_CODES: &str = "\
@@ -86,7 +86,7 @@ pub struct ReportArgs {
 impl ReportArgs {
     /// --atol and --rtol, each defaulting to the dtype's own.
     pub fn tolerance(&self, dtype: Dtype) -> Tolerance {
-        let default = dtype.default_tolerance();
+        let default = Tolerance::default_for(dtype);
         Tolerance { atol: self.atol.unwrap_or(default.atol), rtol: self.rtol.unwrap_or(default.rtol) }
     }
 

@@ -2,19 +2,21 @@
 //! TransformerLens processes it, and checks both against reference logits.
 //!
 //! Data flow: cli -> model::hub (files) -> model::load (weights) -> model::gpt2 (unprocessed)
-//! -> model::process -> model::gpt2 (processed); reference (read or bundled) -> compare ->
-//! report -> exit code.
+//! -> model::process -> model::gpt2 (processed); reference (read or bundled) -> numeric
+//! (figures) -> diagnose (findings) -> schema (the report) -> render -> exit code.
 pub mod cache;
 pub mod cli;
-pub mod compare;
 pub mod device;
+pub mod diagnose;
 pub mod interrupt;
 pub mod model;
+pub mod numeric;
 pub mod output;
 pub mod prompts;
 pub mod reference;
-pub mod report;
+pub mod render;
 pub mod run;
+pub mod schema;
 pub mod shard;
 pub mod timings;
 pub mod tokenize;

@@ -71,29 +71,6 @@ fn byte_of_char(c: char) -> Option<u8> {
     (0u32..=0xff).filter(|&byte| !printable(byte)).nth(offset as usize).and_then(|byte| u8::try_from(byte).ok())
 }
 
-/// A vocabulary entry as a reader can recognise it in a report: its text quoted and cut to 10
-/// characters, or for a byte fragment (shown as \xNN escapes by `token_text`) its id and bytes.
-pub fn token_label(token_id: i64, token: &str) -> String {
-    if token.contains("\\x") {
-        return format!("#{token_id} {token}");
-    }
-    if token.chars().count() > 10 {
-        format!("{:?}", format!("{}…", token.chars().take(9).collect::<String>()))
-    } else {
-        format!("{token:?}")
-    }
-}
-
-/// A vocabulary entry with its id, for sentences: `1240 "ience"`, or `#234 \x8c` for a byte fragment.
-pub fn token_with_id(token_id: i64, token: &str) -> String {
-    let label = token_label(token_id, token);
-    if label.starts_with('#') {
-        label
-    } else {
-        format!("{token_id} {label}")
-    }
-}
-
 /// Shortens long prompts in messages to their first 40 characters.
 pub fn abbreviate(prompt: &str) -> String {
     match prompt.char_indices().nth(40) {

@@ -4,8 +4,6 @@
 use serde::{Deserialize, Serialize};
 use tch::Kind;
 
-use crate::compare::Tolerance;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 #[clap(rename_all = "lowercase")]
@@ -23,23 +21,6 @@ impl Dtype {
             Dtype::Float64 => Kind::Double,
             Dtype::Float16 => Kind::Half,
             Dtype::Bfloat16 => Kind::BFloat16,
-        }
-    }
-
-    /// The default tolerance, from torch.testing.assert_close's table where it fits a whole
-    /// network's logits (docs/metrics.md has the measurements):
-    /// - float32 keeps atol 1e-4, rtol 1e-5: assert_close's pair (1e-5, 1.3e-6) fails plain
-    ///   float32 rounding at GPT-2's magnitudes;
-    /// - float64: assert_close's atol 1e-7, rtol 2.5e-7 instead of 1e-7, since reference files
-    ///   store float32 and one float32 ulp is up to 1.19e-7 * |x|;
-    /// - float16 and bfloat16: assert_close's rtol (1e-3, 1.6e-2), atol 4 * epsilon * 64 (0.25,
-    ///   2.0) instead of 1e-5, which is below one ulp of any logit of GPT-2's size (|x| ~ 64).
-    pub fn default_tolerance(self) -> Tolerance {
-        match self {
-            Dtype::Float32 => Tolerance { atol: 1e-4, rtol: 1e-5 },
-            Dtype::Float64 => Tolerance { atol: 1e-7, rtol: 2.5e-7 },
-            Dtype::Float16 => Tolerance { atol: 0.25, rtol: 1e-3 },
-            Dtype::Bfloat16 => Tolerance { atol: 2.0, rtol: 1.6e-2 },
         }
     }
 

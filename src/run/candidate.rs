@@ -10,11 +10,11 @@ use anyhow::{bail, Context, Result};
 use super::compare::{Candidate, Comparer, PromptCase};
 use super::rounding::{EnvelopeJudge, Outputs};
 use super::ModelInputs;
-use crate::compare::diagnose::Provenance;
-use crate::compare::envelope::Rounding;
-use crate::compare::{Comparison, Criterion};
+use crate::diagnose::Provenance;
 use crate::reference::ReferenceFile;
-use crate::report::CandidateInfo;
+use crate::schema::rounding::Rounding;
+use crate::schema::CandidateInfo;
+use crate::schema::{Comparison, Criterion};
 use crate::tokenize::abbreviate;
 
 /// The row name of a candidate's comparison.

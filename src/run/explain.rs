@@ -6,14 +6,18 @@ use tch::Tensor;
 
 use super::{load_weights, progress_bar, to_vec, ModelInputs};
 use crate::cli::ExplainArgs;
-use crate::compare::attribution::{conclusions, relative_change, PromptEffect, RowKind, StepRow, TensorChange};
-use crate::compare::{compare_logits, Criterion, Tolerance};
+use crate::diagnose::attribution::relative_change;
+use crate::diagnose::prose::conclusions;
 use crate::model::gpt2::{forward_packed, packs};
 use crate::model::process::{process_part, process_unembedding_variants, Part, ProcessingOptions, Step};
 use crate::model::Weights;
+use crate::numeric::compare_logits;
 use crate::output::emit;
-use crate::report::explain::{ExplainReport, ExplainedPrompt};
-use crate::report::{ModelInfo, Tool, View, SCHEMA_VERSION};
+use crate::render::{render, View};
+use crate::schema::attribution::{PromptEffect, RowKind, StepRow, TensorChange};
+use crate::schema::explain::{ExplainReport, ExplainedPrompt};
+use crate::schema::{Criterion, Tolerance};
+use crate::schema::{ModelInfo, Tool, SCHEMA_VERSION};
 use crate::timings::{timed, Phase};
 
 pub fn run(args: &ExplainArgs) -> Result<bool> {
@@ -35,7 +39,7 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
     let report = ExplainReport {
         schema_version: SCHEMA_VERSION,
         tool: Tool::current(),
-        model: ModelInfo::new(&inputs, &digest),
+        model: ModelInfo::new(&inputs.files.source, &inputs.config, &digest),
         tolerance,
         prepend_bos: args.model.prepend_bos,
         device: crate::device::name(device),
@@ -46,7 +50,7 @@ pub fn run(args: &ExplainArgs) -> Result<bool> {
         rows,
     };
     let view = View::for_output(args.wide, false, args.report.output_file());
-    timed(Phase::Render, || emit(&report.render(args.report.format, &view), args.report.output_file()))?;
+    timed(Phase::Render, || emit(&render(&report, args.report.format, view), args.report.output_file()))?;
     Ok(true)
 }
 

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
+use super::outputs::Destinations;
 use crate::cli::MergeArgs;
-use crate::compare::attribution::StepRow;
-use crate::compare::diagnose::count_of;
-use crate::report::outputs::Destinations;
-use crate::report::{summary_notes, ComparisonSummary, PromptReport, Repeatability, Report, Timing};
+use crate::diagnose::prose::summary_notes;
+use crate::render::format::count_of;
+use crate::schema::attribution::StepRow;
+use crate::schema::{PromptReport, Repeatability, Report, Timing};
 
 pub fn run(args: &MergeArgs) -> Result<bool> {
     let destinations = Destinations {
@@ -199,12 +200,10 @@ fn merge(shards: Vec<ShardReport>) -> Result<Report> {
             })
             .collect()
     });
-    report.passed = Report::verdict(&prompts, repeatability);
     report.timing = Timing { started_at: started_at.expect("at least one report"), seconds: prompt_seconds.iter().sum(), prompt_seconds };
-    report.summary = ComparisonSummary::collect(&prompts);
-    report.worst = report.summary.iter().map(|comparison| comparison.worst.clone()).collect();
-    report.summary_notes = summary_notes(&report.summary);
     report.prompts = prompts;
+    report.finish();
+    report.summary_notes = summary_notes(&report.summary);
     Ok(report)
 }
 

@@ -4,6 +4,7 @@ pub mod candidate;
 pub mod compare;
 pub mod explain;
 pub mod merge;
+pub mod outputs;
 pub mod reference;
 pub mod rounding;
 pub mod spill;

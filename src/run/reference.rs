@@ -7,7 +7,7 @@ use super::ModelInputs;
 use crate::cli::{check_writable, ReferenceArgs};
 use crate::model::process::ProcessingOptions;
 use crate::reference::bundled::{find_python, produce, ReferenceRequest};
-use crate::report::count_of;
+use crate::render::format::count_of;
 
 pub fn run(args: &ReferenceArgs) -> Result<()> {
     let to_stdout = args.output == Path::new("-");

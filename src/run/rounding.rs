@@ -1,35 +1,19 @@
 //! compare's rounding-envelope work for one prompt: our float64 forward (the truth, once per
 //! prompt), the envelope our float32 forward sets around it, each side judged against both, and,
 //! for a side outside the envelope, the search of the catalogue of port deviations for the one
-//! that reproduces it (compare::envelope holds the arithmetic, model::deviation the catalogue).
+//! that reproduces it (numeric::envelope holds the arithmetic, model::deviation the catalogue).
 use std::cell::RefCell;
 
 use anyhow::{Context, Result};
-use clap::ValueEnum;
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::compare::Candidate;
-use crate::compare::envelope::{
-    self, Envelope, Exact, Form, Forms, Measurements, Place, Scaling, Shape, SideRounding, TestedCause, Widths, ENVELOPE_FACTOR,
-    UNTIED_CORRELATION,
-};
 use crate::model::deviation::{Deviation, DeviationKind};
 use crate::model::gpt2::{forward_each_block, forward_with, Activations, Computation};
 use crate::model::Weights;
+use crate::numeric::envelope::{self, Envelope, Exact, Measurements, Scaling, Shape, Widths, UNTIED_CORRELATION};
+use crate::schema::rounding::{Form, Forms, Place, SideRounding, TestedCause, ENVELOPE_FACTOR};
 use crate::timings::{timed, Phase};
-
-/// `compare --criterion`: what a comparison must satisfy to pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Gate {
-    /// Tolerance, and every side within the rounding envelope at every residual snapshot and
-    /// at the logits (runs our forward once more per prompt, in float64)
-    Envelope,
-    /// Tolerance on the logits only (for ports allowed to compute differently: TF32, half
-    /// precision); no float64 forward
-    Tolerance,
-}
 
 /// One prompt's truth, in float64 precision, and its envelopes.
 pub struct PromptTruth {
@@ -360,10 +344,10 @@ pub struct ExternalSide {
 
 impl ExternalSide {
     /// The judgement a comparison under `criterion` uses.
-    pub fn under(&self, criterion: crate::compare::Criterion) -> SideRounding {
+    pub fn under(&self, criterion: crate::schema::Criterion) -> SideRounding {
         match criterion {
-            crate::compare::Criterion::Raw => self.raw.clone(),
-            crate::compare::Criterion::ShiftInvariant => self.shift_free.clone(),
+            crate::schema::Criterion::Raw => self.raw.clone(),
+            crate::schema::Criterion::ShiftInvariant => self.shift_free.clone(),
         }
     }
 }

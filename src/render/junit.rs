@@ -2,16 +2,25 @@
 //! comparison, named by both, with the time the prompt took, and a failure whose message leads
 //! with the element the comparison's criterion judged worst and the likely cause in words; its
 //! body holds the comparison's table and notes. The structure is the Jenkins junit-10.xsd's.
-use super::cells::{comparison_grid, place};
+use super::cells::comparison_grid;
+use super::format::{count_of, criterion_label, place, sci, times, xml_escape};
 use super::table::layout;
-use super::{prompt_label, xml_escape, Report, View};
-use crate::compare::diagnose::{count_of, sci, times};
-use crate::compare::{Comparison, Criterion};
+use super::{prompt_label, shard_label, Render, View};
+use crate::schema::{Comparison, Note, Report};
 
 /// Test-report viewers show a failure's message on one line: longer ones are cut to this many characters.
 const MESSAGE_LIMIT: usize = 200;
 
-pub fn render(report: &Report) -> String {
+/// JUnit XML, one testcase per prompt and comparison.
+pub struct Junit;
+
+impl Render<Report> for Junit {
+    fn render(&self, report: &Report) -> String {
+        render(report)
+    }
+}
+
+fn render(report: &Report) -> String {
     let cases: Vec<String> = report
         .prompts
         .iter()
@@ -55,7 +64,7 @@ pub fn render(report: &Report) -> String {
     .filter(|(_, value)| !value.is_empty())
     .map(|(name, value)| format!("      <property name=\"{name}\" value=\"{}\"/>\n", xml_escape(&value)))
     .collect();
-    let suite = match report.shard_label() {
+    let suite = match shard_label(report) {
         Some(shard) => format!("gpt2-parity {}, {shard}", report.tool.version),
         None => format!("gpt2-parity {}", report.tool.version),
     };
@@ -95,11 +104,8 @@ fn testcase(comparison: &str, name: &str, time: Option<f64>, failure: Option<(St
 /// The message: the element the criterion judged worst (for a shift-invariant row, its
 /// shift-free |diff|, never the raw shift), the tolerance, then the likely cause in words, cut
 /// to [`MESSAGE_LIMIT`]. The body: the comparison's table with every figure, and its notes.
-fn failure(report: &Report, comparison: &Comparison, notes: &[String]) -> (String, String) {
-    let criterion = match comparison.criterion {
-        Criterion::Raw => "raw",
-        Criterion::ShiftInvariant => "shift-free",
-    };
+fn failure(report: &Report, comparison: &Comparison, notes: &[Note]) -> (String, String) {
+    let criterion = criterion_label(comparison.criterion);
     let tolerance = format!("atol {:e}, rtol {:e}", report.tolerance.atol, report.tolerance.rtol);
     let at = comparison.max_abs_diff_at.as_ref().map(|at| place(at, comparison.worst_is_position_shift));
     // Within tolerance, the rounding envelope failed it: its first side outside leads.
@@ -114,8 +120,7 @@ fn failure(report: &Report, comparison: &Comparison, notes: &[String]) -> (Strin
         (0, None, None) => format!("{criterion} |diff| {} ({tolerance})", sci(comparison.worst_abs_diff)),
         (count, at, _) => format!("{}{}", count_of(count, "NaN/Inf element"), at.map(|at| format!(", the first {at}")).unwrap_or_default()),
     };
-    let prefix = format!("{}: ", comparison.name);
-    let note: Option<&str> = notes.iter().find_map(|note| note.strip_prefix(&prefix));
+    let note: Option<&str> = notes.iter().find(|note| note.comparison == comparison.name).map(|note| note.text.as_str());
     let message = cut(&match note {
         Some(cause) => format!("{worst}; {cause}"),
         None => worst,
@@ -133,4 +138,16 @@ fn cut(text: &str) -> String {
     let head: String = text.chars().take(MESSAGE_LIMIT - 1).collect();
     let end = head.rfind(' ').filter(|&end| end > MESSAGE_LIMIT / 2).unwrap_or(head.len());
     format!("{}…", head[..end].trim_end_matches([',', ';', ':']))
+}
+
+#[cfg(test)]
+mod renderer_tests {
+    use super::*;
+    use crate::render::sample;
+
+    /// Every line of the hand-built sample report, as src/render/expected/junit.xml has it.
+    #[test]
+    fn renders_the_sample_report_exactly() {
+        assert_eq!(Junit.render(&sample::report()), include_str!("expected/junit.xml"));
+    }
 }

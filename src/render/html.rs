@@ -5,11 +5,11 @@
 use std::fmt::Write;
 
 use super::cells::comparison_grid;
-use super::{count_of, criterion_suffix, prompt_label, snapshot_name, xml_escape, Report};
-use crate::compare::attribution::{LogitEffect, StepRow};
-use crate::compare::diagnose::{sci, times};
-use crate::compare::stats::{NonFinite, NonFinitePosition};
-use crate::compare::{Comparison, Criterion};
+use super::format::{count_of, criterion_suffix, sci, snapshot_name, times, token_with_id, xml_escape};
+use super::{prompt_label, verdict_line, Render};
+use crate::schema::attribution::{LogitEffect, StepRow};
+use crate::schema::{Comparison, Criterion, NonFinite, NonFinitePosition, Report};
+use crate::tokenize::abbreviate;
 
 const STYLE: &str = "
 body { font: 14px/1.45 system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 0 auto; max-width: 1200px; padding: 0 24px 48px; color: #1b1f24; }
@@ -42,14 +42,23 @@ const FAIL_COLOUR: &str = "#cf222e";
 /// The banner links at most this many failing prompts; the prompts table marks them all.
 const LINKED_FAILURES: usize = 10;
 
-pub fn render(report: &Report) -> String {
+/// One self-contained HTML page.
+pub struct Html;
+
+impl Render<Report> for Html {
+    fn render(&self, report: &Report) -> String {
+        render(report)
+    }
+}
+
+fn render(report: &Report) -> String {
     let verdict = if report.passed { "pass" } else { "fail" };
     let mut page = format!(
         "<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>\n\
          <title>gpt2-parity: {summary}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
          <header class=\"{verdict}\"><h1>{title}</h1><p>{summary}</p>{failing}</header>\n",
-        summary = xml_escape(&report.verdict_line()),
+        summary = xml_escape(&verdict_line(report)),
         title = verdict.to_uppercase(),
         failing = failing_links(report),
     );
@@ -70,7 +79,7 @@ pub fn render(report: &Report) -> String {
         );
         page.push_str(&comparisons(&prompt.comparisons));
         for note in &prompt.notes {
-            let _ = writeln!(page, "<p class=\"notes\">{}</p>", xml_escape(note));
+            let _ = writeln!(page, "<p class=\"notes\">{}</p>", xml_escape(&note.to_string()));
         }
         page.push_str("<div class=\"charts\">\n");
         page.push_str(&residual_chart(&prompt.comparisons));
@@ -207,9 +216,9 @@ fn overview(report: &Report) -> String {
             "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"label\">{}</td><td class=\"num\">{}</td><td><code>{}</code></td></tr>",
             xml_escape(&worst.comparison),
             xml_escape(&figure),
-            xml_escape(&format!("{:?}", crate::tokenize::abbreviate(&worst.prompt))),
+            xml_escape(&format!("{:?}", abbreviate(&worst.prompt))),
             worst.position,
-            xml_escape(&crate::tokenize::token_with_id(worst.token_id, &worst.token))
+            xml_escape(&token_with_id(worst.token_id, &worst.token))
         );
     }
     table.push_str("</table>\n");
@@ -274,8 +283,7 @@ fn envelope_chart(comparisons: &[Comparison], labels: &[String], factor: f64) ->
             .enumerate()
             .map(|(index, &whole)| {
                 let each_block = side.each_block.as_ref().and_then(|multiples| multiples.get(index).copied());
-                let value = each_block
-                    .map_or(whole, |each_block| if whole.is_nan() || each_block.is_nan() { f64::NAN } else { whole.max(each_block) });
+                let value = side.snapshot_multiple(index).unwrap_or(whole);
                 let block_part = each_block.map(|each_block| format!(", block on its own {}", times(each_block))).unwrap_or_default();
                 Point {
                     value,
@@ -559,10 +567,31 @@ impl LogChart<'_> {
                 xml_escape(&self.threshold.label)
             );
         }
+        self.draw_series(&mut svg, &x, &y, band_top + NON_FINITE_BAND / 2.0);
+        svg.push_str("</svg>\n<figcaption>");
+        for (number, series) in self.series.iter().enumerate() {
+            let _ = write!(
+                svg,
+                "<span class=\"nowrap\"><span style=\"color:{}\">■</span> {}</span> ",
+                COLOURS[number % COLOURS.len()],
+                xml_escape(&series.name)
+            );
+        }
+        let _ = write!(svg, "<br/>Log scale (zeros on the bottom edge). {}", xml_escape(self.caption));
+        if any_non_finite {
+            svg.push_str(" A red ⊗ in the NaN/Inf band is a non-finite value at that x, named beside it.");
+        }
+        svg.push_str("</figcaption></figure>\n");
+        svg
+    }
+
+    /// Each series: its line (broken at non-finite points), its markers, and its NaN/Inf markers
+    /// in the band at `band_y`, named where there is room.
+    fn draw_series(&self, svg: &mut String, x: &dyn Fn(usize) -> f64, y: &dyn Fn(f64) -> f64, band_y: f64) {
+        let count = self.labels.len();
         // Names beside NaN/Inf markers, left to right over all series: one is left out where it
         // would run into the previous one (the marker's tooltip still names it).
         let mut named_up_to = f64::NEG_INFINITY;
-        let band_y = band_top + NON_FINITE_BAND / 2.0;
         for (number, series) in self.series.iter().enumerate() {
             let colour = COLOURS[number % COLOURS.len()];
             // The line breaks at non-finite points: nothing is drawn between them and their neighbours.
@@ -595,40 +624,25 @@ impl LogChart<'_> {
                 let Some(name) = point.non_finite() else { continue };
                 let marker_x = x(index);
                 let _ = writeln!(
-                    svg,
-                    "<g class=\"non-finite\"><circle cx=\"{marker_x:.1}\" cy=\"{band_y:.1}\" r=\"6\" fill=\"#fff\" stroke=\"{FAIL_COLOUR}\" stroke-width=\"2\"/>\
-                     <path d=\"M{:.1} {:.1}l6 6m0 -6l-6 6\" stroke=\"{FAIL_COLOUR}\" stroke-width=\"2\"/><title>{}</title></g>",
-                    marker_x - 3.0,
-                    band_y - 3.0,
-                    xml_escape(&format!("{} {}", series.name, point.detail))
-                );
+                svg,
+                "<g class=\"non-finite\"><circle cx=\"{marker_x:.1}\" cy=\"{band_y:.1}\" r=\"6\" fill=\"#fff\" stroke=\"{FAIL_COLOUR}\" stroke-width=\"2\"/>\
+                 <path d=\"M{:.1} {:.1}l6 6m0 -6l-6 6\" stroke=\"{FAIL_COLOUR}\" stroke-width=\"2\"/><title>{}</title></g>",
+                marker_x - 3.0,
+                band_y - 3.0,
+                xml_escape(&format!("{} {}", series.name, point.detail))
+            );
                 if marker_x - 8.0 > named_up_to {
                     let _ = writeln!(
-                        svg,
-                        "<text class=\"non-finite-name\" x=\"{:.1}\" y=\"{:.1}\" font-size=\"{FONT_SIZE}\" font-weight=\"600\" fill=\"{FAIL_COLOUR}\">{}</text>",
-                        marker_x + 9.0,
-                        band_y + 4.0,
-                        xml_escape(&name)
-                    );
+                    svg,
+                    "<text class=\"non-finite-name\" x=\"{:.1}\" y=\"{:.1}\" font-size=\"{FONT_SIZE}\" font-weight=\"600\" fill=\"{FAIL_COLOUR}\">{}</text>",
+                    marker_x + 9.0,
+                    band_y + 4.0,
+                    xml_escape(&name)
+                );
                     named_up_to = marker_x + 9.0 + name.chars().count() as f64 * CHAR_WIDTH;
                 }
             }
         }
-        svg.push_str("</svg>\n<figcaption>");
-        for (number, series) in self.series.iter().enumerate() {
-            let _ = write!(
-                svg,
-                "<span class=\"nowrap\"><span style=\"color:{}\">■</span> {}</span> ",
-                COLOURS[number % COLOURS.len()],
-                xml_escape(&series.name)
-            );
-        }
-        let _ = write!(svg, "<br/>Log scale (zeros on the bottom edge). {}", xml_escape(self.caption));
-        if any_non_finite {
-            svg.push_str(" A red ⊗ in the NaN/Inf band is a non-finite value at that x, named beside it.");
-        }
-        svg.push_str("</figcaption></figure>\n");
-        svg
     }
 }
 
@@ -674,6 +688,20 @@ fn attribution(rows: &[StepRow]) -> String {
     }
     svg.push_str("</svg>\n<figcaption>Each row is the model with those steps applied, against the unprocessed model (what <code>gpt2-parity explain</code> shows).</figcaption></figure></div>\n");
     svg
+}
+
+#[cfg(test)]
+mod renderer_tests {
+    use super::*;
+    use crate::render::sample;
+
+    /// Every line of the hand-built sample report, as src/render/expected/report.html has it
+    /// (with the style sheet where it says `{STYLE}`).
+    #[test]
+    fn renders_the_sample_report_exactly() {
+        let expected = include_str!("expected/report.html").replacen("{STYLE}", STYLE, 1);
+        assert_eq!(Html.render(&sample::report()), expected);
+    }
 }
 
 #[cfg(test)]

@@ -3,297 +3,9 @@
 //! KL, top-k), and the allclose verdict, raw or after removing each position's mean over the
 //! vocabulary (a per-position shift that softmax ignores). Pure arithmetic on row-major f32
 //! slices, accumulated in f64.
-use serde::{Deserialize, Serialize};
-
-use super::diagnose::Cause;
-use super::envelope::Rounding;
 use super::kernel::{self, top_k, TOP_K};
-use super::noise_floor::NoiseFloor;
-
-/// numpy's allclose: |candidate - reference| <= atol + rtol * |reference|.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Tolerance {
-    pub atol: f64,
-    pub rtol: f64,
-}
-
-impl Tolerance {
-    pub fn allows(&self, candidate: f64, reference: f64) -> bool {
-        self.allows_diff(candidate - reference, reference)
-    }
-
-    /// Whether a difference made at `magnitude` (the reference's value where the error arose)
-    /// is within atol + rtol * |magnitude|.
-    pub fn allows_diff(&self, diff: f64, magnitude: f64) -> bool {
-        diff.abs() <= self.atol + self.rtol * magnitude.abs()
-    }
-}
-
-/// How a comparison passes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Criterion {
-    /// Allclose on the logits as they are: |c - r| <= atol + rtol * |r|.
-    Raw,
-    /// Allclose after subtracting each position's mean over the vocabulary from both sides, with
-    /// rtol applied to the reference before centering, the magnitude at which the candidate
-    /// computed the value and so made its rounding error:
-    /// |(c - mean c) - (r - mean r)| <= atol + rtol * |r|.
-    ShiftInvariant,
-}
-
-impl Criterion {
-    /// The rule in words, as the report records it.
-    pub fn definition(self) -> &'static str {
-        match self {
-            Criterion::Raw => "|c - r| <= atol + rtol * |r|",
-            Criterion::ShiftInvariant => {
-                "|(c - mean(c)) - (r - mean(r))| <= atol + rtol * |r|, means over the vocabulary per position, r before centering"
-            }
-        }
-    }
-}
-
-/// A place in a [positions, vocab] matrix: which position, which vocabulary entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DiffLocation {
-    pub position: usize,
-    pub token_id: i64,
-    pub token: String,
-}
-
-/// A value that is not a number the statistics can use, as the reports name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum NonFinite {
-    #[serde(rename = "nan")]
-    Nan,
-    #[serde(rename = "+inf")]
-    PositiveInfinity,
-    #[serde(rename = "-inf")]
-    NegativeInfinity,
-}
-
-impl NonFinite {
-    const ALL: [NonFinite; 3] = [NonFinite::Nan, NonFinite::PositiveInfinity, NonFinite::NegativeInfinity];
-
-    fn of(value: f32) -> Option<Self> {
-        if value.is_nan() {
-            Some(Self::Nan)
-        } else if value == f32::INFINITY {
-            Some(Self::PositiveInfinity)
-        } else if value == f32::NEG_INFINITY {
-            Some(Self::NegativeInfinity)
-        } else {
-            None
-        }
-    }
-
-    /// "NaN", "+Inf", "-Inf".
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Nan => "NaN",
-            Self::PositiveInfinity => "+Inf",
-            Self::NegativeInfinity => "-Inf",
-        }
-    }
-}
-
-/// A position holding a non-finite value on either side: what each side holds there, so that
-/// reports name it (an Inf and a NaN both read back from JSON as `null`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NonFinitePosition {
-    pub position: usize,
-    /// Elements of the position where either side is non-finite.
-    pub elements: usize,
-    /// The kinds each side holds at the position, each once, in the order NaN, +Inf, -Inf.
-    pub candidate: Vec<NonFinite>,
-    pub reference: Vec<NonFinite>,
-}
-
-impl NonFinitePosition {
-    /// `None` when both rows are finite.
-    fn of(position: usize, candidate: &[f32], reference: &[f32]) -> Option<Self> {
-        let elements = candidate.iter().zip(reference).filter(|(c, r)| !(c.is_finite() && r.is_finite())).count();
-        let kinds = |row: &[f32]| -> Vec<NonFinite> {
-            NonFinite::ALL.into_iter().filter(|kind| row.iter().any(|&value| NonFinite::of(value) == Some(*kind))).collect()
-        };
-        (elements > 0).then(|| Self { position, elements, candidate: kinds(candidate), reference: kinds(reference) })
-    }
-
-    /// "NaN", "+Inf", "NaN/-Inf": the kinds of value held here, either side, each once.
-    pub fn name(&self) -> String {
-        let mut names: Vec<&str> = Vec::new();
-        for kind in self.candidate.iter().chain(&self.reference) {
-            if !names.contains(&kind.name()) {
-                names.push(kind.name());
-            }
-        }
-        names.join("/")
-    }
-}
-
-/// How a criterion sees one element: the |diff| it judges and the part of the bound that rtol
-/// contributes (the element passes when `abs_diff <= atol + rtol_allowance`).
-#[derive(Debug, Clone, Copy)]
-struct Judgement {
-    abs_diff: f64,
-    rtol_allowance: f64,
-}
-
-impl Judgement {
-    /// `means` are the position's means over the vocabulary (candidate, reference).
-    fn of(criterion: Criterion, tolerance: Tolerance, candidate: f64, reference: f64, (c_mean, r_mean): (f64, f64)) -> Self {
-        match criterion {
-            Criterion::Raw => Self { abs_diff: (candidate - reference).abs(), rtol_allowance: tolerance.rtol * reference.abs() },
-            // rtol at the reference before centering: the magnitude at which the error was made.
-            Criterion::ShiftInvariant => {
-                Self { abs_diff: ((candidate - c_mean) - (reference - r_mean)).abs(), rtol_allowance: tolerance.rtol * reference.abs() }
-            }
-        }
-    }
-
-    fn fails(&self, tolerance: Tolerance) -> bool {
-        self.abs_diff > tolerance.atol + self.rtol_allowance
-    }
-
-    /// How far the |diff| exceeds what rtol alone allows: the atol this element needs (when
-    /// positive). The element with the largest excess is the criterion's worst.
-    fn excess(&self) -> f64 {
-        self.abs_diff - self.rtol_allowance
-    }
-}
-
-/// One row of a prompt's table (and one object in the JSON report).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Comparison {
-    pub name: String,
-    pub criterion: Criterion,
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub candidate_mean: f64,
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub reference_mean: f64,
-    /// Sample standard deviation (n - 1), as torch.std computes it.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub candidate_std: f64,
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub reference_std: f64,
-    /// Max |diff| over all elements, raw whatever the criterion; NaN when a value is non-finite.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub max_abs_diff: f64,
-    /// Where `max_abs_diff` sits.
-    pub raw_max_abs_diff_at: Option<DiffLocation>,
-    /// The element worst under this comparison's criterion: the one furthest outside (or
-    /// closest to) allclose, i.e. the one that sets `min_passing_atol`; for a shift-invariant
-    /// comparison judged on centered values. With non-finite values, the first of them.
-    pub max_abs_diff_at: Option<DiffLocation>,
-    /// |diff| at `max_abs_diff_at` as the criterion judges it (centered for shift-invariant).
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub worst_abs_diff: f64,
-    /// True when a raw comparison's worst element sits in a position that passes once its mean
-    /// is removed: the whole position is shifted, and the token named is arbitrary.
-    pub worst_is_position_shift: bool,
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub mean_abs_diff: f64,
-    /// Root of the mean squared difference.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub rmse: f64,
-    /// Cosine similarity of the two matrices as flat vectors.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub cosine_similarity: f64,
-    /// Max |diff| / |reference| over elements whose reference is not zero.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub max_rel_diff: f64,
-    /// Max |diff| after removing each position's mean over the vocabulary from both sides.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub centered_max_abs_diff: f64,
-    /// Per position: mean of candidate minus mean of reference (the shift that centering removes).
-    #[serde(deserialize_with = "crate::report::nullable::numbers")]
-    pub position_shift: Vec<f64>,
-    /// Per position: max |candidate - reference| over the vocabulary; NaN where the position
-    /// holds a non-finite value (`non_finite_positions` says which).
-    #[serde(deserialize_with = "crate::report::nullable::numbers")]
-    pub position_max_abs_diff: Vec<f64>,
-    /// Per position: max |diff| after removing the position's mean over the vocabulary from both
-    /// sides (what a shift-invariant comparison judges, before rtol); NaN as above.
-    #[serde(default, deserialize_with = "crate::report::nullable::numbers")]
-    pub position_centered_max_abs_diff: Vec<f64>,
-    /// Elements outside allclose, raw.
-    pub violations: usize,
-    /// Elements outside allclose after centering (rtol at the reference's magnitude before
-    /// centering, as [`Criterion::ShiftInvariant`] says).
-    pub centered_violations: usize,
-    /// Elements outside allclose under this comparison's criterion, and their share in percent.
-    pub outside_allclose: usize,
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub outside_allclose_percent: f64,
-    /// Positions holding at least one element outside allclose under the criterion, or a
-    /// non-finite value.
-    pub positions_outside: Vec<usize>,
-    /// The smallest atol that would pass at the given rtol, under the criterion.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub min_passing_atol: f64,
-    /// Max |diff| of log-softmax over the vocabulary: what the model predicts, free of shifts.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub log_softmax_max_abs_diff: f64,
-    /// KL(reference || candidate) of the next-token distributions, per position: mean and max.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub kl_mean: f64,
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub kl_max: f64,
-    /// Share of positions whose argmax agrees.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub top1_agreement: f64,
-    /// Mean share of the reference's top 5 tokens that are in the candidate's top 5.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub top5_overlap: f64,
-    /// Elements where either side is NaN or infinite; any fails the comparison, and every
-    /// statistic that would cover them is NaN.
-    pub non_finite: usize,
-    /// Non-finite values on each side.
-    pub candidate_non_finite: usize,
-    pub reference_non_finite: usize,
-    pub first_non_finite_at: Option<DiffLocation>,
-    /// Each position holding a non-finite value, in position order.
-    #[serde(default)]
-    pub non_finite_positions: Vec<NonFinitePosition>,
-    /// Per residual-stream index, when both sides have it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resid: Option<Vec<ResidDiff>>,
-    /// With `--noise-floor`: how far each side sits from float64, and what a breach is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub noise_floor: Option<NoiseFloor>,
-    /// Under `--criterion envelope` (the default): each side's distance from our float64
-    /// forward as a multiple of the rounding envelope, per residual snapshot and at the logits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rounding: Option<Rounding>,
-    /// For a failing comparison, the most likely cause this tool can detect: the first cause
-    /// among `findings`.
-    pub likely_cause: Option<Cause>,
-    /// For a failing comparison, everything the checks found (compare::diagnose), residual
-    /// stream included.
-    pub findings: Vec<Cause>,
-    pub passed: bool,
-}
-
-/// One residual-stream snapshot's agreement: index 0 is the embeddings, index l the output of block h.{l-1}.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ResidDiff {
-    pub index: usize,
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub max_abs_diff: f64,
-    /// The largest |reference| value of the snapshot: the scale rounding noise is judged against.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub reference_max_abs: f64,
-    /// Max over the snapshot's elements of |diff| / (atol + rtol * |reference|), the criterion
-    /// scaled to its bound: within tolerance when this is at most 1 (0 where |diff| is 0; NaN
-    /// when a difference is NaN; +Inf when one is, or when the bound is 0 and |diff| is not). At
-    /// GPT-2's magnitudes faithful blocks exceed atol, so this judges nothing by itself.
-    #[serde(default, deserialize_with = "crate::report::nullable::number")]
-    pub max_tolerance_ratio: f64,
-    /// Whether both sides are within the rounding envelope here; `null` under `--criterion
-    /// tolerance`, which judges the logits alone.
-    pub passed: Option<bool>,
-}
+use super::tolerance::Judgement;
+use crate::schema::{Comparison, Criterion, DiffLocation, NonFinitePosition, ResidDiff, Tolerance};
 
 /// Running sums over the elements of one comparison.
 #[derive(Default)]
@@ -430,13 +142,6 @@ impl Totals {
 }
 
 impl Comparison {
-    /// The one tolerance judge: whether the comparison passes, from its stored figures alone.
-    /// compare sets `passed` with it, and merge recomputes every shard's verdicts with it, so
-    /// a criterion added to a comparison is added here.
-    pub fn verdict(&self) -> bool {
-        self.non_finite == 0 && self.outside_allclose == 0 && self.rounding.as_ref().is_none_or(Rounding::passed)
-    }
-
     /// With a non-finite value on either side no difference statistic is defined: each is NaN
     /// (`null` in JSON, "NaN" in tables) rather than a figure over the finite rest, which would
     /// look like agreement. Counts and locations stay.
@@ -503,40 +208,41 @@ impl Totals {
     fn from_rows(rows: &[kernel::RowSummary], vocab: usize, criterion: Criterion) -> Self {
         let mut totals = Totals::default();
         for (position, row) in rows.iter().enumerate() {
+            let differences = &row.differences;
             let start = position * vocab;
             totals.finite += vocab;
-            totals.abs_diff_sum += row.abs_diff_sum;
-            totals.squared_diff_sum += row.squared_diff_sum;
-            totals.dot += row.dot;
-            totals.candidate_norm2 += row.candidate_norm2;
-            totals.reference_norm2 += row.reference_norm2;
-            if totals.max_at.is_none() || row.max_abs_diff > totals.max_abs_diff {
-                totals.max_abs_diff = row.max_abs_diff;
-                totals.max_at = Some(start + row.max_column);
+            totals.abs_diff_sum += differences.abs_diff_sum;
+            totals.squared_diff_sum += differences.squared_diff_sum;
+            totals.dot += differences.dot;
+            totals.candidate_norm2 += differences.candidate_norm2;
+            totals.reference_norm2 += differences.reference_norm2;
+            if totals.max_at.is_none() || differences.max_abs_diff > totals.max_abs_diff {
+                totals.max_abs_diff = differences.max_abs_diff;
+                totals.max_at = Some(start + differences.max_column);
             }
-            if totals.worst_at.is_none() || row.worst_excess > totals.worst_excess {
-                totals.worst_excess = row.worst_excess;
-                totals.worst_abs_diff = row.worst_abs_diff;
-                totals.worst_at = Some(start + row.worst_column);
+            if totals.worst_at.is_none() || differences.worst_excess > totals.worst_excess {
+                totals.worst_excess = differences.worst_excess;
+                totals.worst_abs_diff = differences.worst_abs_diff;
+                totals.worst_at = Some(start + differences.worst_column);
             }
-            totals.min_passing_atol = totals.min_passing_atol.max(row.worst_excess);
-            totals.max_rel_diff = totals.max_rel_diff.max(row.max_rel_diff);
-            totals.centered_max_abs_diff = totals.centered_max_abs_diff.max(row.centered_max_abs_diff);
-            totals.violations += row.violations;
-            totals.centered_violations += row.centered_violations;
+            totals.min_passing_atol = totals.min_passing_atol.max(differences.worst_excess);
+            totals.max_rel_diff = totals.max_rel_diff.max(differences.max_rel_diff);
+            totals.centered_max_abs_diff = totals.centered_max_abs_diff.max(differences.centered_max_abs_diff);
+            totals.violations += differences.violations;
+            totals.centered_violations += differences.centered_violations;
             let outside = match criterion {
-                Criterion::Raw => row.violations,
-                Criterion::ShiftInvariant => row.centered_violations,
+                Criterion::Raw => differences.violations,
+                Criterion::ShiftInvariant => differences.centered_violations,
             };
             if outside > 0 {
                 totals.positions_outside.push(position);
             }
-            if row.centered_violations > 0 {
+            if differences.centered_violations > 0 {
                 totals.centered_positions_outside.push(position);
             }
             totals.position_shift.push(row.candidate_mean - row.reference_mean);
-            totals.position_max_abs_diff.push(row.max_abs_diff);
-            totals.position_centered_max_abs_diff.push(row.centered_max_abs_diff);
+            totals.position_max_abs_diff.push(differences.max_abs_diff);
+            totals.position_centered_max_abs_diff.push(differences.centered_max_abs_diff);
             totals.log_softmax_max_abs_diff = totals.log_softmax_max_abs_diff.max(row.log_softmax_max_abs_diff);
             totals.add_kl_and_top_k(row.kl, &row.candidate_top, &row.reference_top);
         }
@@ -574,8 +280,8 @@ impl Totals {
         if r != 0.0 {
             self.max_rel_diff = self.max_rel_diff.max(diff / r.abs());
         }
-        let raw = Judgement::of(Criterion::Raw, tolerance, c, r, means);
-        let centered = Judgement::of(Criterion::ShiftInvariant, tolerance, c, r, means);
+        let raw = Judgement::of(Criterion::Raw, c, r, means);
+        let centered = Judgement::of(Criterion::ShiftInvariant, c, r, means);
         self.centered_max_abs_diff = self.centered_max_abs_diff.max(centered.abs_diff);
         self.violations += usize::from(raw.fails(tolerance));
         self.centered_violations += usize::from(centered.fails(tolerance));
@@ -583,9 +289,9 @@ impl Totals {
             Criterion::Raw => raw,
             Criterion::ShiftInvariant => centered,
         };
-        self.min_passing_atol = self.min_passing_atol.max(judged.excess());
-        if self.worst_at.is_none() || judged.excess() > self.worst_excess {
-            self.worst_excess = judged.excess();
+        self.min_passing_atol = self.min_passing_atol.max(judged.excess(tolerance));
+        if self.worst_at.is_none() || judged.excess(tolerance) > self.worst_excess {
+            self.worst_excess = judged.excess(tolerance);
             self.worst_abs_diff = judged.abs_diff;
             self.worst_at = Some(index);
         }
@@ -656,7 +362,7 @@ pub fn compare_resid(
                     max_abs_diff = max_abs_diff.max(diff.abs());
                     // Centered or not, the error was made at the reference's own magnitude.
                     if diff != 0.0 {
-                        max_tolerance_ratio = max_tolerance_ratio.max(diff.abs() / (tolerance.atol + tolerance.rtol * r.abs()));
+                        max_tolerance_ratio = max_tolerance_ratio.max(diff.abs() / tolerance.bound(r));
                     }
                 }
             }
@@ -709,6 +415,7 @@ pub fn mean_and_std(values: &[f32]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::NonFinite;
 
     const TOLERANCE: Tolerance = Tolerance { atol: 0.1, rtol: 0.01 };
 

@@ -16,9 +16,9 @@
 //! within 1e-12 relative, the rest within 1e-12 absolute.
 use rayon::prelude::*;
 
-use super::stats::{Criterion, Tolerance};
+use crate::schema::{Criterion, Tolerance};
 
-pub(super) const LANES: usize = 8;
+pub const LANES: usize = 8;
 /// Up to this |shift-free difference| (see [`summarize_row`]) a series replaces the candidate's
 /// exponential: 2^-7.
 const SMALL_SHIFT_FREE_DIFF: f64 = 0.007_812_5;
@@ -34,21 +34,8 @@ pub struct RowSummary {
     /// Sum of squared deviations from the row's own mean, per side.
     pub candidate_m2: f64,
     pub reference_m2: f64,
-    pub abs_diff_sum: f64,
-    pub squared_diff_sum: f64,
-    pub dot: f64,
-    pub candidate_norm2: f64,
-    pub reference_norm2: f64,
-    pub max_abs_diff: f64,
-    pub max_column: usize,
-    pub max_rel_diff: f64,
-    pub centered_max_abs_diff: f64,
-    pub violations: usize,
-    pub centered_violations: usize,
-    /// Largest |diff| - rtol * magnitude under the criterion, its |diff|, and where.
-    pub worst_excess: f64,
-    pub worst_abs_diff: f64,
-    pub worst_column: usize,
+    /// The element-wise figures and verdicts.
+    pub differences: RowDifferences,
     pub log_softmax_max_abs_diff: f64,
     pub kl: f64,
     pub candidate_top: Vec<usize>,
@@ -138,20 +125,7 @@ fn summarize_row_portable(candidate: &[f32], reference: &[f32], criterion: Crite
         reference_mean: means.1,
         candidate_m2: distributions.candidate_m2,
         reference_m2: distributions.reference_m2,
-        abs_diff_sum: differences.abs_diff_sum,
-        squared_diff_sum: differences.squared_diff_sum,
-        dot: differences.dot,
-        candidate_norm2: differences.candidate_norm2,
-        reference_norm2: differences.reference_norm2,
-        max_abs_diff: differences.max_abs_diff,
-        max_column: differences.max_column,
-        max_rel_diff: differences.max_rel_diff,
-        centered_max_abs_diff: differences.centered_max_abs_diff,
-        violations: differences.violations,
-        centered_violations: differences.centered_violations,
-        worst_excess: differences.worst_excess,
-        worst_abs_diff: differences.worst_abs_diff,
-        worst_column: differences.worst_column,
+        differences,
         // log-softmax difference = (c - r) - lse difference: largest at the largest or smallest c - r.
         log_softmax_max_abs_diff: (first.max_diff - distributions.lse_difference).max(distributions.lse_difference - first.min_diff),
         kl: distributions.kl.max(0.0),
@@ -278,8 +252,8 @@ impl LaneScan for Extremes {
     }
 }
 
-/// Element-wise figures and the tolerance's verdicts, as stats.rs's
-/// `Judgement::of` makes them. `SHIFT_INVARIANT` picks the criterion that judges the worst element.
+/// Element-wise figures and the tolerance's verdicts, as numeric::tolerance's
+/// `Judgement` makes them. `SHIFT_INVARIANT` picks the criterion that judges the worst element.
 struct Differences<const SHIFT_INVARIANT: bool> {
     means: (f64, f64),
     tolerance: Tolerance,
@@ -299,22 +273,25 @@ struct Differences<const SHIFT_INVARIANT: bool> {
     worst_column: [usize; LANES],
 }
 
-struct RowDifferences {
-    abs_diff_sum: f64,
-    squared_diff_sum: f64,
-    dot: f64,
-    candidate_norm2: f64,
-    reference_norm2: f64,
-    max_abs_diff: f64,
-    max_column: usize,
-    max_rel_diff: f64,
-    centered_max_abs_diff: f64,
-    violations: usize,
-    centered_violations: usize,
+/// A row's element-wise figures: sums, maxima (with their columns, counted from the row's
+/// start) and the tolerance's verdicts.
+#[derive(Debug, Clone)]
+pub struct RowDifferences {
+    pub abs_diff_sum: f64,
+    pub squared_diff_sum: f64,
+    pub dot: f64,
+    pub candidate_norm2: f64,
+    pub reference_norm2: f64,
+    pub max_abs_diff: f64,
+    pub max_column: usize,
+    pub max_rel_diff: f64,
+    pub centered_max_abs_diff: f64,
+    pub violations: usize,
+    pub centered_violations: usize,
     /// Largest |diff| - rtol * magnitude under the criterion, its |diff|, and where.
-    worst_excess: f64,
-    worst_abs_diff: f64,
-    worst_column: usize,
+    pub worst_excess: f64,
+    pub worst_abs_diff: f64,
+    pub worst_column: usize,
 }
 
 impl<const SHIFT_INVARIANT: bool> Differences<SHIFT_INVARIANT> {

@@ -2,39 +2,9 @@
 //! also runs in float64, the closest this tool gets to the exact values; each comparison then
 //! says how far its float32 candidate and its float32 reference sit from those, and whether the
 //! difference is of the size float32 rounding makes (docs/metrics.md states the rule).
-use serde::{Deserialize, Serialize};
-
-use super::stats::{finite_mean, Criterion, Tolerance};
-
-/// One comparison's noise floor (docs/metrics.md).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NoiseFloor {
-    /// Max |float32 candidate − its float64 result|, under the comparison's criterion (centered
-    /// for shift-invariant rows): our own float32 rounding.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub candidate_vs_float64: f64,
-    /// Max |float32 reference − float64|: against the reference side's own float64 result when
-    /// that side is our model, else against our candidate's float64 result (the best estimate of
-    /// the exact values the reference should hold).
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub reference_vs_float64: f64,
-    /// Whether the comparison passes with our side(s) at float64 (an external reference stays
-    /// as it is).
-    pub float64_passes: bool,
-    /// For a failing comparison: `rounding_noise` when it passes at float64, or when an external
-    /// reference sits no further from float64 than [`REFERENCE_NOISE_FACTOR`] times our own
-    /// float32 rounding; else `real`.
-    pub breach: Option<Breach>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Breach {
-    /// The comparison passes once our float32 rounding is taken out.
-    RoundingNoise,
-    /// It fails even at float64: the two sides compute different things.
-    Real,
-}
+use super::stats::finite_mean;
+use crate::schema::noise_floor::{Breach, NoiseFloor};
+use crate::schema::{Criterion, Tolerance};
 
 /// How many times our own float32 rounding an external reference may sit from the float64
 /// result and still count as rounding: HF's float32 sits 0.9x to 1.5x as far as ours on a model

@@ -1,21 +1,32 @@
 //! Markdown, for pull-request comments and CI summaries: the same summary-first layout as the
 //! table, every cell and heading escaped so that prompt text renders as text, and small enough
 //! for a pull-request comment (prompt sections that do not fit are left out, and said so).
-use super::cells::{comparison_grid, prompt_heading, summary_grid, summary_verdict, Grid};
-use super::{criterion_suffix, prompt_number, shown_prompts, Report, View};
-use crate::compare::diagnose::sci;
+use super::cells::{comparison_grid, prompt_heading, summary_grid, Grid};
+use super::{shard_label, shown_prompts, verdict_line, worst_sentence, Render, View};
+use crate::schema::Report;
 
 /// GitHub's limit on a pull-request comment, in characters.
 pub const COMMENT_LIMIT: usize = 65_536;
 
-pub fn render(report: &Report, view: &View) -> String {
+/// Markdown, laid out by `view`.
+pub struct Markdown {
+    pub view: View,
+}
+
+impl Render<Report> for Markdown {
+    fn render(&self, report: &Report) -> String {
+        render(report, &self.view)
+    }
+}
+
+fn render(report: &Report, view: &View) -> String {
     let verdict = match (report.passed, report.prompts.is_empty()) {
         (true, true) => "no prompts",
         (true, false) => "PASS",
         (false, _) => "FAIL",
     };
     // A job summary collects every shard's section: each heading says which shard it is.
-    let title = match report.shard_label() {
+    let title = match shard_label(report) {
         Some(shard) => format!("gpt2-parity, {shard}"),
         None => "gpt2-parity".to_owned(),
     };
@@ -35,20 +46,10 @@ pub fn render(report: &Report, view: &View) -> String {
     if !report.passed {
         closing.push('\n');
         for summary in &report.summary {
-            let worst = &summary.worst;
-            closing.push_str(&format!(
-                "- {}{} {}; worst \\|diff\\| {} in prompt {}, position {}, token {}\n",
-                escape(&worst.comparison),
-                escape(criterion_suffix(worst.criterion)),
-                escape(&summary_verdict(summary)),
-                sci(worst.abs_diff),
-                prompt_number(report, worst.prompt_index).0,
-                worst.position,
-                worst.token_id
-            ));
+            closing.push_str(&format!("- {}\n", escape(&worst_sentence(report, summary))));
         }
     }
-    closing.push_str(&format!("\n**{}**\n", escape(&report.verdict_line())));
+    closing.push_str(&format!("\n**{}**\n", escape(&verdict_line(report))));
     // Room for the closing lines and for the line that says what was left out.
     let budget = COMMENT_LIMIT - closing.chars().count() - 300;
     let mut used = out.chars().count();
@@ -88,8 +89,8 @@ pub(super) fn table(grid: &Grid) -> String {
     out
 }
 
-fn quotes(notes: &[String]) -> String {
-    notes.iter().map(|note| format!("\n> {}\n", escape(note))).collect()
+fn quotes(notes: &[impl std::fmt::Display]) -> String {
+    notes.iter().map(|note| format!("\n> {}\n", escape(&note.to_string()))).collect()
 }
 
 /// Text that renders as itself in CommonMark/GFM, inside a table cell, a heading or a quote:
@@ -115,4 +116,16 @@ pub fn escape(text: &str) -> String {
 /// Text for inside a code span: backticks cannot be escaped there, so they become quotes.
 fn code(text: &str) -> String {
     text.replace('`', "'").replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod renderer_tests {
+    use super::*;
+    use crate::render::sample;
+
+    /// Every line of the hand-built sample report, as src/render/expected/markdown.md has it.
+    #[test]
+    fn renders_the_sample_report_exactly() {
+        assert_eq!(Markdown { view: View::default() }.render(&sample::report()), include_str!("expected/markdown.md"));
+    }
 }

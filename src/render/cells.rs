@@ -1,11 +1,11 @@
 //! The cells the human-readable formats (table and markdown) show: which columns a prompt's
 //! table and the summary table have, how each figure, place and prompt is written, and which
 //! columns a narrow terminal may drop. One place, so that the two formats never disagree.
-use super::{prompt_number, ComparisonSummary, Report};
-use crate::compare::diagnose::{count_of, percent, sci, times};
-use crate::compare::noise_floor::Breach;
-use crate::compare::{Comparison, Criterion, DiffLocation};
-use crate::tokenize::{abbreviate, token_label};
+use super::format::{count_of, criterion_label, percent, place, sci, share, times};
+use super::prompt_number;
+use crate::schema::noise_floor::Breach;
+use crate::schema::{Comparison, ComparisonSummary, Criterion, Report};
+use crate::tokenize::abbreviate;
 
 /// Whether a cell states a verdict (terminals colour it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,11 +150,10 @@ pub fn summary_grid(summaries: &[ComparisonSummary], wide: bool) -> Grid {
         .iter()
         .map(|summary| {
             let worst = &summary.worst;
-            let at = DiffLocation { position: worst.position, token_id: worst.token_id, token: worst.token.clone() };
             vec![
                 Cell::from(comparison_name(&summary.comparison, summary.criterion)),
                 Cell::from(format!("{} of {}", summary.failing_prompts, summary.prompts)),
-                Cell::from(format!("{}\n#{} {}", sci(worst.abs_diff), worst.prompt_index + 1, place(&at, worst.is_position_shift))),
+                Cell::from(format!("{}\n#{} {}", sci(worst.abs_diff), worst.prompt_index + 1, place(&worst.at(), worst.is_position_shift))),
                 Cell::from(sci(summary.max_abs_diff.value)),
                 Cell::from(sci(summary.kl_max.value)),
                 Cell::from(share(summary.min_top1_agreement.value)),
@@ -193,18 +192,9 @@ fn comparison_name(name: &str, criterion: Criterion) -> String {
         }
     }
     if criterion == Criterion::ShiftInvariant {
-        lines.push("(shift-free)".to_owned());
+        lines.push(format!("({})", criterion_label(criterion)));
     }
     lines.join("\n")
-}
-
-/// "@3 " World"", "@3 #234 \x8c" for a byte fragment, "@3 all tokens" for a shifted position.
-pub fn place(at: &DiffLocation, whole_position: bool) -> String {
-    if whole_position {
-        format!("@{} all tokens", at.position)
-    } else {
-        format!("@{} {}", at.position, token_label(at.token_id, &at.token))
-    }
 }
 
 /// "Prompt 3/8: "Hello World" (2 tokens)": numbered as in the whole run, the prompt cut to 40
@@ -213,15 +203,6 @@ pub fn prompt_heading(report: &Report, index: usize) -> String {
     let (number, total) = prompt_number(report, index);
     let prompt = &report.prompts[index];
     format!("Prompt {number}/{total}: {:?} ({})", abbreviate(&prompt.prompt), count_of(prompt.tokens.len(), "token"))
-}
-
-/// A share (0..1) in whole percent, or what stands in when it could not be computed.
-fn share(value: f64) -> String {
-    if value.is_nan() {
-        "n/a (non-finite)".to_owned()
-    } else {
-        percent(100.0 * value, 0)
-    }
 }
 
 /// "passes" or "FAILS on 2 of 50 prompts": a comparison's verdict over every prompt.

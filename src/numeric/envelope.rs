@@ -4,16 +4,7 @@
 //! the float64 truth as a multiple of that ("x rounding"): faithful implementations stay within a
 //! few, a port that computes something else lands far outside, even when its logits sit inside
 //! atol + rtol. Pure arithmetic on row-major slices (docs/metrics.md states the rule).
-use serde::{Deserialize, Serialize};
-
-use crate::model::deviation::Deviation;
-
-/// A side passes while its deviation from the float64 truth is at most this many times the
-/// envelope at every snapshot and at the logits. Calibrated on faithful implementations
-/// (docs/metrics.md): Hugging Face in float32 and float64, a numpy port in float32 and float64,
-/// and our processed model stay at or below 4x at real GPT-2 magnitudes; the catalogued port
-/// deviations that move a block's output at all land at 20x and far beyond.
-pub const ENVELOPE_FACTOR: f64 = 8.0;
+use crate::schema::rounding::{outside, worst_of, Form, Forms, Place, SideRounding};
 
 /// Values known to float64 precision, kept as float32 pairs (`base` + `correction`), so they
 /// wait in compare's spill beside the logits and cost no float64 copy of the model's outputs.
@@ -32,28 +23,6 @@ impl Exact {
     fn at(&self, index: usize) -> f64 {
         f64::from(self.base[index]) + f64::from(self.correction[index])
     }
-}
-
-/// How a side is set against the truth: as it is, or with each position's mean over the last
-/// axis removed from both (our processed model, whose residual stream is mean-free and whose
-/// logits center_unembed shifts; centering is exact in exact arithmetic, so a faithful side
-/// stays faithful).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Form {
-    Raw,
-    Centered,
-}
-
-/// How a side's residual stream and its logits are each set against the truth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Forms {
-    pub resid: Form,
-    pub logits: Form,
-}
-
-impl Forms {
-    pub const RAW: Self = Self { resid: Form::Raw, logits: Form::Raw };
 }
 
 /// The shape of what is compared: `snapshots` matrices of [positions, width], each the
@@ -188,14 +157,6 @@ pub struct Envelope {
     pub each_block: Option<Widths>,
 }
 
-/// "embeddings" for residual snapshot 0, then the block whose output snapshot l is: "h.{l-1}".
-pub fn snapshot_name(index: usize) -> String {
-    match index {
-        0 => "embeddings".to_owned(),
-        block => format!("h.{}", block - 1),
-    }
-}
-
 impl Envelope {
     /// The widths for a side judged in `forms`, from the envelopes in each form.
     pub fn for_forms(forms: Forms, raw: &Envelope, centered: &Envelope) -> Envelope {
@@ -225,58 +186,6 @@ impl Envelope {
             each_block: self.each_block.as_ref().map(|widths| widen(widths, other.each_block.as_ref())),
         }
     }
-}
-
-/// A place along the model: a residual snapshot, or the logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Place {
-    /// 0 = embeddings, n = output of block h.{n-1}, n_layer + 1 = the logits.
-    pub index: usize,
-}
-
-/// How one side of a comparison sits against the envelope.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SideRounding {
-    /// Which of the comparison's sides, by what it is: "ours (unprocessed)", "the reference", ...
-    pub side: String,
-    pub forms: Forms,
-    /// Per residual snapshot, the side's deviation from the float64 truth as a multiple of the
-    /// envelope; absent when the side has no residual stream.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::report::nullable::optional_numbers")]
-    pub snapshots: Option<Vec<f64>>,
-    /// The same at the logits.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub logits: f64,
-    /// Per residual snapshot, what the block that wrote it added on its own (each block of our
-    /// float64 forward run on the side's own input), as a multiple of what our float32 block
-    /// adds; index 0 (the embeddings, which have no input) repeats `snapshots[0]`. Absent for
-    /// our own models and for sides without a residual stream.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::report::nullable::optional_numbers")]
-    pub each_block: Option<Vec<f64>>,
-    /// The same for ln_f and the unembedding, on the side's last residual snapshot.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::report::nullable::optional_number")]
-    pub head: Option<f64>,
-    /// The first place the side leaves the envelope by more than the factor, end to end or on
-    /// its own.
-    pub first_outside: Option<Place>,
-    /// At `first_outside`, each position's multiple: where in the prompt the deviation sits.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::report::nullable::optional_numbers")]
-    pub positions: Option<Vec<f64>>,
-    /// For a side outside the envelope: the catalogued deviation that reproduces it, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<TestedCause>,
-    /// How many catalogued deviations were tried on this side (0: no search ran).
-    #[serde(default)]
-    pub deviations_tried: usize,
-}
-
-fn outside(multiple: f64) -> bool {
-    !(multiple <= ENVELOPE_FACTOR)
-}
-
-/// The largest of the values, NaN when any is NaN.
-fn worst_of(values: impl IntoIterator<Item = f64>) -> f64 {
-    values.into_iter().fold(0.0, |max, value| if value.is_nan() || max.is_nan() { f64::NAN } else { max.max(value) })
 }
 
 impl SideRounding {
@@ -341,44 +250,23 @@ impl SideRounding {
             deviations_tried: 0,
         }
     }
-
-    /// Whether every multiple, either view, is within the factor: from the figures alone (so
-    /// merge's recomputation does not trust `first_outside`).
-    pub fn passed(&self) -> bool {
-        self.worst() <= ENVELOPE_FACTOR
-    }
-
-    /// The largest multiple anywhere (NaN when a value is non-finite).
-    pub fn worst(&self) -> f64 {
-        worst_of(self.snapshots.iter().flatten().chain(self.each_block.iter().flatten()).copied().chain([self.logits]).chain(self.head))
-    }
-
-    /// Whether the side is within the envelope at residual snapshot `index`, both views.
-    fn snapshot_within(&self, index: usize) -> bool {
-        [&self.snapshots, &self.each_block]
-            .into_iter()
-            .all(|multiples| multiples.as_ref().and_then(|multiples| multiples.get(index)).is_none_or(|&value| !outside(value)))
-    }
 }
 
-/// A catalogued deviation that, switched on in our float64 forward, lands within the envelope of
-/// the side: the side computes what that deviation computes. Or one recognised by its signature
-/// (an untied unembedding), with `correlation` as the evidence and no forward to measure.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TestedCause {
-    pub deviation: Deviation,
-    /// The deviation in words.
-    pub description: String,
-    /// The side against our forward with the deviation: its worst multiple of the envelope,
-    /// and the logits' max |diff| (NaN, null in JSON, for a cause recognised by its signature).
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub multiple: f64,
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub logits_max_abs_diff: f64,
-    /// For an untied unembedding: the largest |correlation| over positions between the side's
-    /// logits and what wte's unembedding gives on the side's own last residual snapshot.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::report::nullable::optional_number")]
-    pub correlation: Option<f64>,
+/// Max |side - truth| over the logits, in `form`: what a tested cause's match is in plain units.
+pub fn max_abs_diff(side: &[f32], truth: &Exact, positions: usize, width: usize, form: Form) -> f64 {
+    (0..positions)
+        .map(|row| {
+            let range = row * width..(row + 1) * width;
+            let (side_mean, truth_mean) = match form {
+                Form::Raw => (0.0, 0.0),
+                Form::Centered => (
+                    side[range.clone()].iter().map(|&v| f64::from(v)).sum::<f64>() / width as f64,
+                    range.clone().map(|index| truth.at(index)).sum::<f64>() / width as f64,
+                ),
+            };
+            range.map(|index| ((f64::from(side[index]) - side_mean) - (truth.at(index) - truth_mean)).abs()).fold(0.0, f64::max)
+        })
+        .fold(0.0, f64::max)
 }
 
 /// Below this |correlation| at every position, a side's logits owe nothing to wte: a faithful
@@ -400,47 +288,6 @@ pub fn largest_correlation(side: &[f32], truth: &Exact, positions: usize, width:
         }
         (product / (side_square * truth_square).sqrt()).abs()
     }))
-}
-
-/// Both sides of a comparison against the envelope.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Rounding {
-    /// The factor a side may exceed the envelope by ([`ENVELOPE_FACTOR`]).
-    pub factor: f64,
-    pub candidate: SideRounding,
-    pub reference: SideRounding,
-}
-
-impl Rounding {
-    pub fn new(candidate: SideRounding, reference: SideRounding) -> Self {
-        Self { factor: ENVELOPE_FACTOR, candidate, reference }
-    }
-
-    pub fn passed(&self) -> bool {
-        self.candidate.passed() && self.reference.passed()
-    }
-
-    /// Whether both sides are within the envelope at residual snapshot `index`.
-    pub fn snapshot_within(&self, index: usize) -> bool {
-        self.candidate.snapshot_within(index) && self.reference.snapshot_within(index)
-    }
-}
-
-/// Max |side - truth| over the logits, in `form`: what a tested cause's match is in plain units.
-pub fn max_abs_diff(side: &[f32], truth: &Exact, positions: usize, width: usize, form: Form) -> f64 {
-    (0..positions)
-        .map(|row| {
-            let range = row * width..(row + 1) * width;
-            let (side_mean, truth_mean) = match form {
-                Form::Raw => (0.0, 0.0),
-                Form::Centered => (
-                    side[range.clone()].iter().map(|&v| f64::from(v)).sum::<f64>() / width as f64,
-                    range.clone().map(|index| truth.at(index)).sum::<f64>() / width as f64,
-                ),
-            };
-            range.map(|index| ((f64::from(side[index]) - side_mean) - (truth.at(index) - truth_mean)).abs()).fold(0.0, f64::max)
-        })
-        .fold(0.0, f64::max)
 }
 
 #[cfg(test)]

@@ -1,39 +1,13 @@
 //! Attributes the processed-vs-unprocessed difference to TransformerLens's processing steps:
 //! what each step changes in the weights, what it does to the logits, and which share of the
-//! whole raw difference it accounts for, ending in plain sentences.
-use serde::{Deserialize, Serialize};
-
+//! whole raw difference it accounts for (diagnose::prose puts it in sentences).
 use tch::kind::Element;
 use tch::{Device, Kind, Tensor};
 
-use super::diagnose::sci;
-use super::kernel::LANES;
-use super::{Comparison, Tolerance};
 use crate::model::process::Step;
-
-/// How a row's weights were made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RowKind {
-    /// No step: only the untied unembedding every processed model has.
-    Baseline,
-    /// One step on its own.
-    Alone,
-    /// The steps so far, in TransformerLens's order.
-    Accumulated,
-}
-
-/// What a row does to the logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogitEffect {
-    /// Every logit within atol of the unprocessed one.
-    Unchanged,
-    /// Logits move, but each position by one constant (spread within atol): softmax unchanged.
-    PureShift,
-    /// The spread exceeds atol: the next-token distribution changes.
-    ChangesDistribution,
-}
+use crate::numeric::kernel::LANES;
+use crate::schema::attribution::{LogitEffect, PromptEffect, RowKind, StepRow, TensorChange};
+use crate::schema::{Comparison, Tolerance};
 
 impl LogitEffect {
     fn judge(max_abs_diff: f64, shift_spread: f64, tolerance: Tolerance) -> Self {
@@ -45,60 +19,6 @@ impl LogitEffect {
             LogitEffect::ChangesDistribution
         }
     }
-}
-
-/// One tensor a row's processing changed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TensorChange {
-    pub tensor: String,
-    /// ||after - before|| / max(||before||, ||after||), Frobenius norms: 0 unchanged, up to 2.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub relative_change: f64,
-}
-
-/// A row's effect on one prompt, against the unprocessed model.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PromptEffect {
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub max_abs_diff: f64,
-    /// Max over positions of the difference's spread across the vocabulary once its per-position
-    /// mean is removed: 0 for a pure per-position shift.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub shift_spread: f64,
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub log_softmax_max_abs_diff: f64,
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub top1_agreement: f64,
-    /// <Δ_row, Δ_all> / ||Δ_all||², Δ = logits minus unprocessed logits, Δ_all for all steps:
-    /// the share of the whole raw difference this row accounts for.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub share_of_raw_difference: f64,
-    /// Per position, the mean of the difference over the vocabulary.
-    #[serde(deserialize_with = "crate::report::nullable::numbers")]
-    pub position_shift: Vec<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepRow {
-    pub name: String,
-    pub kind: RowKind,
-    pub steps: Vec<Step>,
-    pub changed_tensors: Vec<TensorChange>,
-    /// Over all prompts: the largest |diff|, spread and log-softmax |diff|; the smallest top-1
-    /// agreement and share.
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub max_abs_diff: f64,
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub shift_spread: f64,
-    /// What the row does to the logits, judged with atol.
-    pub logit_effect: LogitEffect,
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub log_softmax_max_abs_diff: f64,
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub top1_agreement: f64,
-    #[serde(deserialize_with = "crate::report::nullable::number")]
-    pub min_share_of_raw_difference: f64,
-    pub per_prompt: Vec<PromptEffect>,
 }
 
 impl PromptEffect {
@@ -140,16 +60,6 @@ impl StepRow {
             min_share_of_raw_difference: min(|effect| effect.share_of_raw_difference),
             per_prompt,
         }
-    }
-}
-
-impl StepRow {
-    /// "fold_ln + center_unembed", or "no processing".
-    pub fn step_names(&self) -> String {
-        if self.steps.is_empty() {
-            return "no processing".to_owned();
-        }
-        self.steps.iter().map(|step| step.name()).collect::<Vec<_>>().join(" + ")
     }
 }
 
@@ -212,63 +122,6 @@ fn squared_sums<T: Element + Copy + Into<f64>>(before: &Tensor, after: &Tensor) 
     }
     let sum = |lanes: [f64; LANES]| lanes.iter().fold(0.0, |total, lane| total + lane);
     (sum(change), sum(before_norm2), sum(after_norm2))
-}
-
-/// Plain sentences: which step accounts for the raw difference, and what the rest do to
-/// log-probabilities.
-pub fn conclusions(rows: &[StepRow], tolerance: Tolerance) -> Vec<String> {
-    let alone: Vec<&StepRow> = rows.iter().filter(|row| row.kind == RowKind::Alone).collect();
-    let mut sentences = Vec::new();
-    let dominant = alone.iter().copied().max_by(|a, b| a.min_share_of_raw_difference.total_cmp(&b.min_share_of_raw_difference));
-    if let Some(dominant) = dominant.filter(|row| row.min_share_of_raw_difference >= 0.9999) {
-        let shift = dominant.per_prompt.first().map(|effect| describe_shift(&effect.position_shift)).unwrap_or_default();
-        let kind = match dominant.logit_effect {
-            LogitEffect::PureShift => "every position shifted by minus its mean over the vocabulary",
-            _ => "and it is not a pure per-position shift",
-        };
-        let others = alone.iter().filter(|row| row.name != dominant.name).map(|row| row.log_softmax_max_abs_diff).fold(0.0, f64::max);
-        sentences.push(format!(
-            "{} accounts for the whole raw difference (at least {:.2}% on every prompt): {kind} ({shift}); all other steps change \
-             log-probabilities by at most {}.",
-            dominant.step_names(),
-            100.0 * dominant.min_share_of_raw_difference,
-            sci(others)
-        ));
-    } else if let Some(dominant) = dominant {
-        sentences.push(format!(
-            "No single step accounts for the whole raw difference; {} accounts for the most (at least {:.2}% on every prompt).",
-            dominant.step_names(),
-            100.0 * dominant.min_share_of_raw_difference
-        ));
-    }
-    for row in &alone {
-        if row.log_softmax_max_abs_diff > tolerance.atol {
-            sentences.push(format!(
-                "{} changes log-probabilities by up to {} (top-1 agreement {:.0}%): it should leave them unchanged, so this is a bug \
-                 in the processing or a loss of precision.",
-                row.step_names(),
-                sci(row.log_softmax_max_abs_diff),
-                100.0 * row.top1_agreement
-            ));
-        }
-    }
-    if let Some(all) = rows.iter().rev().find(|row| row.kind == RowKind::Accumulated) {
-        sentences.push(format!(
-            "All steps together: raw max |diff| {}, log-probabilities within {}, top-1 agreement {:.0}%.",
-            sci(all.max_abs_diff),
-            sci(all.log_softmax_max_abs_diff),
-            100.0 * all.top1_agreement
-        ));
-    }
-    sentences
-}
-
-/// "-59.52 at position 0, -60.01 at position 1, ..." (the first three positions).
-pub fn describe_shift(shift: &[f64]) -> String {
-    let shown: Vec<String> =
-        shift.iter().take(3).enumerate().map(|(position, value)| format!("{value:.4} at position {position}")).collect();
-    let more = if shift.len() > 3 { ", ..." } else { "" };
-    format!("{}{more}", shown.join(", "))
 }
 
 #[cfg(test)]

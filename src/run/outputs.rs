@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::{Format, Report, View};
 use crate::cli::{check_writable, ExtraOutputs, LayoutArgs};
 use crate::output::{emit, write_atomically};
+use crate::render::{render, verdict_summary, Format, Html, Junit, Markdown, Render, View};
+use crate::schema::Report;
 
 /// GitHub Actions sets this to a file whose markdown it shows on the run's summary page.
 pub const STEP_SUMMARY_VARIABLE: &str = "GITHUB_STEP_SUMMARY";
@@ -39,12 +40,12 @@ impl Destinations<'_> {
     pub fn write(&self, report: &Report) -> Result<()> {
         let extra = self.extra;
         let file_view = View { wide: self.layout.wide, verbose: self.layout.verbose, ..View::default() };
-        let markdown = (extra.markdown.is_some() || step_summary().is_some()).then(|| report.render(Format::Markdown, &file_view));
+        let markdown = (extra.markdown.is_some() || step_summary().is_some()).then(|| Markdown { view: file_view }.render(report));
         if let Some(path) = &extra.junit {
-            write_atomically(path, super::junit::render(report).as_bytes())?;
+            write_atomically(path, Junit.render(report).as_bytes())?;
         }
         if let Some(path) = &extra.html {
-            write_atomically(path, super::html::render(report).as_bytes())?;
+            write_atomically(path, Html.render(report).as_bytes())?;
         }
         if let (Some(path), Some(markdown)) = (&extra.markdown, &markdown) {
             write_atomically(path, markdown.as_bytes())?;
@@ -52,10 +53,10 @@ impl Destinations<'_> {
         if let (Some(path), Some(markdown)) = (step_summary(), &markdown) {
             append(&path, markdown)?;
         }
-        emit(&report.render(self.format, &View::for_output(self.layout.wide, self.layout.verbose, self.output)), self.output)?;
+        emit(&render(report, self.format, View::for_output(self.layout.wide, self.layout.verbose, self.output)), self.output)?;
         // Only a table on stdout shows the verdict in a CI log; otherwise one line on stderr does.
         if self.output.is_some() || self.format != Format::Table {
-            eprintln!("{}", report.verdict_summary(self.output));
+            eprintln!("{}", verdict_summary(report, self.output));
         }
         Ok(())
     }

@@ -2,18 +2,28 @@
 //! tables of the failing prompts (every prompt with --verbose), then the verdict. On a terminal
 //! the tables fit its width (narrower terminals drop the least needed columns first; --wide
 //! keeps them all) and verdicts are coloured unless NO_COLOR is set.
-use comfy_table::{presets::UTF8_HORIZONTAL_ONLY, Attribute, Color, ContentArrangement, Table};
+use comfy_table::{presets::UTF8_HORIZONTAL_ONLY, Attribute, Color, ContentArrangement};
 
-use super::cells::{comparison_grid, prompt_heading, summary_grid, summary_verdict, Grid, Tone};
-use super::{criterion_suffix, prompt_number, shown_prompts, Report, View};
-use crate::compare::diagnose::sci;
-use crate::tokenize::{abbreviate, token_with_id};
+use super::cells::{comparison_grid, prompt_heading, summary_grid, Grid, Tone};
+use super::{shard_label, shown_prompts, verdict_line, worst_sentence, Render, View};
+use crate::schema::Report;
 
 /// Tables fit this width when not on a terminal (piped, or written to a file), and notes wrap
 /// at it, or at the terminal's width when narrower.
 const DEFAULT_WIDTH: usize = 100;
 
-pub fn render(report: &Report, view: &View) -> String {
+/// The terminal table, laid out by `view`.
+pub struct Table {
+    pub view: View,
+}
+
+impl Render<Report> for Table {
+    fn render(&self, report: &Report) -> String {
+        render(report, &self.view)
+    }
+}
+
+fn render(report: &Report, view: &View) -> String {
     let mut out = format!(
         "gpt2-parity {}\nmodel     {} ({})\nreference {}\n",
         report.tool.version,
@@ -21,7 +31,7 @@ pub fn render(report: &Report, view: &View) -> String {
         short_digest(&report.model.weights),
         report.reference.path
     );
-    if let Some(shard) = report.shard_label() {
+    if let Some(shard) = shard_label(report) {
         out.push_str(&format!("{shard}\n"));
     }
     let shown = shown_prompts(report, view.verbose, true);
@@ -46,29 +56,14 @@ pub fn render(report: &Report, view: &View) -> String {
     if !report.passed {
         out.push('\n');
         for summary in &report.summary {
-            let worst = &summary.worst;
-            let place = if worst.is_position_shift {
-                format!("position {}, every token (the whole position is shifted)", worst.position)
-            } else {
-                format!("position {}, token {}", worst.position, token_with_id(worst.token_id, &worst.token))
-            };
-            let line = format!(
-                "{}{} {}; worst |diff| {} in prompt {} {:?}, {place}",
-                worst.comparison,
-                criterion_suffix(worst.criterion),
-                summary_verdict(summary),
-                sci(worst.abs_diff),
-                prompt_number(report, worst.prompt_index).0,
-                abbreviate(&worst.prompt),
-            );
-            out.push_str(&wrap(&line, note_width(view), "      "));
+            out.push_str(&wrap(&worst_sentence(report, summary), note_width(view), "      "));
         }
     }
     let tone = if report.passed { Tone::Pass } else { Tone::Fail };
     // On a terminal the verdict wraps to its width like every other line.
     let verdict = match view.width {
-        Some(width) => wrap(&report.verdict_line(), width, "      ").trim_end().to_owned(),
-        None => report.verdict_line(),
+        Some(width) => wrap(&verdict_line(report), width, "      ").trim_end().to_owned(),
+        None => verdict_line(report),
     };
     out.push_str(&format!("\n{}\n", paint(&verdict, tone, view.color)));
     out
@@ -107,7 +102,7 @@ pub(super) fn layout(grid: &Grid, view: &View) -> String {
 }
 
 fn draw(grid: &Grid, color: bool) -> String {
-    let mut table = Table::new();
+    let mut table = comfy_table::Table::new();
     table.load_preset(UTF8_HORIZONTAL_ONLY).set_content_arrangement(ContentArrangement::Disabled);
     if color {
         table.enforce_styling();
@@ -130,7 +125,7 @@ fn draw(grid: &Grid, color: bool) -> String {
 }
 
 /// Each note as "note: ...", wrapped at word boundaries.
-fn notes(notes: &[String], view: &View) -> String {
+fn notes(notes: &[impl std::fmt::Display], view: &View) -> String {
     notes.iter().map(|note| wrap(&format!("note: {note}"), note_width(view), "      ")).collect()
 }
 
@@ -171,5 +166,27 @@ fn paint(text: &str, tone: Tone, color: bool) -> String {
         (true, Tone::Pass) => format!("\x1b[32m{text}\x1b[0m"),
         (true, Tone::Fail) => format!("\x1b[1;31m{text}\x1b[0m"),
         _ => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod renderer_tests {
+    use super::*;
+    use crate::render::sample;
+
+    /// Every line of the hand-built sample report, as src/render/expected/table.txt has it.
+    #[test]
+    fn renders_the_sample_report_exactly() {
+        assert_eq!(Table { view: View::default() }.render(&sample::report()), include_str!("expected/table.txt"));
+    }
+
+    /// A terminal too narrow for every column drops the least needed ones first, and says so.
+    #[test]
+    fn a_narrow_terminal_drops_columns_and_says_which() {
+        let view = View { width: Some(60), ..View::default() };
+        let table = Table { view }.render(&sample::report());
+        assert!(table.contains("(hidden to fit 60 columns: max |diff| (raw), log-softmax max |diff|, top-1; --wide shows all)"), "{table}");
+        let drawn = table.lines().filter(|line| line.starts_with([' ', '─', '═']));
+        assert!(drawn.clone().count() >= 8 && drawn.clone().all(|line| line.chars().count() <= 60), "{table}");
     }
 }
