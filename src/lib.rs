@@ -4,17 +4,13 @@
 //! Data flow: cli -> model::hub (files) -> model::load (weights) -> model::gpt2 (unprocessed)
 //! -> model::process -> model::gpt2 (processed); reference (read or bundled) -> compare ->
 //! report -> exit code.
-pub mod cache;
 pub mod cli;
 pub mod compare;
-pub mod device;
-pub mod interrupt;
 pub mod model;
-pub mod output;
 pub mod prompts;
 pub mod reference;
 pub mod report;
 pub mod run;
 pub mod shard;
-pub mod timings;
+pub mod sys;
 pub mod tokenize;

@@ -7,9 +7,9 @@ use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::cache::cache_dir;
-use crate::interrupt::{self, TempFile};
 use crate::reference::bundled::find_python;
+use crate::sys::cache::cache_dir;
+use crate::sys::interrupt::{self, TempFile};
 
 const SCRIPT: &str = include_str!("../../scripts/convert_checkpoint.py");
 

@@ -17,8 +17,8 @@ use tch::{Device, Kind, Tensor};
 use super::convert::converted;
 use super::hub::WeightFiles;
 use super::{Affine, Block, Gpt2Config, TokenEmbedding, Unembed, Weights};
-use crate::cache::file_digest;
-use crate::timings::{timed, Phase};
+use crate::sys::cache::file_digest;
+use crate::sys::timings::{timed, Phase};
 
 /// A checkpoint's files, mapped, with the digest references record for them.
 pub struct Checkpoint {

@@ -7,6 +7,7 @@ pub mod deviation;
 pub mod dtype;
 pub mod gpt2;
 pub mod hub;
+pub mod inputs;
 pub mod load;
 pub mod process;
 

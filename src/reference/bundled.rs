@@ -10,12 +10,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::ReferenceFile;
-use crate::cache::cache_dir;
-use crate::interrupt::{self, TempFile};
 use crate::model::dtype::Dtype;
 use crate::model::hub::ModelFiles;
 use crate::model::process::ProcessingOptions;
-use crate::output::write_atomically;
+use crate::sys::cache::cache_dir;
+use crate::sys::interrupt::{self, TempFile};
+use crate::sys::output::{parent_dir, write_atomically};
 
 const SCRIPT: &str = include_str!("../../scripts/dump_reference.py");
 const SETUP_HINT: &str = "run `make setup` in the gpt2-parity checkout, set GPT2_PARITY_PYTHON to a Python with torch and transformers, or pass --reference FILE";
@@ -81,7 +81,7 @@ pub fn cached_reference(python: &Path, request: &ReferenceRequest) -> Result<Pat
             Some(EntryProblem::OtherPrompts) => {}
         }
     }
-    produce(python, request, &path)?;
+    produce(python, request, Some(&path))?;
     let digest = content_checksum(&path)?;
     write_atomically(&checksum_path(&path), format!("{digest}\n").as_bytes())
         .with_context(|| format!("cannot record the checksum of cached reference {}", path.display()))?;
@@ -225,9 +225,9 @@ fn prompts_key(prompts: &[String]) -> String {
     format!("{:x}", hasher.finalize())[..16].to_owned()
 }
 
-/// Runs the bundled script; it writes `output` atomically itself.
-pub fn produce(python: &Path, request: &ReferenceRequest, output: &Path) -> Result<()> {
-    let work_dir = output.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+/// Runs the bundled script; it writes `output` atomically itself, or to our stdout when `None`.
+pub fn produce(python: &Path, request: &ReferenceRequest, output: Option<&Path>) -> Result<()> {
+    let work_dir = output.map_or(Path::new("."), parent_dir);
     std::fs::create_dir_all(work_dir).map_err(|error| {
         anyhow!("cannot create directory {}: {error}; choose a writable location (GPT2_PARITY_CACHE moves the cache)", work_dir.display())
     })?;
@@ -242,7 +242,8 @@ pub fn produce(python: &Path, request: &ReferenceRequest, output: &Path) -> Resu
         .arg(&request.model.dir)
         .args(["--model-name", &request.model.source])
         .arg("--output")
-        .arg(output)
+        // The script's own spelling of stdout.
+        .arg(output.unwrap_or(Path::new("-")))
         .arg("--prompts-file")
         .arg(prompts.path())
         .args(["--dtype", request.dtype.name()])
@@ -250,8 +251,7 @@ pub fn produce(python: &Path, request: &ReferenceRequest, output: &Path) -> Resu
         .env("TRANSFORMERS_VERBOSITY", "error")
         .env("PYTHONIOENCODING", "utf-8")
         .stdin(Stdio::null())
-        // `--output -`: the script writes the file to its stdout, which is ours.
-        .stdout(if output == Path::new("-") { Stdio::inherit() } else { Stdio::null() })
+        .stdout(if output.is_none() { Stdio::inherit() } else { Stdio::null() })
         .stderr(Stdio::piped());
     if request.prepend_bos {
         command.arg("--prepend-bos");

@@ -13,7 +13,7 @@ use serde::Serialize;
 use zerocopy::IntoBytes;
 
 use crate::model::Gpt2Config;
-use crate::timings::{timed, Phase};
+use crate::sys::timings::{timed, Phase};
 
 pub const FORMAT: &str = "gpt2-parity-reference/1";
 
@@ -131,7 +131,7 @@ impl ReferenceFile {
     /// `sha256:<hex>` of the whole file, remembered per file identity as weight digests are:
     /// what tells two references apart whose metadata agree.
     pub fn content_digest(&self) -> String {
-        timed(Phase::Digest, || crate::cache::file_digest(&self.path, &self.bytes))
+        timed(Phase::Digest, || crate::sys::cache::file_digest(&self.path, &self.bytes))
     }
 
     fn tensors(&self) -> Tensors<'_> {

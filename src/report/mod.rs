@@ -2,6 +2,7 @@
 //! that scripts read (docs/report-schema.md). Renderers only format; nothing here computes.
 mod cells;
 pub mod explain;
+mod gate;
 mod html;
 mod json;
 mod junit;
@@ -18,9 +19,9 @@ use crate::compare::diagnose::expected_shift;
 use crate::compare::{Comparison, Criterion, Tolerance};
 use crate::model::dtype::Dtype;
 use crate::model::process::ProcessingOptions;
-use crate::run::rounding::Gate;
 use crate::shard::Shard;
 use crate::tokenize::abbreviate;
+pub use gate::Gate;
 
 /// Bumped when a field changes meaning or disappears; adding fields keeps it.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -347,7 +348,7 @@ impl Tool {
 }
 
 impl ModelInfo {
-    pub fn new(inputs: &crate::run::ModelInputs, weights_digest: &str) -> Self {
+    pub fn new(inputs: &crate::model::inputs::ModelInputs, weights_digest: &str) -> Self {
         let config = &inputs.config;
         Self {
             source: inputs.files.source.clone(),

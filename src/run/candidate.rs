@@ -9,10 +9,10 @@ use anyhow::{bail, Context, Result};
 
 use super::compare::{Candidate, Comparer, PromptCase};
 use super::rounding::{EnvelopeJudge, Outputs};
-use super::ModelInputs;
 use crate::compare::diagnose::Provenance;
 use crate::compare::envelope::Rounding;
 use crate::compare::{Comparison, Criterion};
+use crate::model::inputs::ModelInputs;
 use crate::reference::ReferenceFile;
 use crate::report::CandidateInfo;
 use crate::tokenize::abbreviate;

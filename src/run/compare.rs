@@ -5,10 +5,10 @@ use tch::Kind;
 
 use std::collections::VecDeque;
 
-use super::rounding::{Dimensions, EnvelopeJudge, ExternalSide, Gate, Outputs, PromptTruth};
+use super::rounding::{Dimensions, EnvelopeJudge, ExternalSide, Outputs, PromptTruth};
 use super::spill::LogitsSpill;
-use super::{candidate, explain, load_weights, progress_bar, to_vec, ModelInputs};
-use crate::cli::CompareArgs;
+use super::{candidate, explain, load_weights, progress_bar, to_vec};
+use crate::cli::options::{CompareOptions, Compute};
 use crate::compare::attribution::StepRow;
 use crate::compare::diagnose::{self, diagnose, Provenance};
 use crate::compare::envelope::{Envelope, Form, Forms, Rounding};
@@ -16,17 +16,17 @@ use crate::compare::noise_floor::{noise_floor, ReferenceFloat64};
 use crate::compare::{compare_logits, compare_resid, Comparison, Criterion, Tolerance};
 use crate::model::dtype::Dtype;
 use crate::model::gpt2::{forward_packed, packs, PackedActivations};
+use crate::model::inputs::ModelInputs;
 use crate::model::load::Checkpoint;
 use crate::model::process::{process, ProcessingOptions};
 use crate::model::Weights;
 use crate::reference::bundled::{cached_reference, find_python, ReferenceRequest};
 use crate::reference::{PromptReference, ReferenceFile};
-use crate::report::outputs::Destinations;
 use crate::report::{
-    prompts_digest, summary_notes, ComparisonSummary, Criteria, ModelInfo, PromptReport, ReferenceInfo, Repeatability, Report, ShardInfo,
-    Timing, Tool, SCHEMA_VERSION,
+    prompts_digest, summary_notes, ComparisonSummary, Criteria, Gate, ModelInfo, PromptReport, ReferenceInfo, Repeatability, Report,
+    ShardInfo, Timing, Tool, SCHEMA_VERSION,
 };
-use crate::timings::{timed, Phase};
+use crate::sys::timings::{timed, Phase};
 use crate::tokenize::{abbreviate, END_OF_TEXT};
 
 /// One prompt to check: its text, its token ids and where the reference holds it.
@@ -37,20 +37,16 @@ pub(super) struct PromptCase {
 }
 
 /// Runs the comparison and writes the report; returns whether parity holds.
-pub fn run(args: &CompareArgs) -> Result<bool> {
+pub fn run(options: &CompareOptions) -> Result<bool> {
     let started_at = std::time::SystemTime::now();
-    let destinations =
-        Destinations { format: args.report.format, layout: &args.layout, output: args.report.output_file(), extra: &args.outputs };
-    destinations.check()?;
-    let gate = args.gate()?;
-    let (device, threads) = args.compute.apply()?;
-    let dtype = args.compute.dtype;
-    let requested = args.model.prompts()?;
-    let inputs = ModelInputs::resolve(&args.model.model)?;
+    let (gate, processing) = (options.gate, options.processing);
+    let Compute { device, dtype, threads } = options.compute;
+    let requested = options.model.prompts.clone();
+    let inputs = ModelInputs::resolve(&options.model.model)?;
     let checkpoint = inputs.open_checkpoint()?;
     let digest = checkpoint.digest.clone();
-    let candidate_file = match &args.candidate {
-        Some(path) => Some(candidate::open(path, &inputs, &digest, args.allow_other_weights)?),
+    let candidate_file = match &options.candidate {
+        Some(path) => Some(candidate::open(path, &inputs, &digest, options.allow_other_weights)?),
         None => None,
     };
     // A candidate is checked on every prompt it holds unless prompts are named.
@@ -59,10 +55,10 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         _ => requested,
     };
 
-    let (reference, prepend_bos, bundled) = match &args.reference {
+    let (reference, prepend_bos, bundled) = match &options.reference {
         Some(path) => {
             let reference = ReferenceFile::open(path)?;
-            if args.model.prepend_bos && !reference.meta.prepend_bos {
+            if options.model.prepend_bos && !reference.meta.prepend_bos {
                 bail!(
                     "--prepend-bos was given but reference {} was made without <|endoftext|>; drop the flag or make a new reference",
                     path.display()
@@ -72,25 +68,25 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
             (reference, prepend_bos, false)
         }
         None => {
-            inputs.tokenize_all(&requested, args.model.prepend_bos)?;
-            let python = find_python(args.python.as_deref())?;
+            inputs.tokenize_all(&requested, options.model.prepend_bos)?;
+            let python = find_python(options.python.as_deref())?;
             let request = ReferenceRequest {
                 model: &inputs.files,
                 weights_digest: &digest,
                 prompts: &requested,
-                prepend_bos: args.model.prepend_bos,
-                transformer_lens: args.transformer_lens.then(|| args.processing()),
+                prepend_bos: options.model.prepend_bos,
+                transformer_lens: options.transformer_lens.then_some(processing),
                 dtype: Dtype::bundled_reference_for(dtype),
             };
             let made = timed(Phase::Reference, || cached_reference(&python, &request))?;
-            (ReferenceFile::open(&made)?, args.model.prepend_bos, true)
+            (ReferenceFile::open(&made)?, options.model.prepend_bos, true)
         }
     };
-    reference.check_model(&inputs.config, &digest, args.allow_other_weights)?;
+    reference.check_model(&inputs.config, &digest, options.allow_other_weights)?;
     let cases = select_cases(&inputs, &reference, &requested, prepend_bos)?;
     let run_prompts: Vec<String> = cases.iter().map(|case| case.prompt.clone()).collect();
-    let shard = args.shard.map(|shard| ShardInfo { shard, total_prompts: cases.len() });
-    let cases = match args.shard {
+    let shard = options.shard.map(|shard| ShardInfo { shard, total_prompts: cases.len() });
+    let cases = match options.shard {
         Some(shard) => shard.select(cases),
         None => cases,
     };
@@ -101,7 +97,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         vocab: config.vocab_size as usize,
         d_model: config.n_embd as usize,
         snapshots: config.n_layer as usize + 1,
-        tolerance: args.report.tolerance(dtype),
+        tolerance: options.tolerance,
         token_text: &token_text,
     };
     let (reports, repeatability, attribution) = match &candidate_file {
@@ -119,7 +115,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
                 .collect::<Result<Vec<_>>>()?;
             (reports, None, None)
         }
-        None => compare_models(args, (&inputs, checkpoint, device), &reference, &cases, &comparer)?,
+        None => compare_models(options, (&inputs, checkpoint, device), &reference, &cases, &comparer)?,
     };
 
     let prompt_seconds = reports.iter().map(|report| report.seconds).collect();
@@ -154,10 +150,10 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         prompts_digest: prompts_digest(&run_prompts),
         tolerance: comparer.tolerance,
         criteria: Criteria::current(),
-        processing: args.processing(),
+        processing,
         repeatability,
         prepend_bos,
-        device: crate::device::name(device),
+        device: crate::sys::device::name(device),
         dtype,
         threads,
         gate,
@@ -169,7 +165,7 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
         attribution,
         timing: Timing::new(started_at, prompt_seconds),
     };
-    timed(Phase::Render, || destinations.write(&report))?;
+    timed(Phase::Render, || options.destinations.write(&report))?;
     Ok(report.passed)
 }
 
@@ -181,32 +177,32 @@ pub fn run(args: &CompareArgs) -> Result<bool> {
 /// through the processed model. Otherwise both weight sets are held and each prompt runs through
 /// both in turn. Either way each comparison sees the same logits.
 fn compare_models(
-    args: &CompareArgs,
+    options: &CompareOptions,
     (inputs, checkpoint, device): (&ModelInputs, Checkpoint, tch::Device),
     reference: &ReferenceFile,
     cases: &[PromptCase],
     comparer: &Comparer,
 ) -> Result<Compared> {
-    let weights = load_weights(inputs, checkpoint, device, args.compute.dtype)?;
-    let processing = args.processing();
+    let weights = load_weights(inputs, checkpoint, device, options.compute.dtype)?;
+    let processing = options.processing;
     // With --noise-floor, a float64 copy of the model runs beside the candidate.
     let unprocessed =
-        Model { exact: args.noise_floor.then(|| weights.shallow_clone().map(|tensor| tensor.to_kind(Kind::Double))), weights };
-    let spills = args.spill.spills(unprocessed.weights.processed_bytes());
+        Model { exact: options.noise_floor.then(|| weights.shallow_clone().map(|tensor| tensor.to_kind(Kind::Double))), weights };
+    let spills = options.spill.spills(unprocessed.weights.processed_bytes());
     let mut passes = Passes {
         comparer,
         reference,
         spill: if spills { LogitsSpill::file()? } else { LogitsSpill::memory() },
-        repeatability: Repeatability { runs: args.repeat, identical: true, max_abs_diff: 0.0 },
+        repeatability: Repeatability { runs: options.repeat, identical: true, max_abs_diff: 0.0 },
         progress: progress_bar(2 * cases.len() as u64),
         provenance: ProcessedProvenance::new(processing, reference),
         first_pass: VecDeque::new(),
-        dtype: args.compute.dtype,
+        dtype: options.compute.dtype,
         dimensions: Dimensions::of(&inputs.config),
     };
-    let judging = args.gate()? == Gate::Envelope;
+    let judging = options.gate == Gate::Envelope;
     let attribute = |weights: &Weights| -> Result<Option<Vec<StepRow>>> {
-        if !args.attribution {
+        if !options.attribution {
             return Ok(None);
         }
         let tokens: Vec<Vec<i64>> = cases.iter().map(|case| case.tokens.clone()).collect();
@@ -241,7 +237,7 @@ fn compare_models(
     };
     passes.progress.finish_and_clear();
     let repeatability = passes.repeatability;
-    Ok((reports, (args.repeat > 1).then_some(repeatability), attribution))
+    Ok((reports, (options.repeat > 1).then_some(repeatability), attribution))
 }
 
 /// Each prompt's comparisons and time, the repeatability (with --repeat) and explain's rows (with --attribution).
@@ -280,7 +276,7 @@ impl Model {
             weights: timed(Phase::Processing, || process(self.weights, processing)),
             exact: self.exact.map(|weights| process(weights, processing)),
         };
-        return_free_heap();
+        crate::sys::memory::return_free_heap();
         model
     }
 
@@ -322,17 +318,6 @@ impl PackOutputs {
         let candidate = Candidate { logits: to_vec(&activations.logits)?, resid: Some(to_vec(&activations.resid)?) };
         let exact = self.exact.as_ref().map(|exact| to_vec(&exact.prompt(index).logits)).transpose()?;
         Ok((candidate, exact))
-    }
-}
-
-/// Hands the heap's free memory back to the kernel. Processing's float64 working memory stays in
-/// the heap for reuse while it runs (see main.rs); once it is done, the processed pass's own
-/// allocations would land beside it rather than in it, and the resident set would grow by both.
-fn return_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns the allocator's free pages, under the allocator's own lock.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

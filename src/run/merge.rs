@@ -9,23 +9,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use crate::cli::MergeArgs;
+use crate::cli::options::MergeOptions;
 use crate::compare::attribution::StepRow;
 use crate::compare::diagnose::count_of;
-use crate::report::outputs::Destinations;
 use crate::report::{summary_notes, ComparisonSummary, PromptReport, Repeatability, Report, Timing};
 
-pub fn run(args: &MergeArgs) -> Result<bool> {
-    let destinations = Destinations {
-        format: args.format,
-        layout: &args.layout,
-        output: args.output.as_deref().filter(|path| *path != Path::new("-")),
-        extra: &args.outputs,
-    };
-    destinations.check()?;
-    let shards = args.reports.iter().map(|path| read(path)).collect::<Result<Vec<_>>>()?;
+pub fn run(options: &MergeOptions) -> Result<bool> {
+    let shards = options.reports.iter().map(|path| read(path)).collect::<Result<Vec<_>>>()?;
     let report = merge(shards)?;
-    destinations.write(&report)?;
+    options.destinations.write(&report)?;
     Ok(report.passed)
 }
 

@@ -3,8 +3,6 @@
 //! for a side outside the envelope, the search of the catalogue of port deviations for the one
 //! that reproduces it (compare::envelope holds the arithmetic, model::deviation the catalogue).
 use anyhow::{Context, Result};
-use clap::ValueEnum;
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::compare::Candidate;
@@ -14,19 +12,7 @@ use crate::compare::envelope::{
 use crate::model::deviation::Deviation;
 use crate::model::gpt2::{forward_each_block, forward_with, Activations, Computation};
 use crate::model::Weights;
-use crate::timings::{timed, Phase};
-
-/// `compare --criterion`: what a comparison must satisfy to pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Gate {
-    /// Tolerance, and every side within the rounding envelope at every residual snapshot and
-    /// at the logits (runs our forward once more per prompt, in float64)
-    Envelope,
-    /// Tolerance on the logits only (for ports allowed to compute differently: TF32, half
-    /// precision); no float64 forward
-    Tolerance,
-}
+use crate::sys::timings::{timed, Phase};
 
 /// One prompt's truth, in float64 precision, and its envelopes.
 pub struct PromptTruth {

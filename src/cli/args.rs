@@ -1,19 +1,15 @@
-//! The command line: clap's derive for the raw flags, resolved into validated options before
-//! any model work starts, so that a typo costs milliseconds, not a model load.
-use std::path::{Path, PathBuf};
+//! The command line as typed: clap's derive for every flag, each defined once here.
+//! The options module turns them into what the commands use.
+use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::compare::Tolerance;
 use crate::model::dtype::Dtype;
 use crate::model::hub::DEFAULT_MODEL;
-use crate::model::process::ProcessingOptions;
-use crate::prompts::read_prompts_file;
-use crate::report::Format;
-use crate::run::rounding::Gate;
-use crate::run::spill::SpillPolicy;
+use crate::report::{Format, Gate};
 use crate::shard::Shard;
+use crate::sys::device::DeviceRequest;
+use crate::sys::memory::SpillPolicy;
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -83,29 +79,11 @@ pub struct ReportArgs {
     pub timings: bool,
 }
 
-impl ReportArgs {
-    /// --atol and --rtol, each defaulting to the dtype's own.
-    pub fn tolerance(&self, dtype: Dtype) -> Tolerance {
-        let default = dtype.default_tolerance();
-        Tolerance { atol: self.atol.unwrap_or(default.atol), rtol: self.rtol.unwrap_or(default.rtol) }
-    }
-
-    /// Fails unless the report file, if any, can be written: checked before any model work.
-    pub fn check_output(&self) -> Result<()> {
-        self.output_file().map_or(Ok(()), |path| check_writable(path, "--output"))
-    }
-
-    /// The report file, `None` for stdout (`--output -` or none).
-    pub fn output_file(&self) -> Option<&Path> {
-        self.output.as_deref().filter(|path| *path != Path::new("-"))
-    }
-}
-
 /// Where and how the forward passes run.
 #[derive(Debug, Args)]
 pub struct ComputeArgs {
     /// Device for our forward passes: cpu, cuda, cuda:N, or auto (CUDA when libtorch finds a GPU, else cpu)
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    #[arg(long, default_value = "cpu", value_parser = DeviceRequest::parse)]
     pub device: DeviceRequest,
     /// Dtype of our models' weights and forward passes; the reference stays as it was made
     #[arg(long, value_enum, default_value = "float32")]
@@ -115,27 +93,6 @@ pub struct ComputeArgs {
     /// `--threads 1` gives the same report on every machine
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub threads: Option<i32>,
-}
-
-/// `--device` as given; [`ComputeArgs::apply`] resolves it to a device that exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceRequest {
-    Cpu,
-    Cuda(usize),
-    Auto,
-}
-
-impl ComputeArgs {
-    /// Resolves the device (loading libtorch's CUDA library only when CUDA is asked for) and
-    /// fixes libtorch's thread count; returns both, for the report.
-    pub fn apply(&self) -> Result<(tch::Device, i32)> {
-        let device = crate::device::resolve(self.device)?;
-        // libtorch starts with one thread per physical core (OMP_NUM_THREADS can lower it), which
-        // is the default here too; read before any set, it is that count.
-        let threads = self.threads.unwrap_or_else(tch::get_num_threads);
-        tch::set_num_threads(threads);
-        Ok((device, threads))
-    }
 }
 
 /// Files written besides the report on stdout or --output, each whole or not at all.
@@ -291,78 +248,10 @@ pub struct LayoutArgs {
     pub verbose: bool,
 }
 
-impl CompareArgs {
-    /// `--criterion`, defaulting by dtype: half precision is judged by tolerance alone, since the
-    /// envelope measures float32's rounding.
-    pub fn gate(&self) -> Result<Gate> {
-        let half = matches!(self.compute.dtype, Dtype::Float16 | Dtype::Bfloat16);
-        match self.criterion {
-            Some(Gate::Envelope) if half => bail!(
-                "--criterion envelope measures float32's rounding and cannot judge --dtype {}; use --criterion tolerance (the default for half precision)",
-                self.compute.dtype.name()
-            ),
-            Some(gate) => Ok(gate),
-            None if half => Ok(Gate::Tolerance),
-            None => Ok(Gate::Envelope),
-        }
-    }
-
-    pub fn processing(&self) -> ProcessingOptions {
-        ProcessingOptions {
-            fold_ln: !self.no_fold_ln,
-            center_writing_weights: !self.no_center_writing_weights,
-            center_unembed: !self.no_center_unembed,
-            fold_value_biases: !self.no_fold_value_biases,
-            refactor_factored_attn_matrices: self.refactor_factored_attn_matrices,
-        }
-    }
-}
-
-impl ModelArgs {
-    /// Prompts from --prompts-file first, then those on the command line.
-    pub fn prompts(&self) -> Result<Vec<String>> {
-        let mut prompts = match &self.prompts_file {
-            Some(path) => read_prompts_file(path)?,
-            None => Vec::new(),
-        };
-        prompts.extend(self.prompts.iter().cloned());
-        Ok(prompts)
-    }
-}
-
 fn parse_tolerance(text: &str) -> Result<f64, String> {
     let value: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number; use e.g. 1e-4"))?;
     if !value.is_finite() || value < 0.0 {
         return Err(format!("{text} must be a finite number >= 0"));
     }
     Ok(value)
-}
-
-fn parse_device(text: &str) -> Result<DeviceRequest, String> {
-    match text {
-        "cpu" => Ok(DeviceRequest::Cpu),
-        "cuda" => Ok(DeviceRequest::Cuda(0)),
-        "auto" => Ok(DeviceRequest::Auto),
-        _ => text
-            .strip_prefix("cuda:")
-            .and_then(|index| index.parse().ok())
-            .map(DeviceRequest::Cuda)
-            .ok_or_else(|| format!("{text:?} is not a device; use cpu, cuda, cuda:N or auto")),
-    }
-}
-
-/// Fails unless a file can be created in `path`'s directory: checked before any model work.
-/// `option` names the flag that gave the path.
-pub fn check_writable(path: &Path, option: &str) -> Result<()> {
-    if path.is_dir() {
-        bail!("cannot write {}: it is a directory; choose a file path for {option}", path.display());
-    }
-    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        bail!("cannot write {}: directory {} does not exist; create it or choose another {option}", path.display(), dir.display());
-    }
-    tempfile::Builder::new().prefix(".gpt2-parity-probe-").tempfile_in(dir).map_err(|error| {
-        anyhow!("cannot write {}: directory {} is not writable ({error}); choose another {option}", path.display(), dir.display())
-    })?;
-    Ok(())
 }
