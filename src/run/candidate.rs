@@ -7,7 +7,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::compare::{Candidate, Comparer, PromptCase};
+use super::cases::PromptCase;
+use super::comparer::{Candidate, Comparer};
 use super::rounding::{EnvelopeJudge, Outputs};
 use crate::compare::diagnose::Provenance;
 use crate::compare::envelope::Rounding;

@@ -1,9 +1,12 @@
 //! The commands: each wires the stages (resolve, load, reference, forward, compare, report)
 //! in one straight line and returns whether parity holds.
 pub mod candidate;
+mod cases;
 pub mod compare;
+mod comparer;
 pub mod explain;
 pub mod merge;
+mod passes;
 pub mod reference;
 pub mod rounding;
 pub mod spill;

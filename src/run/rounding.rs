@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use tch::{Kind, Tensor};
 
-use super::compare::Candidate;
+use super::comparer::Candidate;
 use crate::compare::envelope::{
     self, Envelope, Exact, Form, Forms, Measurements, Scaling, Shape, SideRounding, TestedCause, Widths, ENVELOPE_FACTOR,
 };
