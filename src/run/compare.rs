@@ -12,12 +12,13 @@ use crate::cli::options::{CompareOptions, Compute};
 use crate::compare::diagnose;
 use crate::model::dtype::Dtype;
 use crate::model::inputs::ModelInputs;
-use crate::reference::bundled::{cached_reference, find_python, ReferenceRequest};
+use crate::reference::bundled::{cached_reference, ReferenceRequest};
 use crate::reference::ReferenceFile;
 use crate::report::{
     prompts_digest, summary_notes, ComparisonSummary, Criteria, Gate, ModelInfo, PromptReport, ReferenceInfo, Report, ShardInfo, Timing,
     Tool, SCHEMA_VERSION,
 };
+use crate::sys::python::find_python;
 use crate::sys::timings::{timed, Phase};
 
 /// Runs the comparison and writes the report; returns whether parity holds.

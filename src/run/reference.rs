@@ -4,8 +4,9 @@ use anyhow::Result;
 use crate::cli::options::ReferenceOptions;
 use crate::model::inputs::ModelInputs;
 use crate::model::process::ProcessingOptions;
-use crate::reference::bundled::{find_python, produce, ReferenceRequest};
+use crate::reference::bundled::{produce, ReferenceRequest};
 use crate::report::count_of;
+use crate::sys::python::find_python;
 
 pub fn run(options: &ReferenceOptions) -> Result<()> {
     let prompts = &options.model.prompts;

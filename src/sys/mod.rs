@@ -6,4 +6,5 @@ pub mod device;
 pub mod interrupt;
 pub mod memory;
 pub mod output;
+pub mod python;
 pub mod timings;
