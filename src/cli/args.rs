@@ -2,10 +2,11 @@
 //! The options module turns them into what the commands use.
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
 use crate::model::dtype::Dtype;
 use crate::model::hub::DEFAULT_MODEL;
+use crate::model::switches::{ProcessingOptions, Step};
 use crate::report::{Format, Gate};
 use crate::shard::Shard;
 use crate::sys::device::DeviceRequest;
@@ -165,21 +166,9 @@ pub struct CompareArgs {
     /// Run every forward N times and fail unless all runs give bit-identical logits
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub repeat: u32,
-    /// Skip TransformerLens's fold_ln in the processed model
-    #[arg(long)]
-    pub no_fold_ln: bool,
-    /// Skip center_writing_weights
-    #[arg(long)]
-    pub no_center_writing_weights: bool,
-    /// Skip center_unembed (then processed-vs-reference must match raw, not just up to a shift)
-    #[arg(long)]
-    pub no_center_unembed: bool,
-    /// Skip fold_value_biases
-    #[arg(long)]
-    pub no_fold_value_biases: bool,
-    /// Apply TransformerLens's refactor_factored_attn_matrices (off by default)
-    #[arg(long)]
-    pub refactor_factored_attn_matrices: bool,
+    /// TransformerLens's switches, from the one switch table (model::switches).
+    #[command(flatten)]
+    pub switches: SwitchArgs,
 }
 
 #[derive(Debug, Args)]
@@ -192,9 +181,9 @@ pub struct ExplainArgs {
     pub report: ReportArgs,
     #[command(flatten)]
     pub compute: ComputeArgs,
-    /// Also attribute TransformerLens's refactor_factored_attn_matrices (applied last)
-    #[arg(long)]
-    pub refactor_factored_attn_matrices: bool,
+    /// The steps explain attributes only when asked, from the one switch table.
+    #[command(flatten)]
+    pub optional_steps: OptionalStepArgs,
     /// Never drop table columns to fit the terminal (or 100 columns when piped)
     #[arg(long)]
     pub wide: bool,
@@ -254,4 +243,69 @@ fn parse_tolerance(text: &str) -> Result<f64, String> {
         return Err(format!("{text} must be a finite number >= 0"));
     }
     Ok(value)
+}
+
+/// compare's switch flags, one per row of the switch table: `--no-<step>` for a step on by
+/// default, `--<step>` for one off by default.
+#[derive(Debug, Clone, Copy)]
+pub struct SwitchArgs(pub ProcessingOptions);
+
+/// explain's flags for the steps off by default: each adds its step to the attribution.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionalStepArgs(pub ProcessingOptions);
+
+/// `flag` as a boolean flag with `help`, its id the flag itself.
+fn switch_flag(flag: &'static str, help: &'static str) -> Arg {
+    Arg::new(flag).long(flag).action(ArgAction::SetTrue).help(help)
+}
+
+/// The default processing with every step whose flag was given turned from its default.
+fn switches_given(matches: &ArgMatches, steps: impl Fn(Step) -> bool) -> ProcessingOptions {
+    let given = |step: Step| steps(step) && matches.get_flag(step.flag());
+    ProcessingOptions::default().with(|step| step.on_by_default() != given(step))
+}
+
+impl FromArgMatches for SwitchArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self(switches_given(matches, |_| true)))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for SwitchArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        Step::ALL.into_iter().fold(command, |command, step| command.arg(switch_flag(step.flag(), step.help())))
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
+impl FromArgMatches for OptionalStepArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self(switches_given(matches, |step| step.explain_help().is_some())))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for OptionalStepArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        Step::ALL
+            .into_iter()
+            .filter_map(|step| step.explain_help().map(|help| switch_flag(step.flag(), help)))
+            .fold(command, |command, flag| command.arg(flag))
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
 }

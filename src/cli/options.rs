@@ -91,13 +91,7 @@ impl CompareOptions {
             tolerance: tolerance(&args.report, compute.dtype),
             compute,
             model: ModelChoice::resolve(&args.model)?,
-            processing: ProcessingOptions {
-                fold_ln: !args.no_fold_ln,
-                center_writing_weights: !args.no_center_writing_weights,
-                center_unembed: !args.no_center_unembed,
-                fold_value_biases: !args.no_fold_value_biases,
-                refactor_factored_attn_matrices: args.refactor_factored_attn_matrices,
-            },
+            processing: args.switches.0,
             reference: args.reference.clone(),
             candidate: args.candidate.clone(),
             shard: args.shard,
@@ -136,10 +130,7 @@ impl ExplainOptions {
             tolerance: tolerance(&args.report, compute.dtype),
             compute,
             model: ModelChoice::resolve(&args.model)?,
-            processing: ProcessingOptions {
-                refactor_factored_attn_matrices: args.refactor_factored_attn_matrices,
-                ..ProcessingOptions::default()
-            },
+            processing: args.optional_steps.0,
         })
     }
 }

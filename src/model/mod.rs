@@ -10,6 +10,7 @@ pub mod hub;
 pub mod inputs;
 pub mod load;
 pub mod process;
+pub mod switches;
 
 use std::sync::Arc;
 

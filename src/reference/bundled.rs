@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::ReferenceFile;
 use crate::model::dtype::Dtype;
 use crate::model::hub::ModelFiles;
-use crate::model::process::ProcessingOptions;
+use crate::model::switches::ProcessingOptions;
 use crate::sys::cache::cache_dir;
 use crate::sys::output::{parent_dir, write_atomically};
 use crate::sys::python::{run_script, temp_file_with, SETUP_HINT};
@@ -183,7 +183,7 @@ fn content_checksum(path: &Path) -> Result<String> {
 /// their prompts, so one that holds a superset of the requested prompts can serve.
 fn family_key(request: &ReferenceRequest) -> String {
     let mut hasher = Sha256::new();
-    let transformer_lens = request.transformer_lens.map(|options| format!("{options:?}")).unwrap_or_default();
+    let transformer_lens = request.transformer_lens.map(|options| options.cache_key()).unwrap_or_default();
     for part in [
         SCRIPT,
         request.weights_digest,
@@ -239,13 +239,7 @@ pub fn produce(python: &Path, request: &ReferenceRequest, output: Option<&Path>)
         }
         if let Some(options) = request.transformer_lens {
             command.arg("--transformer-lens");
-            let skipped = [
-                (options.fold_ln, "--no-fold-ln"),
-                (options.center_writing_weights, "--no-center-writing-weights"),
-                (options.center_unembed, "--no-center-unembed"),
-                (options.fold_value_biases, "--no-fold-value-biases"),
-            ];
-            command.args(skipped.iter().filter(|(enabled, _)| !enabled).map(|(_, flag)| flag));
+            command.args(options.script_args());
         }
     })?;
     match run {
