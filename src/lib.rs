@@ -4,19 +4,15 @@
 //! Data flow: cli -> model::hub (files) -> model::load (weights) -> model::gpt2 (unprocessed)
 //! -> model::process -> model::gpt2 (processed); reference (read or bundled) -> numeric
 //! (figures) -> diagnose (findings) -> schema (the report) -> render -> exit code.
-pub mod cache;
 pub mod cli;
-pub mod device;
 pub mod diagnose;
-pub mod interrupt;
 pub mod model;
 pub mod numeric;
-pub mod output;
 pub mod prompts;
 pub mod reference;
 pub mod render;
 pub mod run;
 pub mod schema;
 pub mod shard;
-pub mod timings;
+pub mod sys;
 pub mod tokenize;

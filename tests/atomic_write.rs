@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use gpt2_parity::output::write_atomically;
+use gpt2_parity::sys::output::write_atomically;
 
 const CHILD_TARGET: &str = "GPT2_PARITY_TEST_ATOMIC_TARGET";
 const PAYLOAD_BYTES: usize = 200 << 20;

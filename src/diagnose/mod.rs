@@ -7,7 +7,7 @@
 pub mod attribution;
 pub mod prose;
 
-use crate::model::process::ProcessingOptions;
+use crate::model::switches::{ProcessingOptions, RecordedSwitches, Step};
 use crate::numeric::stats::finite_mean;
 use crate::render::format::snapshot_name;
 use crate::schema::cause::{Cause, PositionPattern, Side, SwitchDifference};
@@ -33,24 +33,15 @@ pub struct Provenance {
 impl Provenance {
     /// Against a reference whose TransformerLens processing is recorded (`recorded`, the
     /// `transformer_lens_processing` metadata object), with ours processed by `ours`.
-    pub fn against_recorded(ours: &ProcessingOptions, recorded: Option<&serde_json::Map<String, serde_json::Value>>) -> Self {
-        let switches = [
-            ("fold_ln", ours.fold_ln),
-            ("center_writing_weights", ours.center_writing_weights),
-            ("center_unembed", ours.center_unembed),
-            ("fold_value_biases", ours.fold_value_biases),
-            ("refactor_factored_attn_matrices", ours.refactor_factored_attn_matrices),
-        ];
-        let recorded_switch = |switch: &str| recorded.and_then(|recorded| recorded.get(switch)).and_then(serde_json::Value::as_bool);
+    pub fn against_recorded(ours: &ProcessingOptions, recorded: Option<&RecordedSwitches>) -> Self {
         Self {
             ours_center_unembed: ours.center_unembed,
-            reference_center_unembed: recorded_switch("center_unembed"),
-            differing_switches: switches
-                .iter()
-                .filter_map(|&(switch, ours)| {
-                    let reference = recorded_switch(switch)?;
-                    (reference != ours).then(|| SwitchDifference { switch: switch.to_owned(), ours, reference })
-                })
+            reference_center_unembed: recorded.and_then(|recorded| recorded.get(Step::CenterUnembed)),
+            differing_switches: recorded
+                .map(|recorded| ours.differences_from(recorded))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(step, ours, reference)| SwitchDifference { switch: step.name().to_owned(), ours, reference })
                 .collect(),
         }
     }

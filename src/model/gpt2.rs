@@ -15,7 +15,7 @@ use tch::{Kind, Tensor};
 
 use super::deviation::{Bias, Deviation, DeviationKind};
 use super::{Affine, Block, Unembed, Weights};
-use crate::timings::{timed, Phase};
+use crate::sys::timings::{timed, Phase};
 use crate::tokenize::END_OF_TEXT;
 
 /// What one prompt produces.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use hf_hub::{api::sync::ApiBuilder, Cache, Repo};
 
-use crate::cache::env_path;
+use crate::sys::cache::env_path;
 
 /// The files one model is made of.
 #[derive(Debug, Clone)]

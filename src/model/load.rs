@@ -16,9 +16,10 @@ use tch::{Device, Kind, Tensor};
 
 use super::convert::converted;
 use super::hub::WeightFiles;
+use super::tensor_names::{self, Whole, LM_HEAD, SAVE_PRETRAINED_PREFIX};
 use super::{Affine, Block, Gpt2Config, TokenEmbedding, Unembed, Weights};
-use crate::cache::file_digest;
-use crate::timings::{timed, Phase};
+use crate::sys::cache::file_digest;
+use crate::sys::timings::{timed, Phase};
 
 /// A checkpoint's files, mapped, with the digest references record for them.
 pub struct Checkpoint {
@@ -116,7 +117,7 @@ impl Checkpoint {
     fn check(&self, config: &Gpt2Config) -> Result<()> {
         let tensors = self.tensors()?;
         let mut reader = TensorReader::new(&tensors, &self.origin, Device::Cpu)?;
-        for (name, shape) in expected_tensors(config) {
+        for (name, shape) in tensor_names::expected(config) {
             reader.view(&name, &shape)?;
         }
         reader.finish(config)
@@ -132,27 +133,13 @@ impl Checkpoint {
         self.check(config)?;
         let tensors = self.tensors()?;
         let mut reader = TensorReader::new(&tensors, &self.origin, device)?;
-        let (v, p, d, m) = (config.vocab_size, config.n_positions, config.n_embd, config.mlp_width());
         let blocks = (0..config.n_layer)
-            .map(|l| {
-                let mut get = |name: &str, shape: &[i64]| reader.take(&format!("h.{l}.{name}"), shape);
-                Ok(Block {
-                    ln_1: Some(Affine { weight: get("ln_1.weight", &[d])?, bias: get("ln_1.bias", &[d])? }),
-                    qkv_weight: get("attn.c_attn.weight", &[d, 3 * d])?,
-                    qkv_bias: get("attn.c_attn.bias", &[3 * d])?,
-                    attn_out_weight: get("attn.c_proj.weight", &[d, d])?,
-                    attn_out_bias: get("attn.c_proj.bias", &[d])?,
-                    ln_2: Some(Affine { weight: get("ln_2.weight", &[d])?, bias: get("ln_2.bias", &[d])? }),
-                    mlp_in_weight: get("mlp.c_fc.weight", &[d, m])?,
-                    mlp_in_bias: get("mlp.c_fc.bias", &[m])?,
-                    mlp_out_weight: get("mlp.c_proj.weight", &[m, d])?,
-                    mlp_out_bias: get("mlp.c_proj.bias", &[d])?,
-                })
-            })
+            .map(|layer| Block::from_checkpoint(|tensor| reader.take(&tensor.name(layer), &tensor.shape(config))))
             .collect::<Result<Vec<_>>>()?;
-        let token_embedding = reader.take("wte.weight", &[v, d])?;
-        let position_embedding = reader.take("wpe.weight", &[p, d])?;
-        let ln_f = Some(Affine { weight: reader.take("ln_f.weight", &[d])?, bias: reader.take("ln_f.bias", &[d])? });
+        let mut take = |tensor: Whole| reader.take(tensor.name(), &tensor.shape(config));
+        let token_embedding = take(Whole::TokenEmbedding)?;
+        let position_embedding = take(Whole::PositionEmbedding)?;
+        let ln_f = Some(Affine { weight: take(Whole::FinalNormWeight)?, bias: take(Whole::FinalNormBias)? });
         let viewed = reader.viewed;
         reader.finish(config)?;
         drop(tensors);
@@ -168,33 +155,6 @@ impl Checkpoint {
             mapped,
         })
     }
-}
-
-/// Every tensor GPT-2 needs, by its layout-independent name, with the shape `config` implies.
-fn expected_tensors(config: &Gpt2Config) -> Vec<(String, Vec<i64>)> {
-    let (v, p, d, m) = (config.vocab_size, config.n_positions, config.n_embd, config.mlp_width());
-    let mut expected = vec![("wte.weight".to_owned(), vec![v, d]), ("wpe.weight".to_owned(), vec![p, d])];
-    for l in 0..config.n_layer {
-        for (name, shape) in [
-            ("ln_1.weight", vec![d]),
-            ("ln_1.bias", vec![d]),
-            ("attn.c_attn.weight", vec![d, 3 * d]),
-            ("attn.c_attn.bias", vec![3 * d]),
-            ("attn.c_proj.weight", vec![d, d]),
-            ("attn.c_proj.bias", vec![d]),
-            ("ln_2.weight", vec![d]),
-            ("ln_2.bias", vec![d]),
-            ("mlp.c_fc.weight", vec![d, m]),
-            ("mlp.c_fc.bias", vec![m]),
-            ("mlp.c_proj.weight", vec![m, d]),
-            ("mlp.c_proj.bias", vec![d]),
-        ] {
-            expected.push((format!("h.{l}.{name}"), shape));
-        }
-    }
-    expected.push(("ln_f.weight".to_owned(), vec![d]));
-    expected.push(("ln_f.bias".to_owned(), vec![d]));
-    expected
 }
 
 /// Hands out tensors by their layout-independent name, from whichever shard holds them, and
@@ -227,7 +187,7 @@ impl<'a> TensorReader<'a> {
             }
         }
         let unused: BTreeSet<String> = located.keys().cloned().collect();
-        let prefix = if unused.contains("transformer.wte.weight") { "transformer." } else { "" };
+        let prefix = if unused.contains(&tensor_names::layout_probe()) { SAVE_PRETRAINED_PREFIX } else { "" };
         Ok(Self { shards, located, origin, device, prefix, unused, viewed: false })
     }
 
@@ -270,10 +230,7 @@ impl<'a> TensorReader<'a> {
     /// Refuses leftover tensors, except the causal-mask buffers and a tied LM head.
     fn finish(self, config: &Gpt2Config) -> Result<()> {
         let prefix = self.prefix;
-        let ignorable = |name: &str| {
-            let name = name.strip_prefix(prefix).unwrap_or(name);
-            name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") || name == "lm_head.weight"
-        };
+        let ignorable = |name: &str| tensor_names::ignorable(name.strip_prefix(prefix).unwrap_or(name));
         if let Some(name) = self.unused.iter().find(|name| !ignorable(name)) {
             bail!(
                 "{}: unexpected tensor {name} ({} tensors not used); is this a GPT-2 checkpoint matching its config.json?",
@@ -281,10 +238,10 @@ impl<'a> TensorReader<'a> {
                 self.unused.len()
             );
         }
-        if let Some(&index) = self.located.get("lm_head.weight") {
+        if let Some(&index) = self.located.get(LM_HEAD) {
             let (path, tensors) = &self.shards[index];
-            let lm_head = tensors.tensor("lm_head.weight").map_err(|error| anyhow!("{}: {error}", path.display()))?;
-            check_shape(path, "lm_head.weight", &lm_head, &[config.vocab_size, config.n_embd])?;
+            let lm_head = tensors.tensor(LM_HEAD).map_err(|error| anyhow!("{}: {error}", path.display()))?;
+            check_shape(path, LM_HEAD, &lm_head, &[config.vocab_size, config.n_embd])?;
         }
         Ok(())
     }

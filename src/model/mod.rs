@@ -7,8 +7,11 @@ pub mod deviation;
 pub mod dtype;
 pub mod gpt2;
 pub mod hub;
+pub mod inputs;
 pub mod load;
 pub mod process;
+pub mod switches;
+pub mod tensor_names;
 
 use std::sync::Arc;
 
@@ -16,6 +19,7 @@ use tch::Tensor;
 
 pub use config::Gpt2Config;
 use load::MappedFiles;
+use tensor_names::{PerBlock, Whole};
 
 /// A LayerNorm's learned scale and shift. `None` where the norm has been folded away
 /// (TransformerLens's LNPre: normalise only).
@@ -292,35 +296,20 @@ impl Weights {
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         let d_model = self.config.n_embd;
         let options = (self.token_embedding.stored().kind(), self.token_embedding.stored().device());
-        let affine = |prefix: &str, affine: Option<&Affine>| -> [(String, Tensor); 2] {
-            let (weight, bias) = match affine {
-                Some(Affine { weight, bias }) => (weight.shallow_clone(), bias.shallow_clone()),
-                None => (Tensor::ones([d_model], options), Tensor::zeros([d_model], options)),
-            };
-            [(format!("{prefix}.weight"), weight), (format!("{prefix}.bias"), bias)]
-        };
+        let identity = (Tensor::ones([d_model], options), Tensor::zeros([d_model], options));
+        let identity = (&identity.0, &identity.1);
         let mut named = vec![
-            ("wte.weight".to_owned(), self.token_embedding.table()),
-            ("wpe.weight".to_owned(), self.position_embedding.shallow_clone()),
+            (Whole::TokenEmbedding.name().to_owned(), self.token_embedding.table()),
+            (Whole::PositionEmbedding.name().to_owned(), self.position_embedding.shallow_clone()),
         ];
         for (layer, block) in self.blocks.iter().enumerate() {
-            let prefix = format!("h.{layer}");
-            named.extend(affine(&format!("{prefix}.ln_1"), block.ln_1.as_ref()));
-            named.extend([
-                (format!("{prefix}.attn.c_attn.weight"), block.qkv_weight.shallow_clone()),
-                (format!("{prefix}.attn.c_attn.bias"), block.qkv_bias.shallow_clone()),
-                (format!("{prefix}.attn.c_proj.weight"), block.attn_out_weight.shallow_clone()),
-                (format!("{prefix}.attn.c_proj.bias"), block.attn_out_bias.shallow_clone()),
-            ]);
-            named.extend(affine(&format!("{prefix}.ln_2"), block.ln_2.as_ref()));
-            named.extend([
-                (format!("{prefix}.mlp.c_fc.weight"), block.mlp_in_weight.shallow_clone()),
-                (format!("{prefix}.mlp.c_fc.bias"), block.mlp_in_bias.shallow_clone()),
-                (format!("{prefix}.mlp.c_proj.weight"), block.mlp_out_weight.shallow_clone()),
-                (format!("{prefix}.mlp.c_proj.bias"), block.mlp_out_bias.shallow_clone()),
-            ]);
+            named.extend(PerBlock::ALL.map(|tensor| (tensor.name(layer as i64), tensor.of(block, identity))));
         }
-        named.extend(affine("ln_f", self.ln_f.as_ref()));
+        let (ln_f_weight, ln_f_bias) = match &self.ln_f {
+            Some(Affine { weight, bias }) => (weight.shallow_clone(), bias.shallow_clone()),
+            None => (identity.0.shallow_clone(), identity.1.shallow_clone()),
+        };
+        named.extend([(Whole::FinalNormWeight.name().to_owned(), ln_f_weight), (Whole::FinalNormBias.name().to_owned(), ln_f_bias)]);
         let (unembed_weight, unembed_bias) = match &self.unembed {
             Unembed::Tied => (self.token_embedding.table().tr(), Tensor::zeros([self.config.vocab_size], options)),
             Unembed::Untied { weight, bias } => (weight.shallow_clone(), bias.shallow_clone()),

@@ -3,34 +3,11 @@
 //! freeing each replaced tensor as it goes so that one copy of the model is held at a time.
 use std::cell::Cell;
 
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::load::MappedFiles;
+pub use super::switches::{ProcessingOptions, Step};
 use super::{Affine, Block, BlockParts, Gpt2Config, TokenEmbedding, Unembed, Weights};
-
-/// Which of TransformerLens's steps to apply; all on is TransformerLens's default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessingOptions {
-    pub fold_ln: bool,
-    pub center_writing_weights: bool,
-    pub center_unembed: bool,
-    pub fold_value_biases: bool,
-    /// Off by default, as in TransformerLens; applied last.
-    pub refactor_factored_attn_matrices: bool,
-}
-
-impl Default for ProcessingOptions {
-    fn default() -> Self {
-        Self {
-            fold_ln: true,
-            center_writing_weights: true,
-            center_unembed: true,
-            fold_value_biases: true,
-            refactor_factored_attn_matrices: false,
-        }
-    }
-}
 
 /// Applies the enabled steps in TransformerLens's order, after untying the unembedding.
 ///
@@ -67,6 +44,16 @@ impl Part {
             Part::Attention => BlockParts { attention_in: true, attention_out: true, ..BlockParts::default() },
             Part::Mlp => BlockParts { mlp_in: true, mlp_out: true, ..BlockParts::default() },
             Part::Embeddings | Part::Unembedding => BlockParts::default(),
+        }
+    }
+
+    /// Whether `step` changes this part (as its doc above says).
+    fn shaped_by(self, step: Step) -> bool {
+        match self {
+            Part::Attention => step != Step::CenterUnembed,
+            Part::Mlp => matches!(step, Step::FoldLn | Step::CenterWritingWeights),
+            Part::Embeddings => step == Step::CenterWritingWeights,
+            Part::Unembedding => matches!(step, Step::FoldLn | Step::CenterUnembed),
         }
     }
 }
@@ -463,59 +450,11 @@ fn factored_svd(a: &Tensor, b: &Tensor) -> (Tensor, Tensor, Tensor) {
     (q_a.matmul(&u), s, q_b.matmul(&w))
 }
 
-/// One of TransformerLens's processing steps, in the order it applies them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    FoldLn,
-    CenterWritingWeights,
-    CenterUnembed,
-    FoldValueBiases,
-    RefactorFactoredAttnMatrices,
-}
-
-impl Step {
-    pub const ALL: [Step; 5] =
-        [Step::FoldLn, Step::CenterWritingWeights, Step::CenterUnembed, Step::FoldValueBiases, Step::RefactorFactoredAttnMatrices];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Step::FoldLn => "fold_ln",
-            Step::CenterWritingWeights => "center_writing_weights",
-            Step::CenterUnembed => "center_unembed",
-            Step::FoldValueBiases => "fold_value_biases",
-            Step::RefactorFactoredAttnMatrices => "refactor_factored_attn_matrices",
-        }
-    }
-}
-
 impl ProcessingOptions {
-    /// Exactly the given steps.
-    pub fn only(steps: &[Step]) -> Self {
-        Self {
-            fold_ln: steps.contains(&Step::FoldLn),
-            center_writing_weights: steps.contains(&Step::CenterWritingWeights),
-            center_unembed: steps.contains(&Step::CenterUnembed),
-            fold_value_biases: steps.contains(&Step::FoldValueBiases),
-            refactor_factored_attn_matrices: steps.contains(&Step::RefactorFactoredAttnMatrices),
-        }
-    }
-
-    /// The enabled steps, in TransformerLens's order.
-    pub fn steps(&self) -> Vec<Step> {
-        Step::ALL.into_iter().filter(|step| self.enables(*step)).collect()
-    }
-
     /// Only the enabled steps that shape `part`: two option sets with the same restriction
     /// process that part identically.
     pub fn restricted_to(&self, part: Part) -> Self {
-        let none = Self::only(&[]);
-        match part {
-            Part::Attention => Self { center_unembed: false, ..*self },
-            Part::Mlp => Self { fold_ln: self.fold_ln, center_writing_weights: self.center_writing_weights, ..none },
-            Part::Embeddings => Self { center_writing_weights: self.center_writing_weights, ..none },
-            Part::Unembedding => Self { fold_ln: self.fold_ln, center_unembed: self.center_unembed, ..none },
-        }
+        self.with(|step| self.enables(step) && part.shaped_by(step))
     }
 
     /// The block parts the enabled steps read or write.
@@ -528,15 +467,5 @@ impl ProcessingOptions {
             Step::FoldValueBiases | Step::RefactorFactoredAttnMatrices => reads(true, true, false, false),
         };
         self.steps().into_iter().map(step_parts).fold(BlockParts::default(), BlockParts::union)
-    }
-
-    fn enables(&self, step: Step) -> bool {
-        match step {
-            Step::FoldLn => self.fold_ln,
-            Step::CenterWritingWeights => self.center_writing_weights,
-            Step::CenterUnembed => self.center_unembed,
-            Step::FoldValueBiases => self.fold_value_biases,
-            Step::RefactorFactoredAttnMatrices => self.refactor_factored_attn_matrices,
-        }
     }
 }

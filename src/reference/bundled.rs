@@ -2,23 +2,21 @@
 //! (scripts/dump_reference.py): Hugging Face transformers, eager attention, float32. `compare`
 //! without `--reference` caches what it produces, keyed by everything that determines it; an
 //! entry holding a superset of the requested prompts serves, and the cache is size-bounded.
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::ReferenceFile;
-use crate::cache::cache_dir;
-use crate::interrupt::{self, TempFile};
 use crate::model::dtype::Dtype;
 use crate::model::hub::ModelFiles;
-use crate::model::process::ProcessingOptions;
-use crate::output::write_atomically;
+use crate::model::switches::ProcessingOptions;
+use crate::sys::cache::cache_dir;
+use crate::sys::output::{parent_dir, write_atomically};
+use crate::sys::python::{run_script, temp_file_with, SETUP_HINT};
 
 const SCRIPT: &str = include_str!("../../scripts/dump_reference.py");
-const SETUP_HINT: &str = "run `make setup` in the gpt2-parity checkout, set GPT2_PARITY_PYTHON to a Python with torch and transformers, or pass --reference FILE";
 
 /// What a reference is made from.
 pub struct ReferenceRequest<'a> {
@@ -31,22 +29,6 @@ pub struct ReferenceRequest<'a> {
     pub transformer_lens: Option<ProcessingOptions>,
     /// What Hugging Face computes in (torch_dtype); the file stores float32 logits either way.
     pub dtype: Dtype,
-}
-
-/// The Python that runs the script: `--python`, else GPT2_PARITY_PYTHON, else the venv whose
-/// libtorch this binary was built against.
-pub fn find_python(explicit: Option<&Path>) -> Result<PathBuf> {
-    let configured = explicit.map(Path::to_path_buf).or_else(|| std::env::var_os("GPT2_PARITY_PYTHON").map(PathBuf::from));
-    if let Some(python) = configured {
-        if !python.exists() {
-            bail!("Python {} does not exist; {SETUP_HINT}", python.display());
-        }
-        return Ok(python);
-    }
-    match option_env!("GPT2_PARITY_BUILD_PYTHON").map(PathBuf::from) {
-        Some(python) if python.exists() => Ok(python),
-        _ => bail!("no Python to run the reference script; {SETUP_HINT}"),
-    }
 }
 
 /// The cache's size bound in bytes when GPT2_PARITY_CACHE_MAX is not set.
@@ -81,7 +63,7 @@ pub fn cached_reference(python: &Path, request: &ReferenceRequest) -> Result<Pat
             Some(EntryProblem::OtherPrompts) => {}
         }
     }
-    produce(python, request, &path)?;
+    produce(python, request, Some(&path))?;
     let digest = content_checksum(&path)?;
     write_atomically(&checksum_path(&path), format!("{digest}\n").as_bytes())
         .with_context(|| format!("cannot record the checksum of cached reference {}", path.display()))?;
@@ -201,7 +183,7 @@ fn content_checksum(path: &Path) -> Result<String> {
 /// their prompts, so one that holds a superset of the requested prompts can serve.
 fn family_key(request: &ReferenceRequest) -> String {
     let mut hasher = Sha256::new();
-    let transformer_lens = request.transformer_lens.map(|options| format!("{options:?}")).unwrap_or_default();
+    let transformer_lens = request.transformer_lens.map(|options| options.cache_key()).unwrap_or_default();
     for part in [
         SCRIPT,
         request.weights_digest,
@@ -225,68 +207,46 @@ fn prompts_key(prompts: &[String]) -> String {
     format!("{:x}", hasher.finalize())[..16].to_owned()
 }
 
-/// Runs the bundled script; it writes `output` atomically itself.
-pub fn produce(python: &Path, request: &ReferenceRequest, output: &Path) -> Result<()> {
-    let work_dir = output.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+/// Runs the bundled script; it writes `output` atomically itself, or to our stdout when `None`.
+pub fn produce(python: &Path, request: &ReferenceRequest, output: Option<&Path>) -> Result<()> {
+    let work_dir = output.map_or(Path::new("."), parent_dir);
     std::fs::create_dir_all(work_dir).map_err(|error| {
         anyhow!("cannot create directory {}: {error}; choose a writable location (GPT2_PARITY_CACHE moves the cache)", work_dir.display())
     })?;
-    let script = temp_file_with(work_dir, ".py", SCRIPT.as_bytes())?;
     let prompt_lines: String =
         request.prompts.iter().map(|prompt| serde_json::to_string(prompt).map(|line| line + "\n")).collect::<Result<_, _>>()?;
     let prompts = temp_file_with(work_dir, ".jsonl", prompt_lines.as_bytes())?;
-    let mut command = Command::new(python);
-    command
-        .arg(script.path())
-        .arg("--model")
-        .arg(&request.model.dir)
-        .args(["--model-name", &request.model.source])
-        .arg("--output")
-        .arg(output)
-        .arg("--prompts-file")
-        .arg(prompts.path())
-        .args(["--dtype", request.dtype.name()])
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .env("PYTHONIOENCODING", "utf-8")
-        .stdin(Stdio::null())
-        // `--output -`: the script writes the file to its stdout, which is ours.
-        .stdout(if output == Path::new("-") { Stdio::inherit() } else { Stdio::null() })
-        .stderr(Stdio::piped());
-    if request.prepend_bos {
-        command.arg("--prepend-bos");
-    }
-    if let Some(options) = request.transformer_lens {
-        command.arg("--transformer-lens");
-        let skipped = [
-            (options.fold_ln, "--no-fold-ln"),
-            (options.center_writing_weights, "--no-center-writing-weights"),
-            (options.center_unembed, "--no-center-unembed"),
-            (options.fold_value_biases, "--no-fold-value-biases"),
-        ];
-        command.args(skipped.iter().filter(|(enabled, _)| !enabled).map(|(_, flag)| flag));
-    }
     eprintln!("making the reference with {} (Hugging Face transformers, eager, {})", python.display(), request.dtype.name());
-    let result = interrupt::run_child(&mut command).map_err(|error| anyhow!("cannot run {}: {error}; {SETUP_HINT}", python.display()))?;
-    if !result.status.success() {
-        let stderr = String::from_utf8_lossy(&result.stderr);
-        let last_line = stderr.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("no message").trim();
-        if stderr.contains("ModuleNotFoundError") {
-            bail!("{} cannot run the reference script ({last_line}); {SETUP_HINT}", python.display());
+    let run = run_script(python, SCRIPT, work_dir, |command| {
+        command
+            .arg("--model")
+            .arg(&request.model.dir)
+            .args(["--model-name", &request.model.source])
+            .arg("--output")
+            // The script's own spelling of stdout.
+            .arg(output.unwrap_or(Path::new("-")))
+            .arg("--prompts-file")
+            .arg(prompts.path())
+            .args(["--dtype", request.dtype.name()])
+            .env("HF_HUB_OFFLINE", "1")
+            .env("TRANSFORMERS_VERBOSITY", "error")
+            .env("PYTHONIOENCODING", "utf-8");
+        if output.is_none() {
+            command.stdout(Stdio::inherit());
         }
-        bail!("the reference script failed for model {}: {last_line}", request.model.source);
-    }
-    Ok(())
-}
-
-fn temp_file_with(dir: &Path, suffix: &str, content: &[u8]) -> Result<TempFile> {
-    let mut file = TempFile::new_in(dir, suffix).map_err(|error| {
-        anyhow!(
-            "cannot write a temporary file in {}: {error}; choose a writable location (GPT2_PARITY_CACHE moves the cache)",
-            dir.display()
-        )
+        if request.prepend_bos {
+            command.arg("--prepend-bos");
+        }
+        if let Some(options) = request.transformer_lens {
+            command.arg("--transformer-lens");
+            command.args(options.script_args());
+        }
     })?;
-    file.write_all(content)?;
-    file.flush()?;
-    Ok(file)
+    match run {
+        Ok(()) => Ok(()),
+        Err(failure) if failure.missing_module => {
+            bail!("{} cannot run the reference script ({}); {SETUP_HINT}", python.display(), failure.last_line)
+        }
+        Err(failure) => bail!("the reference script failed for model {}: {}", request.model.source, failure.last_line),
+    }
 }

@@ -9,11 +9,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use memmap2::Mmap;
 use safetensors::tensor::{Metadata, TensorView};
 use safetensors::{Dtype, SafeTensors};
-use serde::Serialize;
 use zerocopy::IntoBytes;
 
+use crate::model::switches::RecordedSwitches;
 use crate::model::Gpt2Config;
-use crate::timings::{timed, Phase};
+use crate::sys::timings::{timed, Phase};
 
 pub const FORMAT: &str = "gpt2-parity-reference/1";
 
@@ -21,7 +21,7 @@ pub const FORMAT: &str = "gpt2-parity-reference/1";
 const REFERENCE_DTYPES: [&str; 4] = ["float32", "float64", "float16", "bfloat16"];
 
 /// The file's `__metadata__`, decoded.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ReferenceMeta {
     pub prompts: Vec<String>,
     pub model: String,
@@ -32,7 +32,7 @@ pub struct ReferenceMeta {
     pub attn_implementation: String,
     pub producer: serde_json::Value,
     /// The switches TransformerLens's processed logits were made with (`transformer_lens_processing`).
-    pub transformer_lens_processing: Option<serde_json::Map<String, serde_json::Value>>,
+    pub transformer_lens_processing: Option<RecordedSwitches>,
 }
 
 /// One prompt's reference tensors, row-major.
@@ -131,7 +131,7 @@ impl ReferenceFile {
     /// `sha256:<hex>` of the whole file, remembered per file identity as weight digests are:
     /// what tells two references apart whose metadata agree.
     pub fn content_digest(&self) -> String {
-        timed(Phase::Digest, || crate::cache::file_digest(&self.path, &self.bytes))
+        timed(Phase::Digest, || crate::sys::cache::file_digest(&self.path, &self.bytes))
     }
 
     fn tensors(&self) -> Tensors<'_> {
@@ -304,7 +304,7 @@ fn parse_meta(header: &Metadata, path: &Path) -> Result<ReferenceMeta> {
     let transformer_lens_processing = metadata
         .get("transformer_lens_processing")
         .map(|text| {
-            serde_json::from_str(text).map_err(|error| {
+            serde_json::from_str(text).map(|object| RecordedSwitches::from_json(&object)).map_err(|error| {
                 anyhow!("reference {shown}: metadata \"transformer_lens_processing\" is not a JSON object ({error}); regenerate it")
             })
         })

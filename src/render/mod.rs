@@ -9,6 +9,7 @@ mod html;
 mod json;
 mod junit;
 mod markdown;
+pub mod outputs;
 mod table;
 
 pub use html::Html;

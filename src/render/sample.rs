@@ -2,7 +2,7 @@
 //! fails on one element and a shift-invariant one that passes only once the shift is removed,
 //! with every figure set by hand, so that each renderer's exact output can be written down.
 use crate::model::dtype::Dtype;
-use crate::model::process::ProcessingOptions;
+use crate::model::switches::ProcessingOptions;
 use crate::schema::rounding::Gate;
 use crate::schema::{
     Comparison, Criteria, Criterion, DiffLocation, ModelInfo, Note, PromptReport, ReferenceInfo, Report, Timing, Tolerance, Tool,

@@ -7,10 +7,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::compare::{Candidate, Comparer, PromptCase};
+use super::cases::PromptCase;
+use super::comparer::{Candidate, Comparer};
 use super::rounding::{EnvelopeJudge, Outputs};
-use super::ModelInputs;
 use crate::diagnose::Provenance;
+use crate::model::inputs::ModelInputs;
 use crate::reference::ReferenceFile;
 use crate::schema::rounding::Rounding;
 use crate::schema::CandidateInfo;

@@ -4,53 +4,52 @@
 use anyhow::Result;
 use tch::Tensor;
 
-use super::{load_weights, progress_bar, to_vec, ModelInputs};
-use crate::cli::ExplainArgs;
+use super::{load_weights, progress_bar, to_vec};
+use crate::cli::options::{Compute, ExplainOptions};
 use crate::diagnose::attribution::relative_change;
 use crate::diagnose::prose::conclusions;
 use crate::model::gpt2::{forward_packed, packs};
+use crate::model::inputs::ModelInputs;
 use crate::model::process::{process_part, process_unembedding_variants, Part, ProcessingOptions, Step};
 use crate::model::Weights;
 use crate::numeric::compare_logits;
-use crate::output::emit;
 use crate::render::{render, View};
 use crate::schema::attribution::{PromptEffect, RowKind, StepRow, TensorChange};
 use crate::schema::explain::{ExplainReport, ExplainedPrompt};
 use crate::schema::{Criterion, Tolerance};
 use crate::schema::{ModelInfo, Tool, SCHEMA_VERSION};
-use crate::timings::{timed, Phase};
+use crate::sys::output::emit;
+use crate::sys::timings::{timed, Phase};
 
-pub fn run(args: &ExplainArgs) -> Result<bool> {
-    args.report.check_output()?;
-    let (device, threads) = args.compute.apply()?;
-    let prompts = args.model.prompts()?;
-    let inputs = ModelInputs::resolve(&args.model.model)?;
-    let tokens = inputs.tokenize_all(&prompts, args.model.prepend_bos)?;
+pub fn run(options: &ExplainOptions) -> Result<bool> {
+    let Compute { device, dtype, threads } = options.compute;
+    let prompts = &options.model.prompts;
+    let inputs = ModelInputs::resolve(&options.model.model)?;
+    let tokens = inputs.tokenize_all(prompts, options.model.prepend_bos)?;
     let checkpoint = inputs.open_checkpoint()?;
     let digest = checkpoint.digest.clone();
-    let unprocessed = load_weights(&inputs, checkpoint, device, args.compute.dtype)?;
-    let tolerance = args.report.tolerance(args.compute.dtype);
+    let unprocessed = load_weights(&inputs, checkpoint, device, dtype)?;
+    let tolerance = options.tolerance;
     let vocab = inputs.config.vocab_size as usize;
     let token_text = |id: i64| inputs.tokenizer.token_text(id);
-    let steps =
-        ProcessingOptions { refactor_factored_attn_matrices: args.refactor_factored_attn_matrices, ..ProcessingOptions::default() }.steps();
-    let rows = attribute(&unprocessed, &tokens, &steps, vocab, tolerance, &token_text)?;
+    let rows = attribute(&unprocessed, &tokens, &options.processing.steps(), vocab, tolerance, &token_text)?;
 
     let report = ExplainReport {
         schema_version: SCHEMA_VERSION,
         tool: Tool::current(),
         model: ModelInfo::new(&inputs.files.source, &inputs.config, &digest),
         tolerance,
-        prepend_bos: args.model.prepend_bos,
-        device: crate::device::name(device),
+        prepend_bos: options.model.prepend_bos,
+        device: crate::sys::device::name(device),
         threads,
-        dtype: args.compute.dtype,
-        prompts: prompts.into_iter().zip(tokens).map(|(prompt, tokens)| ExplainedPrompt { prompt, tokens }).collect(),
+        dtype,
+        prompts: prompts.iter().cloned().zip(tokens).map(|(prompt, tokens)| ExplainedPrompt { prompt, tokens }).collect(),
         conclusions: conclusions(&rows, tolerance),
         rows,
     };
-    let view = View::for_output(args.wide, false, args.report.output_file());
-    timed(Phase::Render, || emit(&render(&report, args.report.format, view), args.report.output_file()))?;
+    let output = options.output.as_deref();
+    let view = View::for_output(options.wide, false, output);
+    timed(Phase::Render, || emit(&render(&report, options.format, view), output))?;
     Ok(true)
 }
 

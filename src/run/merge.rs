@@ -9,24 +9,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use super::outputs::Destinations;
-use crate::cli::MergeArgs;
+use crate::cli::options::MergeOptions;
 use crate::diagnose::prose::summary_notes;
 use crate::render::format::count_of;
 use crate::schema::attribution::StepRow;
 use crate::schema::{PromptReport, Repeatability, Report, Timing};
 
-pub fn run(args: &MergeArgs) -> Result<bool> {
-    let destinations = Destinations {
-        format: args.format,
-        layout: &args.layout,
-        output: args.output.as_deref().filter(|path| *path != Path::new("-")),
-        extra: &args.outputs,
-    };
-    destinations.check()?;
-    let shards = args.reports.iter().map(|path| read(path)).collect::<Result<Vec<_>>>()?;
+pub fn run(options: &MergeOptions) -> Result<bool> {
+    let shards = options.reports.iter().map(|path| read(path)).collect::<Result<Vec<_>>>()?;
     let report = merge(shards)?;
-    destinations.write(&report)?;
+    options.destinations.write(&report)?;
     Ok(report.passed)
 }
 

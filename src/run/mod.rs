@@ -1,57 +1,23 @@
 //! The commands: each wires the stages (resolve, load, reference, forward, compare, report)
 //! in one straight line and returns whether parity holds.
 pub mod candidate;
+mod cases;
 pub mod compare;
+mod comparer;
 pub mod explain;
 pub mod merge;
-pub mod outputs;
+mod passes;
 pub mod reference;
 pub mod rounding;
 pub mod spill;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use tch::Tensor;
 
 use crate::model::dtype::Dtype;
-use crate::model::hub::{self, ModelFiles};
+use crate::model::inputs::ModelInputs;
 use crate::model::load::Checkpoint;
-use crate::model::{Gpt2Config, Weights};
-use crate::timings::{timed, Phase};
-use crate::tokenize::Gpt2Tokenizer;
-
-/// A model's files, config and tokenizer: what every command needs before touching weights.
-pub struct ModelInputs {
-    pub files: ModelFiles,
-    pub config: Gpt2Config,
-    pub tokenizer: Gpt2Tokenizer,
-}
-
-impl ModelInputs {
-    pub fn resolve(model: &str) -> Result<Self> {
-        let files = hub::resolve(model)?;
-        let config = Gpt2Config::read(&files.config)?;
-        let tokenizer = timed(Phase::Tokenizer, || Gpt2Tokenizer::load(&files.tokenizer))?;
-        Ok(Self { files, config, tokenizer })
-    }
-
-    /// Opens the weights and checks every tensor's name, shape and dtype against config.json,
-    /// before anything (a digest comparison, the reference script) relies on them.
-    pub fn open_checkpoint(&self) -> Result<Checkpoint> {
-        let checkpoint = Checkpoint::open_files(&self.files.weights)?;
-        checkpoint.audit(&self.config)?;
-        Ok(checkpoint)
-    }
-
-    /// Tokenizes every prompt, refusing empty or over-long ones.
-    pub fn tokenize_all(&self, prompts: &[String], prepend_bos: bool) -> Result<Vec<Vec<i64>>> {
-        if prompts.is_empty() {
-            bail!("no prompts: give them as arguments (e.g. \"Hello World\") or with --prompts-file");
-        }
-        timed(Phase::Tokenizer, || {
-            prompts.iter().map(|prompt| self.tokenizer.encode(prompt, prepend_bos, self.config.n_positions)).collect()
-        })
-    }
-}
+use crate::model::Weights;
 
 /// The model's weights on `device`, in `dtype`.
 fn load_weights(inputs: &ModelInputs, checkpoint: Checkpoint, device: tch::Device, dtype: Dtype) -> Result<Weights> {

@@ -7,13 +7,13 @@ use std::cell::RefCell;
 use anyhow::{Context, Result};
 use tch::{Kind, Tensor};
 
-use super::compare::Candidate;
+use super::comparer::Candidate;
 use crate::model::deviation::{Deviation, DeviationKind};
 use crate::model::gpt2::{forward_each_block, forward_with, Activations, Computation};
 use crate::model::Weights;
 use crate::numeric::envelope::{self, Envelope, Exact, Measurements, Scaling, Shape, Widths, UNTIED_CORRELATION};
 use crate::schema::rounding::{Form, Forms, Place, SideRounding, TestedCause, ENVELOPE_FACTOR};
-use crate::timings::{timed, Phase};
+use crate::sys::timings::{timed, Phase};
 
 /// One prompt's truth, in float64 precision, and its envelopes.
 pub struct PromptTruth {

@@ -8,37 +8,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::ValueEnum;
 use zerocopy::IntoBytes;
 
-use crate::interrupt::TempFile;
-
-/// `compare --spill`: where the unprocessed pass's logits wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SpillPolicy {
-    /// A temporary file for models of 64 MiB of weights or more, else memory
-    Auto,
-    /// A temporary file in TMPDIR; one weight set in memory at a time
-    Always,
-    /// Memory, one prompt at a time; the unprocessed and processed weights held together
-    Never,
-}
-
-/// Under `auto`, a model smaller than this is held twice rather than spilling: a second copy
-/// this small is less than libtorch's own start-up footprint (113 MiB), while writing and
-/// reading back every prompt's logits cost the fixture model a sixth of a 200-prompt run.
-const HOLD_BOTH_BELOW_BYTES: u64 = 64 << 20;
-
-impl SpillPolicy {
-    /// Whether a model of `weight_bytes` spills under this policy.
-    pub fn spills(self, weight_bytes: u64) -> bool {
-        match self {
-            SpillPolicy::Auto => weight_bytes >= HOLD_BOTH_BELOW_BYTES,
-            SpillPolicy::Always => true,
-            SpillPolicy::Never => false,
-        }
-    }
-}
+use crate::sys::interrupt::TempFile;
 
 /// Logits pushed in the first pass and taken back, in the same order, in the second.
 pub enum LogitsSpill {

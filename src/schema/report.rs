@@ -9,7 +9,7 @@ use super::rounding::Gate;
 use super::summary::{ComparisonSummary, WorstElement};
 use super::{Criterion, Tolerance};
 use crate::model::dtype::Dtype;
-use crate::model::process::ProcessingOptions;
+use crate::model::switches::ProcessingOptions;
 use crate::model::Gpt2Config;
 use crate::shard::Shard;
 

@@ -1,19 +1,17 @@
-//! The command line: clap's derive for the raw flags, resolved into validated options before
-//! any model work starts, so that a typo costs milliseconds, not a model load.
-use std::path::{Path, PathBuf};
+//! The command line as typed: clap's derive for every flag, each defined once here.
+//! The options module turns them into what the commands use.
+use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
 use crate::model::dtype::Dtype;
 use crate::model::hub::DEFAULT_MODEL;
-use crate::model::process::ProcessingOptions;
-use crate::prompts::read_prompts_file;
+use crate::model::switches::{ProcessingOptions, Step};
 use crate::render::Format;
-use crate::run::spill::SpillPolicy;
 use crate::schema::rounding::Gate;
-use crate::schema::Tolerance;
 use crate::shard::Shard;
+use crate::sys::device::DeviceRequest;
+use crate::sys::memory::SpillPolicy;
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -83,29 +81,11 @@ pub struct ReportArgs {
     pub timings: bool,
 }
 
-impl ReportArgs {
-    /// --atol and --rtol, each defaulting to the dtype's own.
-    pub fn tolerance(&self, dtype: Dtype) -> Tolerance {
-        let default = Tolerance::default_for(dtype);
-        Tolerance { atol: self.atol.unwrap_or(default.atol), rtol: self.rtol.unwrap_or(default.rtol) }
-    }
-
-    /// Fails unless the report file, if any, can be written: checked before any model work.
-    pub fn check_output(&self) -> Result<()> {
-        self.output_file().map_or(Ok(()), |path| check_writable(path, "--output"))
-    }
-
-    /// The report file, `None` for stdout (`--output -` or none).
-    pub fn output_file(&self) -> Option<&Path> {
-        self.output.as_deref().filter(|path| *path != Path::new("-"))
-    }
-}
-
 /// Where and how the forward passes run.
 #[derive(Debug, Args)]
 pub struct ComputeArgs {
     /// Device for our forward passes: cpu, cuda, cuda:N, or auto (CUDA when libtorch finds a GPU, else cpu)
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    #[arg(long, default_value = "cpu", value_parser = DeviceRequest::parse)]
     pub device: DeviceRequest,
     /// Dtype of our models' weights and forward passes; the reference stays as it was made
     #[arg(long, value_enum, default_value = "float32")]
@@ -115,27 +95,6 @@ pub struct ComputeArgs {
     /// `--threads 1` gives the same report on every machine
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub threads: Option<i32>,
-}
-
-/// `--device` as given; [`ComputeArgs::apply`] resolves it to a device that exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceRequest {
-    Cpu,
-    Cuda(usize),
-    Auto,
-}
-
-impl ComputeArgs {
-    /// Resolves the device (loading libtorch's CUDA library only when CUDA is asked for) and
-    /// fixes libtorch's thread count; returns both, for the report.
-    pub fn apply(&self) -> Result<(tch::Device, i32)> {
-        let device = crate::device::resolve(self.device)?;
-        // libtorch starts with one thread per physical core (OMP_NUM_THREADS can lower it), which
-        // is the default here too; read before any set, it is that count.
-        let threads = self.threads.unwrap_or_else(tch::get_num_threads);
-        tch::set_num_threads(threads);
-        Ok((device, threads))
-    }
 }
 
 /// Files written besides the report on stdout or --output, each whole or not at all.
@@ -208,21 +167,9 @@ pub struct CompareArgs {
     /// Run every forward N times and fail unless all runs give bit-identical logits
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub repeat: u32,
-    /// Skip TransformerLens's fold_ln in the processed model
-    #[arg(long)]
-    pub no_fold_ln: bool,
-    /// Skip center_writing_weights
-    #[arg(long)]
-    pub no_center_writing_weights: bool,
-    /// Skip center_unembed (then processed-vs-reference must match raw, not just up to a shift)
-    #[arg(long)]
-    pub no_center_unembed: bool,
-    /// Skip fold_value_biases
-    #[arg(long)]
-    pub no_fold_value_biases: bool,
-    /// Apply TransformerLens's refactor_factored_attn_matrices (off by default)
-    #[arg(long)]
-    pub refactor_factored_attn_matrices: bool,
+    /// TransformerLens's switches, from the one switch table (model::switches).
+    #[command(flatten)]
+    pub switches: SwitchArgs,
 }
 
 #[derive(Debug, Args)]
@@ -235,9 +182,9 @@ pub struct ExplainArgs {
     pub report: ReportArgs,
     #[command(flatten)]
     pub compute: ComputeArgs,
-    /// Also attribute TransformerLens's refactor_factored_attn_matrices (applied last)
-    #[arg(long)]
-    pub refactor_factored_attn_matrices: bool,
+    /// The steps explain attributes only when asked, from the one switch table.
+    #[command(flatten)]
+    pub optional_steps: OptionalStepArgs,
     /// Never drop table columns to fit the terminal (or 100 columns when piped)
     #[arg(long)]
     pub wide: bool,
@@ -291,45 +238,6 @@ pub struct LayoutArgs {
     pub verbose: bool,
 }
 
-impl CompareArgs {
-    /// `--criterion`, defaulting by dtype: half precision is judged by tolerance alone, since the
-    /// envelope measures float32's rounding.
-    pub fn gate(&self) -> Result<Gate> {
-        let half = matches!(self.compute.dtype, Dtype::Float16 | Dtype::Bfloat16);
-        match self.criterion {
-            Some(Gate::Envelope) if half => bail!(
-                "--criterion envelope measures float32's rounding and cannot judge --dtype {}; use --criterion tolerance (the default for half precision)",
-                self.compute.dtype.name()
-            ),
-            Some(gate) => Ok(gate),
-            None if half => Ok(Gate::Tolerance),
-            None => Ok(Gate::Envelope),
-        }
-    }
-
-    pub fn processing(&self) -> ProcessingOptions {
-        ProcessingOptions {
-            fold_ln: !self.no_fold_ln,
-            center_writing_weights: !self.no_center_writing_weights,
-            center_unembed: !self.no_center_unembed,
-            fold_value_biases: !self.no_fold_value_biases,
-            refactor_factored_attn_matrices: self.refactor_factored_attn_matrices,
-        }
-    }
-}
-
-impl ModelArgs {
-    /// Prompts from --prompts-file first, then those on the command line.
-    pub fn prompts(&self) -> Result<Vec<String>> {
-        let mut prompts = match &self.prompts_file {
-            Some(path) => read_prompts_file(path)?,
-            None => Vec::new(),
-        };
-        prompts.extend(self.prompts.iter().cloned());
-        Ok(prompts)
-    }
-}
-
 fn parse_tolerance(text: &str) -> Result<f64, String> {
     let value: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number; use e.g. 1e-4"))?;
     if !value.is_finite() || value < 0.0 {
@@ -338,31 +246,67 @@ fn parse_tolerance(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
-fn parse_device(text: &str) -> Result<DeviceRequest, String> {
-    match text {
-        "cpu" => Ok(DeviceRequest::Cpu),
-        "cuda" => Ok(DeviceRequest::Cuda(0)),
-        "auto" => Ok(DeviceRequest::Auto),
-        _ => text
-            .strip_prefix("cuda:")
-            .and_then(|index| index.parse().ok())
-            .map(DeviceRequest::Cuda)
-            .ok_or_else(|| format!("{text:?} is not a device; use cpu, cuda, cuda:N or auto")),
+/// compare's switch flags, one per row of the switch table: `--no-<step>` for a step on by
+/// default, `--<step>` for one off by default.
+#[derive(Debug, Clone, Copy)]
+pub struct SwitchArgs(pub ProcessingOptions);
+
+/// explain's flags for the steps off by default: each adds its step to the attribution.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionalStepArgs(pub ProcessingOptions);
+
+/// `flag` as a boolean flag with `help`, its id the flag itself.
+fn switch_flag(flag: &'static str, help: &'static str) -> Arg {
+    Arg::new(flag).long(flag).action(ArgAction::SetTrue).help(help)
+}
+
+/// The default processing with every step whose flag was given turned from its default.
+fn switches_given(matches: &ArgMatches, steps: impl Fn(Step) -> bool) -> ProcessingOptions {
+    let given = |step: Step| steps(step) && matches.get_flag(step.flag());
+    ProcessingOptions::default().with(|step| step.on_by_default() != given(step))
+}
+
+impl FromArgMatches for SwitchArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self(switches_given(matches, |_| true)))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
     }
 }
 
-/// Fails unless a file can be created in `path`'s directory: checked before any model work.
-/// `option` names the flag that gave the path.
-pub fn check_writable(path: &Path, option: &str) -> Result<()> {
-    if path.is_dir() {
-        bail!("cannot write {}: it is a directory; choose a file path for {option}", path.display());
+impl Args for SwitchArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        Step::ALL.into_iter().fold(command, |command, step| command.arg(switch_flag(step.flag(), step.help())))
     }
-    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        bail!("cannot write {}: directory {} does not exist; create it or choose another {option}", path.display(), dir.display());
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
     }
-    tempfile::Builder::new().prefix(".gpt2-parity-probe-").tempfile_in(dir).map_err(|error| {
-        anyhow!("cannot write {}: directory {} is not writable ({error}); choose another {option}", path.display(), dir.display())
-    })?;
-    Ok(())
+}
+
+impl FromArgMatches for OptionalStepArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self(switches_given(matches, |step| step.explain_help().is_some())))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for OptionalStepArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        Step::ALL
+            .into_iter()
+            .filter_map(|step| step.explain_help().map(|help| switch_flag(step.flag(), help)))
+            .fold(command, |command, flag| command.arg(flag))
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::output::write_atomically;
+use crate::sys::output::write_atomically;
 
 /// An environment variable holding a non-empty path.
 pub fn env_path(name: &str) -> Option<PathBuf> {

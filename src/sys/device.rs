@@ -10,7 +10,29 @@ use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::cli::DeviceRequest;
+/// `--device` as given; [`resolve`] makes it a device that exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRequest {
+    Cpu,
+    Cuda(usize),
+    Auto,
+}
+
+impl DeviceRequest {
+    /// `cpu`, `cuda`, `cuda:N` or `auto`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            "auto" => Ok(Self::Auto),
+            _ => text
+                .strip_prefix("cuda:")
+                .and_then(|index| index.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("{text:?} is not a device; use cpu, cuda, cuda:N or auto")),
+        }
+    }
+}
 
 /// The device `--device` names, checked to exist; `auto` is CUDA device 0 when libtorch finds
 /// one, else the CPU.

@@ -6,24 +6,38 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{check_writable, ExtraOutputs, LayoutArgs};
-use crate::output::{emit, write_atomically};
 use crate::render::{render, verdict_summary, Format, Html, Junit, Markdown, Render, View};
 use crate::schema::Report;
+use crate::sys::output::{check_writable, emit, parent_dir, write_atomically};
 
 /// GitHub Actions sets this to a file whose markdown it shows on the run's summary page.
 pub const STEP_SUMMARY_VARIABLE: &str = "GITHUB_STEP_SUMMARY";
 
 /// A run's output options, resolved.
-pub struct Destinations<'a> {
+pub struct Destinations {
     pub format: Format,
-    pub layout: &'a LayoutArgs,
+    pub layout: Layout,
     /// The main report's file; `None` for stdout.
-    pub output: Option<&'a Path>,
-    pub extra: &'a ExtraOutputs,
+    pub output: Option<PathBuf>,
+    pub extra: ExtraFiles,
 }
 
-impl Destinations<'_> {
+/// How much of a multi-prompt report the table and markdown show (`--wide`, `--verbose`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Layout {
+    pub wide: bool,
+    pub verbose: bool,
+}
+
+/// Files written besides the report on stdout or --output.
+#[derive(Debug, Clone, Default)]
+pub struct ExtraFiles {
+    pub junit: Option<PathBuf>,
+    pub html: Option<PathBuf>,
+    pub markdown: Option<PathBuf>,
+}
+
+impl Destinations {
     /// Fails unless every file can be written and no two options name the same file.
     pub fn check(&self) -> Result<()> {
         let files = self.files();
@@ -38,7 +52,7 @@ impl Destinations<'_> {
 
     /// Renders the report in every requested form and writes each.
     pub fn write(&self, report: &Report) -> Result<()> {
-        let extra = self.extra;
+        let extra = &self.extra;
         let file_view = View { wide: self.layout.wide, verbose: self.layout.verbose, ..View::default() };
         let markdown = (extra.markdown.is_some() || step_summary().is_some()).then(|| Markdown { view: file_view }.render(report));
         if let Some(path) = &extra.junit {
@@ -53,19 +67,20 @@ impl Destinations<'_> {
         if let (Some(path), Some(markdown)) = (step_summary(), &markdown) {
             append(&path, markdown)?;
         }
-        emit(&render(report, self.format, View::for_output(self.layout.wide, self.layout.verbose, self.output)), self.output)?;
+        let output = self.output.as_deref();
+        emit(&render(report, self.format, View::for_output(self.layout.wide, self.layout.verbose, output)), output)?;
         // Only a table on stdout shows the verdict in a CI log; otherwise one line on stderr does.
         if self.output.is_some() || self.format != Format::Table {
-            eprintln!("{}", verdict_summary(report, self.output));
+            eprintln!("{}", verdict_summary(report, output));
         }
         Ok(())
     }
 
     fn files(&self) -> Vec<(&'static str, PathBuf)> {
-        let extra = self.extra;
+        let extra = &self.extra;
         let step_summary = step_summary().map(|path| (STEP_SUMMARY_VARIABLE, path));
         [
-            ("--output", self.output.map(Path::to_path_buf)),
+            ("--output", self.output.clone()),
             ("--junit", extra.junit.clone()),
             ("--html", extra.html.clone()),
             ("--markdown", extra.markdown.clone()),
@@ -101,9 +116,6 @@ fn append(path: &Path, content: &str) -> Result<()> {
 
 /// Two paths naming one file, also when only one of them exists yet or they are spelled differently.
 fn same_file(a: &Path, b: &Path) -> bool {
-    let resolve = |path: &Path| {
-        let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        dir.canonicalize().ok().zip(path.file_name()).map(|(dir, name)| dir.join(name))
-    };
+    let resolve = |path: &Path| parent_dir(path).canonicalize().ok().zip(path.file_name()).map(|(dir, name)| dir.join(name));
     a == b || matches!((resolve(a), resolve(b)), (Some(a), Some(b)) if a == b)
 }

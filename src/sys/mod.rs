@@ -1,0 +1,10 @@
+//! What the tool asks of the machine and the process, each in one place: the device, files
+//! written whole, the cache directory, Ctrl-C and child processes, where the time went, and how
+//! the heap is kept.
+pub mod cache;
+pub mod device;
+pub mod interrupt;
+pub mod memory;
+pub mod output;
+pub mod python;
+pub mod timings;
