@@ -4,7 +4,7 @@
 use tch::kind::Element;
 use tch::{Device, Kind, Tensor};
 
-use crate::model::process::Step;
+use crate::model::switches::Step;
 use crate::numeric::kernel::LANES;
 use crate::schema::attribution::{LogitEffect, PromptEffect, RowKind, StepRow, TensorChange};
 use crate::schema::{Comparison, Tolerance};

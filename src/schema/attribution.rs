@@ -2,7 +2,7 @@
 //! processing step changes in the weights and does to the logits. diagnose::attribution measures them.
 use serde::{Deserialize, Serialize};
 
-use crate::model::process::Step;
+use crate::model::switches::Step;
 
 /// How a row's weights were made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use super::summary::{ComparisonSummary, WorstElement};
 use super::{Criterion, Tolerance};
 use crate::model::dtype::Dtype;
 use crate::model::switches::ProcessingOptions;
-use crate::model::Gpt2Config;
+use crate::model::config::Gpt2Config;
 use crate::shard::Shard;
 
 /// Bumped when a field changes meaning or disappears; adding fields keeps it.
