@@ -2,7 +2,7 @@
 //! the one allclose judge (tolerance), the noise floor and the rounding envelope. Pure functions
 //! of slices that fill schema's records.
 pub mod envelope;
-pub mod kernel;
+pub(crate) mod kernel;
 pub mod noise_floor;
 pub mod stats;
 mod tolerance;

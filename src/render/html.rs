@@ -47,48 +47,48 @@ pub struct Html;
 
 impl Render<Report> for Html {
     fn render(&self, report: &Report) -> String {
-        render(report)
-    }
-}
-
-fn render(report: &Report) -> String {
-    let verdict = if report.passed { "pass" } else { "fail" };
-    let mut page = format!(
-        "<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>\n\
-         <title>gpt2-parity: {summary}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
-         <header class=\"{verdict}\"><h1>{title}</h1><p>{summary}</p>{failing}</header>\n",
-        summary = xml_escape(&verdict_line(report)),
-        title = verdict.to_uppercase(),
-        failing = failing_links(report),
-    );
-    page.push_str(&run_table(report));
-    page.push_str(&overview(report));
-    if let Some(rows) = &report.attribution {
-        page.push_str(&attribution(rows));
-    }
-    for (index, prompt) in report.prompts.iter().enumerate() {
-        let status = if prompt.passed { "pass" } else { "FAIL" };
+        let verdict = if report.passed { "pass" } else { "fail" };
+        let mut page = format!(
+            "<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>\n\
+             <title>gpt2-parity: {summary}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
+             <header class=\"{verdict}\"><h1>{title}</h1><p>{summary}</p>{failing}</header>\n",
+            summary = xml_escape(&verdict_line(report)),
+            title = verdict.to_uppercase(),
+            failing = failing_links(report),
+        );
+        page.push_str(&run_table(report));
+        page.push_str(&overview(report));
+        if let Some(rows) = &report.attribution {
+            page.push_str(&attribution(rows));
+        }
+        for (index, prompt) in report.prompts.iter().enumerate() {
+            let status = if prompt.passed { "pass" } else { "FAIL" };
+            let _ = write!(
+                page,
+                "<section id=\"prompt-{index}\">\n<h2 class=\"label\">{} — {status}</h2>\n<div class=\"prompt\">{}</div>\n<p>{}: <code>{:?}</code></p>\n",
+                xml_escape(&prompt_label(report, index)),
+                xml_escape(&prompt.prompt),
+                count_of(prompt.tokens.len(), "token"),
+                prompt.tokens
+            );
+            page.push_str(&comparisons(&prompt.comparisons));
+            for note in &prompt.notes {
+                let _ = writeln!(page, "<p class=\"notes\">{}</p>", xml_escape(&note.to_string()));
+            }
+            page.push_str("<div class=\"charts\">\n");
+            page.push_str(&residual_chart(&prompt.comparisons));
+            page.push_str(&position_chart(&prompt.comparisons, report.tolerance.atol));
+            page.push_str("</div>\n</section>\n");
+        }
         let _ = write!(
             page,
-            "<section id=\"prompt-{index}\">\n<h2 class=\"label\">{} — {status}</h2>\n<div class=\"prompt\">{}</div>\n<p>{}: <code>{:?}</code></p>\n",
-            xml_escape(&prompt_label(report, index)),
-            xml_escape(&prompt.prompt),
-            count_of(prompt.tokens.len(), "token"),
-            prompt.tokens
+            "<footer><p>{} {}</p></footer>\n</body>\n</html>\n",
+            xml_escape(&report.tool.name),
+            xml_escape(&report.tool.version)
         );
-        page.push_str(&comparisons(&prompt.comparisons));
-        for note in &prompt.notes {
-            let _ = writeln!(page, "<p class=\"notes\">{}</p>", xml_escape(&note.to_string()));
-        }
-        page.push_str("<div class=\"charts\">\n");
-        page.push_str(&residual_chart(&prompt.comparisons));
-        page.push_str(&position_chart(&prompt.comparisons, report.tolerance.atol));
-        page.push_str("</div>\n</section>\n");
+        page
     }
-    let _ =
-        write!(page, "<footer><p>{} {}</p></footer>\n</body>\n</html>\n", xml_escape(&report.tool.name), xml_escape(&report.tool.version));
-    page
 }
 
 /// The banner's links to the failing prompts' sections (the first [`LINKED_FAILURES`] of them).

@@ -16,70 +16,66 @@ pub struct Junit;
 
 impl Render<Report> for Junit {
     fn render(&self, report: &Report) -> String {
-        render(report)
-    }
-}
-
-fn render(report: &Report) -> String {
-    let cases: Vec<String> = report
-        .prompts
-        .iter()
-        .enumerate()
-        .flat_map(|(index, prompt)| {
-            let label = prompt_label(report, index);
-            let seconds = report.timing.prompt_seconds.get(index).copied();
-            prompt.comparisons.iter().map(move |comparison| {
-                let name = format!("{label}: {}", comparison.name);
-                let failure = (!comparison.passed).then(|| failure(report, comparison, &prompt.notes));
-                testcase(&comparison.name, &name, seconds, failure)
+        let cases: Vec<String> = report
+            .prompts
+            .iter()
+            .enumerate()
+            .flat_map(|(index, prompt)| {
+                let label = prompt_label(report, index);
+                let seconds = report.timing.prompt_seconds.get(index).copied();
+                prompt.comparisons.iter().map(move |comparison| {
+                    let name = format!("{label}: {}", comparison.name);
+                    let failure = (!comparison.passed).then(|| failure(report, comparison, &prompt.notes));
+                    testcase(&comparison.name, &name, seconds, failure)
+                })
             })
-        })
-        .chain(report.repeatability.map(|repeatability| {
-            let failure = (!repeatability.identical).then(|| {
-                let message = format!(
-                    "{} runs of every forward were not bit-identical: max |diff| {} between runs",
-                    repeatability.runs,
-                    sci(repeatability.max_abs_diff)
-                );
-                (message.clone(), message)
-            });
-            testcase("repeatability", "every forward, bit for bit", None, failure)
-        }))
+            .chain(report.repeatability.map(|repeatability| {
+                let failure = (!repeatability.identical).then(|| {
+                    let message = format!(
+                        "{} runs of every forward were not bit-identical: max |diff| {} between runs",
+                        repeatability.runs,
+                        sci(repeatability.max_abs_diff)
+                    );
+                    (message.clone(), message)
+                });
+                testcase("repeatability", "every forward, bit for bit", None, failure)
+            }))
+            .collect();
+        let failures = cases.iter().filter(|case| case.contains("<failure ")).count();
+        let properties: String = [
+            ("model", report.model.source.clone()),
+            ("weights", report.model.weights.clone()),
+            ("reference", report.reference.path.clone()),
+            ("reference digest", report.reference.digest.clone()),
+            ("candidate", report.candidate.as_ref().map(|candidate| candidate.path.clone()).unwrap_or_default()),
+            ("prompts digest", report.prompts_digest.clone()),
+            ("atol", format!("{:e}", report.tolerance.atol)),
+            ("rtol", format!("{:e}", report.tolerance.rtol)),
+            ("dtype", report.dtype.name().to_owned()),
+            ("device", report.device.clone()),
+            ("shard", report.shard.map(|shard| format!("{}/{}", shard.shard.index, shard.shard.count)).unwrap_or_default()),
+        ]
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(name, value)| format!("      <property name=\"{name}\" value=\"{}\"/>\n", xml_escape(&value)))
         .collect();
-    let failures = cases.iter().filter(|case| case.contains("<failure ")).count();
-    let properties: String = [
-        ("model", report.model.source.clone()),
-        ("weights", report.model.weights.clone()),
-        ("reference", report.reference.path.clone()),
-        ("reference digest", report.reference.digest.clone()),
-        ("candidate", report.candidate.as_ref().map(|candidate| candidate.path.clone()).unwrap_or_default()),
-        ("prompts digest", report.prompts_digest.clone()),
-        ("atol", format!("{:e}", report.tolerance.atol)),
-        ("rtol", format!("{:e}", report.tolerance.rtol)),
-        ("dtype", report.dtype.name().to_owned()),
-        ("device", report.device.clone()),
-        ("shard", report.shard.map(|shard| format!("{}/{}", shard.shard.index, shard.shard.count)).unwrap_or_default()),
-    ]
-    .into_iter()
-    .filter(|(_, value)| !value.is_empty())
-    .map(|(name, value)| format!("      <property name=\"{name}\" value=\"{}\"/>\n", xml_escape(&value)))
-    .collect();
-    let suite = match shard_label(report) {
-        Some(shard) => format!("gpt2-parity {}, {shard}", report.tool.version),
-        None => format!("gpt2-parity {}", report.tool.version),
-    };
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
-         <testsuites name=\"gpt2-parity\" tests=\"{count}\" failures=\"{failures}\" errors=\"0\" time=\"{time}\">\n  \
-         <testsuite name=\"{suite}\" tests=\"{count}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\" time=\"{time}\" \
-         timestamp=\"{timestamp}\">\n    \
-         <properties>\n{properties}    </properties>\n{cases}  </testsuite>\n</testsuites>\n",
-        count = cases.len(),
-        suite = xml_escape(&suite),
-        time = seconds(report.timing.seconds),
-        timestamp = xml_escape(&report.timing.started_at),
-        cases = cases.concat(),
-    )
+        let suite = match shard_label(report) {
+            Some(shard) => format!("gpt2-parity {}, {shard}", report.tool.version),
+            None => format!("gpt2-parity {}", report.tool.version),
+        };
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+             <testsuites name=\"gpt2-parity\" tests=\"{count}\" failures=\"{failures}\" errors=\"0\" time=\"{time}\">\n  \
+             <testsuite name=\"{suite}\" tests=\"{count}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\" time=\"{time}\" \
+             timestamp=\"{timestamp}\">\n    \
+             <properties>\n{properties}    </properties>\n{cases}  </testsuite>\n</testsuites>\n",
+            count = cases.len(),
+            suite = xml_escape(&suite),
+            time = seconds(report.timing.seconds),
+            timestamp = xml_escape(&report.timing.started_at),
+            cases = cases.concat(),
+        )
+    }
 }
 
 /// Seconds as the junit XSD's SUREFIRE_TIME writes them: digits, a point, milliseconds.

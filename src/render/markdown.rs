@@ -15,66 +15,63 @@ pub struct Markdown {
 
 impl Render<Report> for Markdown {
     fn render(&self, report: &Report) -> String {
-        render(report, &self.view)
-    }
-}
-
-fn render(report: &Report, view: &View) -> String {
-    let verdict = match (report.passed, report.prompts.is_empty()) {
-        (true, true) => "no prompts",
-        (true, false) => "PASS",
-        (false, _) => "FAIL",
-    };
-    // A job summary collects every shard's section: each heading says which shard it is.
-    let title = match shard_label(report) {
-        Some(shard) => format!("gpt2-parity, {shard}"),
-        None => "gpt2-parity".to_owned(),
-    };
-    let mut out = format!(
-        "# {}: {verdict}\n\nModel `{}` (`{}`), reference `{}`.\n",
-        escape(&title),
-        code(&report.model.source),
-        code(&report.model.weights),
-        code(&report.reference.path)
-    );
-    let shown = shown_prompts(report, view.verbose, false);
-    if let Some(heading) = &shown.summary_heading {
-        out.push_str(&format!("\n## {}\n\n{}", escape(heading), table(&summary_grid(&report.summary, view.wide))));
-        out.push_str(&quotes(&report.summary_notes));
-    }
-    let mut closing = String::new();
-    if !report.passed {
-        closing.push('\n');
-        for summary in &report.summary {
-            closing.push_str(&format!("- {}\n", escape(&worst_sentence(report, summary))));
-        }
-    }
-    closing.push_str(&format!("\n**{}**\n", escape(&verdict_line(report))));
-    // Room for the closing lines and for the line that says what was left out.
-    let budget = COMMENT_LIMIT - closing.chars().count() - 300;
-    let mut used = out.chars().count();
-    for (shown_count, &index) in shown.prompts.iter().enumerate() {
-        let prompt = &report.prompts[index];
-        let section = format!(
-            "\n## {}\n\n{}{}",
-            escape(&prompt_heading(report, index)),
-            table(&comparison_grid(&prompt.comparisons, view.wide)),
-            quotes(&prompt.notes)
+        let view = &self.view;
+        let verdict = match (report.passed, report.prompts.is_empty()) {
+            (true, true) => "no prompts",
+            (true, false) => "PASS",
+            (false, _) => "FAIL",
+        };
+        // A job summary collects every shard's section: each heading says which shard it is.
+        let title = match shard_label(report) {
+            Some(shard) => format!("gpt2-parity, {shard}"),
+            None => "gpt2-parity".to_owned(),
+        };
+        let mut out = format!(
+            "# {}: {verdict}\n\nModel `{}` (`{}`), reference `{}`.\n",
+            escape(&title),
+            code(&report.model.source),
+            code(&report.model.weights),
+            code(&report.reference.path)
         );
-        let length = section.chars().count();
-        if used + length > budget {
-            let left = shown.prompts.len() - shown_count;
-            out.push_str(&format!(
-                "\n_{left} more prompt sections are left out to keep this under a pull-request comment's {COMMENT_LIMIT} characters; \
-                 the JSON report (`--format json`) has every prompt._\n"
-            ));
-            break;
+        let shown = shown_prompts(report, view.verbose, false);
+        if let Some(heading) = &shown.summary_heading {
+            out.push_str(&format!("\n## {}\n\n{}", escape(heading), table(&summary_grid(&report.summary, view.wide))));
+            out.push_str(&quotes(&report.summary_notes));
         }
-        used += length;
-        out.push_str(&section);
+        let mut closing = String::new();
+        if !report.passed {
+            closing.push('\n');
+            for summary in &report.summary {
+                closing.push_str(&format!("- {}\n", escape(&worst_sentence(report, summary))));
+            }
+        }
+        closing.push_str(&format!("\n**{}**\n", escape(&verdict_line(report))));
+        // Room for the closing lines and for the line that says what was left out.
+        let budget = COMMENT_LIMIT - closing.chars().count() - 300;
+        let mut used = out.chars().count();
+        for (shown_count, &index) in shown.prompts.iter().enumerate() {
+            let prompt = &report.prompts[index];
+            let section = format!(
+                "\n## {}\n\n{}{}",
+                escape(&prompt_heading(report, index)),
+                table(&comparison_grid(&prompt.comparisons, view.wide)),
+                quotes(&prompt.notes)
+            );
+            let length = section.chars().count();
+            if used + length > budget {
+                let left = shown.prompts.len() - shown_count;
+                out.push_str(&format!(
+                    "\n_{left} more prompt sections are left out to keep this under a pull-request comment's {COMMENT_LIMIT} characters; \
+                     the JSON report (`--format json`) has every prompt._\n"
+                ));
+                break;
+            }
+            used += length;
+            out.push_str(&section);
+        }
+        out.push_str(&closing);
+        out
     }
-    out.push_str(&closing);
-    out
 }
 
 /// A GFM table; line breaks inside a cell become `<br>`.

@@ -19,54 +19,51 @@ pub struct Table {
 
 impl Render<Report> for Table {
     fn render(&self, report: &Report) -> String {
-        render(report, &self.view)
-    }
-}
-
-fn render(report: &Report, view: &View) -> String {
-    let mut out = format!(
-        "gpt2-parity {}\nmodel     {} ({})\nreference {}\n",
-        report.tool.version,
-        report.model.source,
-        short_digest(&report.model.weights),
-        report.reference.path
-    );
-    if let Some(shard) = shard_label(report) {
-        out.push_str(&format!("{shard}\n"));
-    }
-    let shown = shown_prompts(report, view.verbose, true);
-    if let Some(heading) = &shown.summary_heading {
-        out.push_str(&format!("\n{}{}", wrap(heading, note_width(view), ""), layout(&summary_grid(&report.summary, view.wide), view)));
-        out.push_str(&notes(&report.summary_notes, view));
-    }
-    for &index in &shown.prompts {
-        let prompt = &report.prompts[index];
-        let heading = wrap(&prompt_heading(report, index), note_width(view), "  ");
-        out.push_str(&format!("\n{heading}{}", layout(&comparison_grid(&prompt.comparisons, view.wide), view)));
-        out.push_str(&notes(&prompt.notes, view));
-    }
-    if let Some(repeatability) = report.repeatability {
-        let verdict = if repeatability.identical {
-            "bit-identical".to_owned()
-        } else {
-            format!("NOT identical (max |diff| {:.2e}): nondeterministic forward", repeatability.max_abs_diff)
-        };
-        out.push_str(&format!("\n{} runs of every forward: {verdict}\n", repeatability.runs));
-    }
-    if !report.passed {
-        out.push('\n');
-        for summary in &report.summary {
-            out.push_str(&wrap(&worst_sentence(report, summary), note_width(view), "      "));
+        let view = &self.view;
+        let mut out = format!(
+            "gpt2-parity {}\nmodel     {} ({})\nreference {}\n",
+            report.tool.version,
+            report.model.source,
+            short_digest(&report.model.weights),
+            report.reference.path
+        );
+        if let Some(shard) = shard_label(report) {
+            out.push_str(&format!("{shard}\n"));
         }
+        let shown = shown_prompts(report, view.verbose, true);
+        if let Some(heading) = &shown.summary_heading {
+            out.push_str(&format!("\n{}{}", wrap(heading, note_width(view), ""), layout(&summary_grid(&report.summary, view.wide), view)));
+            out.push_str(&notes(&report.summary_notes, view));
+        }
+        for &index in &shown.prompts {
+            let prompt = &report.prompts[index];
+            let heading = wrap(&prompt_heading(report, index), note_width(view), "  ");
+            out.push_str(&format!("\n{heading}{}", layout(&comparison_grid(&prompt.comparisons, view.wide), view)));
+            out.push_str(&notes(&prompt.notes, view));
+        }
+        if let Some(repeatability) = report.repeatability {
+            let verdict = if repeatability.identical {
+                "bit-identical".to_owned()
+            } else {
+                format!("NOT identical (max |diff| {:.2e}): nondeterministic forward", repeatability.max_abs_diff)
+            };
+            out.push_str(&format!("\n{} runs of every forward: {verdict}\n", repeatability.runs));
+        }
+        if !report.passed {
+            out.push('\n');
+            for summary in &report.summary {
+                out.push_str(&wrap(&worst_sentence(report, summary), note_width(view), "      "));
+            }
+        }
+        let tone = if report.passed { Tone::Pass } else { Tone::Fail };
+        // On a terminal the verdict wraps to its width like every other line.
+        let verdict = match view.width {
+            Some(width) => wrap(&verdict_line(report), width, "      ").trim_end().to_owned(),
+            None => verdict_line(report),
+        };
+        out.push_str(&format!("\n{}\n", paint(&verdict, tone, view.color)));
+        out
     }
-    let tone = if report.passed { Tone::Pass } else { Tone::Fail };
-    // On a terminal the verdict wraps to its width like every other line.
-    let verdict = match view.width {
-        Some(width) => wrap(&verdict_line(report), width, "      ").trim_end().to_owned(),
-        None => verdict_line(report),
-    };
-    out.push_str(&format!("\n{}\n", paint(&verdict, tone, view.color)));
-    out
 }
 
 /// The grid as a table that fits `view.width`, dropping columns in their drop order until it

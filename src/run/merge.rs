@@ -146,7 +146,7 @@ fn merge(shards: Vec<ShardReport>) -> Result<Report> {
             }
         }
         // RFC 3339 times in UTC to the second order as their text does.
-        if started_at.as_ref().map_or(true, |earliest| report.timing.started_at < *earliest) {
+        if started_at.as_ref().is_none_or(|earliest| report.timing.started_at < *earliest) {
             started_at = Some(report.timing.started_at.clone());
         }
         if let Some(rows) = &report.attribution {

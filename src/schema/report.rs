@@ -217,7 +217,7 @@ pub struct ReferenceInfo {
 impl Report {
     /// A report passes when every prompt passes and, with `--repeat`, every forward repeated bit for bit.
     pub fn verdict(prompts: &[PromptReport], repeatability: Option<Repeatability>) -> bool {
-        prompts.iter().all(|prompt| prompt.passed) && repeatability.map_or(true, |runs| runs.identical)
+        prompts.iter().all(|prompt| prompt.passed) && repeatability.is_none_or(|runs| runs.identical)
     }
 
     /// How many comparisons the report holds over all prompts, and how many of them fail.
