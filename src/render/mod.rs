@@ -209,4 +209,4 @@ fn prompt_label(report: &Report, index: usize) -> String {
 }
 
 #[cfg(test)]
-mod sample;
+pub(crate) mod sample;

@@ -257,3 +257,35 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod finish_tests {
+    use crate::render::sample;
+    use crate::schema::Note;
+
+    /// finish derives every verdict and summary from the comparisons alone: once the failing
+    /// comparison passes, so do its prompt and the report, and the summary counts no failure.
+    #[test]
+    fn finish_derives_the_verdicts_and_the_summary_from_the_comparisons() {
+        let mut report = sample::report();
+        assert!(!report.passed && !report.prompts[0].passed);
+        assert_eq!(report.summary[0].failing_prompts, 1);
+        assert_eq!((report.worst[0].position, report.worst[0].token.as_str()), (1, " the"));
+        assert_eq!(report.comparison_counts(), (2, 1));
+        report.prompts[0].comparisons[0].passed = true;
+        report.finish();
+        assert!(report.passed && report.prompts[0].passed);
+        assert_eq!(report.summary.iter().map(|summary| summary.failing_prompts).sum::<usize>(), 0);
+        assert_eq!(report.comparison_counts(), (2, 0));
+    }
+
+    /// A note reads back from its one JSON string, the comparison's name first; a string
+    /// without the name is refused, not read as a note about nothing.
+    #[test]
+    fn a_note_is_its_comparison_then_its_text() {
+        let note: Note = serde_json::from_str("\"processed-vs-reference: Max |diff|: 3e-4.\"").unwrap();
+        assert_eq!((note.comparison.as_str(), note.text.as_str()), ("processed-vs-reference", "Max |diff|: 3e-4."));
+        assert_eq!(serde_json::to_string(&note).unwrap(), "\"processed-vs-reference: Max |diff|: 3e-4.\"");
+        assert!(serde_json::from_str::<Note>("\"no name here\"").is_err());
+    }
+}
