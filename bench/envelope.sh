@@ -72,4 +72,6 @@ ln-eps-1e-12 --backend torch --deviation ln_eps_1e-12
 no-mask-h.11 --backend torch --deviation no_mask --block 11
 attn-scale-d_model --backend torch --deviation attn_scale_d_model
 positions+1 --backend torch --deviation positions_plus_1
+no-ln-f --backend torch --deviation no_ln_f
+unembedding-untied --backend torch --deviation untied_unembedding
 EOF

@@ -239,6 +239,11 @@ impl Cause {
                     times(*multiple)
                 );
                 match cause {
+                    Some(TestedCause { description, correlation: Some(correlation), .. }) => format!(
+                        "{lead}. Tested cause: {description}; {side}'s residual stream agrees with ours through the last block, yet its \
+                         logits correlate at most |r| = {correlation:.3} with what wte's unembedding gives on that residual stream \
+                         (a faithful head gives 1)."
+                    ),
                     Some(cause) => format!(
                         "{lead}. Tested cause: {}; with that change our float64 forward matches {side} to {} in the logits ({} rounding).{unlocalised}",
                         cause.description,

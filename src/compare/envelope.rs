@@ -362,18 +362,44 @@ impl SideRounding {
 }
 
 /// A catalogued deviation that, switched on in our float64 forward, lands within the envelope of
-/// the side: the side computes what that deviation computes.
+/// the side: the side computes what that deviation computes. Or one recognised by its signature
+/// (an untied unembedding), with `correlation` as the evidence and no forward to measure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TestedCause {
     pub deviation: Deviation,
     /// The deviation in words.
     pub description: String,
     /// The side against our forward with the deviation: its worst multiple of the envelope,
-    /// and the logits' max |diff|.
+    /// and the logits' max |diff| (NaN, null in JSON, for a cause recognised by its signature).
     #[serde(deserialize_with = "crate::report::nullable::number")]
     pub multiple: f64,
     #[serde(deserialize_with = "crate::report::nullable::number")]
     pub logits_max_abs_diff: f64,
+    /// For an untied unembedding: the largest |correlation| over positions between the side's
+    /// logits and what wte's unembedding gives on the side's own last residual snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::report::nullable::optional_number")]
+    pub correlation: Option<f64>,
+}
+
+/// Below this |correlation| at every position, a side's logits owe nothing to wte: a faithful
+/// head gives 1, no ln_f about 0.5, a random lm_head about 1/sqrt(V) (docs/metrics.md). A wte
+/// reshaped instead of transposed scrambles it as much, so the forward rules that out first.
+pub const UNTIED_CORRELATION: f64 = 0.1;
+
+/// Over positions, the largest |Pearson correlation| across the vocabulary between a side's
+/// logits and the truth's ([T, V] each); NaN when a row is constant or not finite.
+pub fn largest_correlation(side: &[f32], truth: &Exact, positions: usize, width: usize) -> f64 {
+    worst_of((0..positions).map(|row| {
+        let range = row * width..(row + 1) * width;
+        let side_mean = side[range.clone()].iter().map(|&v| f64::from(v)).sum::<f64>() / width as f64;
+        let truth_mean = range.clone().map(|index| truth.at(index)).sum::<f64>() / width as f64;
+        let (mut product, mut side_square, mut truth_square) = (0.0, 0.0, 0.0);
+        for index in range {
+            let (a, b) = (f64::from(side[index]) - side_mean, truth.at(index) - truth_mean);
+            (product, side_square, truth_square) = (product + a * b, side_square + a * a, truth_square + b * b);
+        }
+        (product / (side_square * truth_square).sqrt()).abs()
+    }))
 }
 
 /// Both sides of a comparison against the envelope.
@@ -483,5 +509,18 @@ mod tests {
         assert!(own.passed() && own.logits == 0.0, "the float32 floor keeps the envelope above 0: {own:?}");
         assert!(!judged(&ours, &[1.0, f32::NAN, 3.0, 4.0], &truth, shape, Form::Raw).passed());
         assert!(!judged(&ours, &[1.0, f32::INFINITY, 3.0, 4.0], &truth, shape, Form::Raw).passed());
+    }
+
+    #[test]
+    fn correlation_is_per_position_and_the_largest_wins() {
+        // Two positions of four logits: the side follows the truth (scaled and shifted) at the
+        // first position and is orthogonal to it at the second.
+        let truth = exact(&[1.0, 2.0, 3.0, 4.0, 1.0, -1.0, 1.0, -1.0]);
+        let side = [10.0, 12.0, 14.0, 16.0, 1.0, 1.0, -1.0, -1.0];
+        assert!((largest_correlation(&side, &truth, 2, 4) - 1.0).abs() < 1e-12);
+        assert!(largest_correlation(&side[4..], &exact(&[1.0, -1.0, 1.0, -1.0]), 1, 4) < 1e-12);
+        let reversed = [4.0, 3.0, 2.0, 1.0];
+        assert!((largest_correlation(&reversed, &exact(&[1.0, 2.0, 3.0, 4.0]), 1, 4) - 1.0).abs() < 1e-12, "|r| counts");
+        assert!(largest_correlation(&[5.0; 4], &exact(&[1.0, 2.0, 3.0, 4.0]), 1, 4).is_nan(), "a constant row");
     }
 }

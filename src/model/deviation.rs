@@ -40,6 +40,10 @@ pub enum DeviationKind {
     BosPrepended,
     /// The unembedding reads wte's memory as a [D, V] matrix (a transpose done as a reshape).
     UnembeddingReshaped,
+    /// The unembedding is not wte at all: an lm_head loaded separately, or left at its initial
+    /// values. No forward can reproduce an unknown matrix, so this one is recognised by its
+    /// signature instead ([`Deviation::candidates`] never offers it to the forward).
+    UnembeddingUntied,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +158,9 @@ impl Deviation {
             DeviationKind::PositionOffset { offset } => format!("position ids off by {offset:+}"),
             DeviationKind::BosPrepended => "<|endoftext|> prepended on the port's side only".to_owned(),
             DeviationKind::UnembeddingReshaped => "the unembedding reads wte reshaped to [d_model, vocab] instead of transposed".to_owned(),
+            DeviationKind::UnembeddingUntied => {
+                "an unembedding untied from wte (an lm_head loaded separately, or left at its initial values)".to_owned()
+            }
         };
         match self.block {
             Some(block) => format!("{what} in block h.{block}"),

@@ -2,14 +2,17 @@
 //! prompt), the envelope our float32 forward sets around it, each side judged against both, and,
 //! for a side outside the envelope, the search of the catalogue of port deviations for the one
 //! that reproduces it (compare::envelope holds the arithmetic, model::deviation the catalogue).
+use std::cell::RefCell;
+
 use anyhow::{Context, Result};
 use tch::{Kind, Tensor};
 
 use super::comparer::Candidate;
 use crate::compare::envelope::{
-    self, Envelope, Exact, Form, Forms, Measurements, Scaling, Shape, SideRounding, TestedCause, Widths, ENVELOPE_FACTOR,
+    self, Envelope, Exact, Form, Forms, Measurements, Place, Scaling, Shape, SideRounding, TestedCause, Widths, ENVELOPE_FACTOR,
+    UNTIED_CORRELATION,
 };
-use crate::model::deviation::Deviation;
+use crate::model::deviation::{Deviation, DeviationKind};
 use crate::model::gpt2::{forward_each_block, forward_with, Activations, Computation};
 use crate::model::Weights;
 use crate::sys::timings::{timed, Phase};
@@ -102,6 +105,8 @@ impl Dimensions {
 pub struct EnvelopeJudge<'a> {
     weights: &'a Weights,
     pub dimensions: Dimensions,
+    /// The last tested cause found, tried first on the next side that leaves the envelope.
+    last_cause: RefCell<Option<TestedCause>>,
 }
 
 /// The envelope is float32's rounding: the precision the reference, candidates and our default
@@ -110,7 +115,7 @@ const ENVELOPE_KIND: Kind = Kind::Float;
 
 impl<'a> EnvelopeJudge<'a> {
     pub fn new(weights: &'a Weights) -> Self {
-        Self { weights, dimensions: Dimensions::of(&weights.config) }
+        Self { weights, dimensions: Dimensions::of(&weights.config), last_cause: RefCell::new(None) }
     }
 
     /// Our float64 forward on `tokens`, and the envelopes our forward in the envelope's dtype
@@ -165,8 +170,6 @@ impl<'a> EnvelopeJudge<'a> {
     }
 
     /// Another implementation's side (the reference, a candidate) against the truth, end to end
-    /// and block by block, searched for a tested cause when it leaves the envelope.
-    /// Another implementation's side (the reference, a candidate) against the truth, end to end
     /// and block by block: as it is, and with its logits' per-position shift ignored (for
     /// shift-free comparisons). Searched for a tested cause, as it is, when it leaves the envelope.
     pub(super) fn judge_external(&self, name: &str, side: Outputs, tokens: &[i64], truth: &PromptTruth) -> Result<ExternalSide> {
@@ -201,56 +204,28 @@ impl<'a> EnvelopeJudge<'a> {
             .into_iter()
             .filter(|deviation| applicable(deviation, tokens, self.weights.config.n_positions as usize))
             .collect();
+        // The cause found on an earlier prompt is tried first, and kept when it reproduces this
+        // side too: a port deviates the same way on every prompt, and the whole catalogue costs
+        // two float64 forwards per deviation.
+        let head_alone = first.index == dimensions.n_layer + 1 && side.resid.is_some();
+        let previous = self.last_cause.borrow().clone().filter(|previous| {
+            candidates.contains(&previous.deviation) || (head_alone && previous.deviation.kind == DeviationKind::UnembeddingUntied)
+        });
+        if let Some(previous) = previous {
+            if let Some(found) = self.test(&previous.deviation, side, tokens, truth, first)? {
+                judged.cause = Some(TestedCause { description: previous.description, ..found });
+                judged.deviations_tried = 1;
+                return Ok(());
+            }
+        }
         let mut reproducing: Vec<TestedCause> = Vec::new();
         for deviation in &candidates {
-            // Block by block first (as cheap as one forward, and it rules out most deviations at
-            // the block where the side leaves the envelope), then end to end.
-            let mut own_each_block = None;
-            let each_block = match side.resid.filter(|_| deviation.keeps_positions()) {
-                Some(_) => {
-                    let (logits, resid) = self.each_block(side, tokens, Some(*deviation))?;
-                    let measured = dimensions.measure(side, (&resid, &logits), Forms::RAW);
-                    if deviation.rounds_to_half() {
-                        let computed = candidate_of(&self.each_block_in(ENVELOPE_KIND, side, tokens, Some(*deviation))?)?;
-                        own_each_block = Some(Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid, &logits), Forms::RAW)));
-                    }
-                    let widths = truth.raw.each_block.as_ref().context("the raw envelope is measured block by block")?;
-                    let at_first = match (first.index, &measured.resid) {
-                        (0, _) => 0.0,
-                        (index, Some(resid)) if index <= dimensions.n_layer => resid[index].max() / widths.snapshots[index],
-                        _ => measured.logits.max() / widths.logits,
-                    };
-                    if !deviation.rounds_to_half() && !(at_first <= ENVELOPE_FACTOR) {
-                        continue;
-                    }
-                    Some(measured)
-                }
-                None => None,
-            };
-            let variant = |kind| forward_with(self.weights, tokens, &Computation { kind: Some(kind), deviation: Some(*deviation) });
-            let (logits_truth, resid_truth) = exact_outputs(&variant(Kind::Double))?;
-            // A float16 deviation is matched within its own rounding: our forward with it in
-            // float32 against the same in float64 (never less than the float32 envelope).
-            let own_envelope = if deviation.rounds_to_half() {
-                let computed = candidate_of(&variant(ENVELOPE_KIND))?;
-                let whole = Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid_truth, &logits_truth), Forms::RAW));
-                Some(truth.raw.widened_by(&Envelope { whole, each_block: own_each_block }))
-            } else {
-                None
-            };
-            let envelope = own_envelope.as_ref().unwrap_or(&truth.raw);
-            let multiple = timed(Phase::Statistics, || {
-                let whole = dimensions.measure(side, (&resid_truth, &logits_truth), Forms::RAW);
-                SideRounding::judge("variant", Forms::RAW, &whole, each_block.as_ref(), envelope, dimensions.n_layer + 1).worst()
-            });
-            if multiple <= ENVELOPE_FACTOR {
-                reproducing.push(TestedCause {
-                    deviation: *deviation,
-                    description: deviation.describe(),
-                    multiple,
-                    logits_max_abs_diff: envelope::max_abs_diff(side.logits, &logits_truth, tokens.len(), dimensions.vocab, Form::Raw),
-                });
-            }
+            reproducing.extend(self.reproduce(deviation, side, tokens, truth, first)?);
+        }
+        // Only the head is left to differ: the one catalogued deviation no forward can try.
+        let head_alone = head_alone && reproducing.is_empty();
+        if head_alone {
+            reproducing.extend(self.untied_unembedding(side, tokens)?);
         }
         let mut best = reproducing.iter().min_by(|a, b| a.multiple.total_cmp(&b.multiple)).cloned();
         if let Some(found) = &mut best {
@@ -266,9 +241,98 @@ impl<'a> EnvelopeJudge<'a> {
                 found.description = found.deviation.describe_from_block_on(block);
             }
         }
+        if best.is_some() {
+            self.last_cause.replace(best.clone());
+        }
         judged.cause = best;
-        judged.deviations_tried = candidates.len();
+        judged.deviations_tried = candidates.len() + usize::from(head_alone);
         Ok(())
+    }
+
+    /// Whether `deviation` reproduces the side: by our forward with it, or, for an untied
+    /// unembedding, by its signature.
+    fn test(&self, deviation: &Deviation, side: Outputs, tokens: &[i64], truth: &PromptTruth, first: Place) -> Result<Option<TestedCause>> {
+        match deviation.kind {
+            DeviationKind::UnembeddingUntied => self.untied_unembedding(side, tokens),
+            _ => self.reproduce(deviation, side, tokens, truth, first),
+        }
+    }
+
+    /// Our float64 forward with `deviation` against the side, block by block first (as cheap as
+    /// one forward, and it rules out most deviations at the block where the side leaves the
+    /// envelope), then end to end: the tested cause when the side lands within the envelope.
+    fn reproduce(
+        &self,
+        deviation: &Deviation,
+        side: Outputs,
+        tokens: &[i64],
+        truth: &PromptTruth,
+        first: Place,
+    ) -> Result<Option<TestedCause>> {
+        let dimensions = self.dimensions;
+        // Block by block first (as cheap as one forward, and it rules out most deviations at
+        // the block where the side leaves the envelope), then end to end.
+        let mut own_each_block = None;
+        let each_block = match side.resid.filter(|_| deviation.keeps_positions()) {
+            Some(_) => {
+                let (logits, resid) = self.each_block(side, tokens, Some(*deviation))?;
+                let measured = dimensions.measure(side, (&resid, &logits), Forms::RAW);
+                if deviation.rounds_to_half() {
+                    let computed = candidate_of(&self.each_block_in(ENVELOPE_KIND, side, tokens, Some(*deviation))?)?;
+                    own_each_block = Some(Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid, &logits), Forms::RAW)));
+                }
+                let widths = truth.raw.each_block.as_ref().context("the raw envelope is measured block by block")?;
+                let at_first = match (first.index, &measured.resid) {
+                    (0, _) => 0.0,
+                    (index, Some(resid)) if index <= dimensions.n_layer => resid[index].max() / widths.snapshots[index],
+                    _ => measured.logits.max() / widths.logits,
+                };
+                if !deviation.rounds_to_half() && !(at_first <= ENVELOPE_FACTOR) {
+                    return Ok(None);
+                }
+                Some(measured)
+            }
+            None => None,
+        };
+        let variant = |kind| forward_with(self.weights, tokens, &Computation { kind: Some(kind), deviation: Some(*deviation) });
+        let (logits_truth, resid_truth) = exact_outputs(&variant(Kind::Double))?;
+        // A float16 deviation is matched within its own rounding: our forward with it in
+        // float32 against the same in float64 (never less than the float32 envelope).
+        let own_envelope = if deviation.rounds_to_half() {
+            let computed = candidate_of(&variant(ENVELOPE_KIND))?;
+            let whole = Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid_truth, &logits_truth), Forms::RAW));
+            Some(truth.raw.widened_by(&Envelope { whole, each_block: own_each_block }))
+        } else {
+            None
+        };
+        let envelope = own_envelope.as_ref().unwrap_or(&truth.raw);
+        let multiple = timed(Phase::Statistics, || {
+            let whole = dimensions.measure(side, (&resid_truth, &logits_truth), Forms::RAW);
+            SideRounding::judge("variant", Forms::RAW, &whole, each_block.as_ref(), envelope, dimensions.n_layer + 1).worst()
+        });
+        Ok((multiple <= ENVELOPE_FACTOR).then(|| TestedCause {
+            deviation: *deviation,
+            description: deviation.describe(),
+            multiple,
+            logits_max_abs_diff: envelope::max_abs_diff(side.logits, &logits_truth, tokens.len(), dimensions.vocab, Form::Raw),
+            correlation: None,
+        }))
+    }
+
+    /// For a side whose residual stream agrees with ours through the last block and whose logits
+    /// do not: an unembedding untied from wte, when its logits owe nothing to what wte gives on
+    /// that same residual stream (no forward can reproduce an unknown lm_head).
+    fn untied_unembedding(&self, side: Outputs, tokens: &[i64]) -> Result<Option<TestedCause>> {
+        let (head, _) = self.each_block(side, tokens, None)?;
+        let correlation = envelope::largest_correlation(side.logits, &head, tokens.len(), self.dimensions.vocab);
+        let deviation = Deviation { kind: DeviationKind::UnembeddingUntied, block: None };
+        Ok((correlation < UNTIED_CORRELATION).then(|| TestedCause {
+            deviation,
+            description: deviation.describe(),
+            multiple: f64::NAN,
+            logits_max_abs_diff: f64::NAN,
+            correlation: Some(correlation),
+        }))
     }
 }
 
@@ -293,7 +357,6 @@ impl ExternalSide {
 /// Whether a deviation can be tried on this prompt: a prepended <|endoftext|> needs a prompt
 /// without one and room for it; a shift of the position ids needs room too.
 fn applicable(deviation: &Deviation, tokens: &[i64], n_positions: usize) -> bool {
-    use crate::model::deviation::DeviationKind;
     match deviation.kind {
         DeviationKind::BosPrepended => tokens.first() != Some(&crate::tokenize::END_OF_TEXT) && tokens.len() < n_positions,
         DeviationKind::PositionOffset { offset } if offset > 0 => tokens.len() < n_positions,

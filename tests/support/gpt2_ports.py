@@ -11,7 +11,8 @@ Usage: gpt2_ports.py --model DIR --reference REF --output CANDIDATE
 Deviations (in every block unless --block N names one):
   exact_gelu, ln_eps_1e-12, ln_eps_1e-6, no_ln_f, attn_scale_d_model, no_attn_scale, no_mask,
   no_qkv_bias, no_attn_out_bias, no_mlp_in_bias, no_mlp_out_bias, half_softmax, half_layer_norm,
-  positions_plus_1, positions_minus_1, bos_prepended, unembed_reshaped
+  positions_plus_1, positions_minus_1, bos_prepended, unembed_reshaped,
+  untied_unembedding (an lm_head of its own, at Hugging Face's initial values: normal, std 0.02)
 """
 
 import argparse
@@ -32,7 +33,7 @@ END_OF_TEXT = 50256
 DEVIATIONS = {
     "exact_gelu", "ln_eps_1e-12", "ln_eps_1e-6", "no_ln_f", "attn_scale_d_model", "no_attn_scale", "no_mask",
     "no_qkv_bias", "no_attn_out_bias", "no_mlp_in_bias", "no_mlp_out_bias", "half_softmax", "half_layer_norm",
-    "positions_plus_1", "positions_minus_1", "bos_prepended", "unembed_reshaped",
+    "positions_plus_1", "positions_minus_1", "bos_prepended", "unembed_reshaped", "untied_unembedding",
 }
 
 
@@ -210,7 +211,13 @@ class Port:
         else:
             final = self.layer_norm(x, self.w["ln_f.weight"], self.w["ln_f.bias"], None)
         wte = self.w["wte.weight"]
-        unembedding = wte.reshape(wte.shape[1], wte.shape[0]) if self.deviation == "unembed_reshaped" else self.ops.transpose_last(wte)
+        if self.deviation == "unembed_reshaped":
+            unembedding = wte.reshape(wte.shape[1], wte.shape[0])
+        elif self.deviation == "untied_unembedding":
+            initial = np.random.default_rng(0).normal(0.0, 0.02, size=(wte.shape[1], wte.shape[0]))
+            unembedding = self.ops.array(initial)
+        else:
+            unembedding = self.ops.transpose_last(wte)
         logits = self.ops.numpy(final @ unembedding)
         resid = self.ops.numpy(self.ops.stack(resid))
         if prepended:
