@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use super::cases::PromptCase;
 use super::comparer::{Candidate, Comparer};
+use super::passes::{clocked, Clocked};
 use super::rounding::{EnvelopeJudge, Outputs};
 use crate::diagnose::Provenance;
 use crate::model::inputs::ModelInputs;
@@ -37,7 +38,7 @@ pub fn open(path: &Path, inputs: &ModelInputs, weights_digest: &str, allow_other
 
 /// Each case's candidate-vs-reference comparison. The candidate holds the prompt under the same
 /// text, with the same tokens (which `cases` already checked against the reference and our tokenizer).
-pub(super) fn compare(
+fn compare(
     candidate: &ReferenceFile,
     reference: &ReferenceFile,
     cases: &[PromptCase],
@@ -64,7 +65,7 @@ pub(super) fn compare(
                     candidate.meta.prompts.len()
                 )
             })?;
-            let held = candidate.prompt(index)?;
+            let held = candidate.prompt_without_transformer_lens(index)?;
             if held.tokens != case.tokens {
                 bail!(
                     "candidate {}, prompt {:?}: its tokens {:?} differ from the reference's {:?}; feed the port the reference's token ids",
@@ -74,7 +75,7 @@ pub(super) fn compare(
                     case.tokens
                 );
             }
-            let reference_prompt = reference.prompt(case.reference_index)?;
+            let reference_prompt = reference.prompt_without_transformer_lens(case.reference_index)?;
             let outputs = Candidate { logits: held.logits, resid: held.resid };
             let rounding = match judge.map(|judge| Ok::<_, anyhow::Error>((judge, judge.truth(&case.tokens, None)?))).transpose()? {
                 Some((judge, Some(truth))) => {
@@ -95,6 +96,21 @@ pub(super) fn compare(
                 rounding,
             )])
         })
+        .collect()
+}
+
+/// Each case's candidate-vs-reference comparison, timed.
+pub(super) fn compare_each(
+    candidate: &ReferenceFile,
+    reference: &ReferenceFile,
+    cases: &[PromptCase],
+    comparer: &Comparer,
+    judge: Option<&EnvelopeJudge>,
+) -> Result<Vec<Clocked>> {
+    cases
+        .iter()
+        .map(|case| clocked(|| compare(candidate, reference, std::slice::from_ref(case), comparer, judge)))
+        .map(|(compared, seconds)| Ok(Clocked { comparisons: compared?.remove(0), seconds }))
         .collect()
 }
 

@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 
 use super::cases::select_cases;
 use super::comparer::Comparer;
-use super::passes::{clocked, compare_models, Clocked};
+use super::passes::{compare_models, Clocked};
 use super::rounding::EnvelopeJudge;
 use super::{candidate, load_weights};
 use crate::cli::options::{CompareOptions, Compute};
@@ -38,33 +38,7 @@ pub fn run(options: &CompareOptions) -> Result<bool> {
         _ => requested,
     };
 
-    let (reference, prepend_bos, bundled) = match &options.reference {
-        Some(path) => {
-            let reference = ReferenceFile::open(path)?;
-            if options.model.prepend_bos && !reference.meta.prepend_bos {
-                bail!(
-                    "--prepend-bos was given but reference {} was made without <|endoftext|>; drop the flag or make a new reference",
-                    path.display()
-                );
-            }
-            let prepend_bos = reference.meta.prepend_bos;
-            (reference, prepend_bos, false)
-        }
-        None => {
-            inputs.tokenize_all(&requested, options.model.prepend_bos)?;
-            let python = find_python(options.python.as_deref())?;
-            let request = ReferenceRequest {
-                model: &inputs.files,
-                weights_digest: &digest,
-                prompts: &requested,
-                prepend_bos: options.model.prepend_bos,
-                transformer_lens: options.transformer_lens.then_some(processing),
-                dtype: Dtype::bundled_reference_for(dtype),
-            };
-            let made = timed(Phase::Reference, || cached_reference(&python, &request))?;
-            (ReferenceFile::open(&made)?, options.model.prepend_bos, true)
-        }
-    };
+    let (reference, prepend_bos, bundled) = reference_for(options, &inputs, &digest, &requested)?;
     reference.check_model(&inputs.config, &digest, options.allow_other_weights)?;
     let cases = select_cases(&inputs, &reference, &requested, prepend_bos)?;
     let run_prompts: Vec<String> = cases.iter().map(|case| case.prompt.clone()).collect();
@@ -91,12 +65,7 @@ pub fn run(options: &CompareOptions) -> Result<bool> {
                 Gate::Tolerance => None,
             };
             let judge = weights.as_ref().map(EnvelopeJudge::new);
-            let reports = cases
-                .iter()
-                .map(|case| clocked(|| candidate::compare(candidate, &reference, std::slice::from_ref(case), &comparer, judge.as_ref())))
-                .map(|(compared, seconds)| Ok(Clocked { comparisons: compared?.remove(0), seconds }))
-                .collect::<Result<Vec<_>>>()?;
-            (reports, None, None)
+            (candidate::compare_each(candidate, &reference, &cases, &comparer, judge.as_ref())?, None, None)
         }
         None => compare_models(options, (&inputs, checkpoint, device), &reference, &cases, &comparer)?,
     };
@@ -117,16 +86,7 @@ pub fn run(options: &CompareOptions) -> Result<bool> {
         schema_version: SCHEMA_VERSION,
         tool: Tool::current(),
         model: ModelInfo::new(&inputs.files.source, &inputs.config, &digest),
-        reference: ReferenceInfo {
-            path: reference.path().display().to_string(),
-            digest: reference.content_digest(),
-            bundled,
-            model: reference.meta.model.clone(),
-            weights: reference.meta.weights.clone(),
-            dtype: reference.meta.dtype.clone(),
-            attn_implementation: reference.meta.attn_implementation.clone(),
-            producer: reference.meta.producer.clone(),
-        },
+        reference: reference_info(&reference, bundled),
         candidate: candidate_file.as_ref().map(candidate::info),
         shard,
         prompts_digest: prompts_digest(&run_prompts),
@@ -151,4 +111,55 @@ pub fn run(options: &CompareOptions) -> Result<bool> {
     report.summary_notes = prose::summary_notes(&report.summary);
     timed(Phase::Render, || options.destinations.write(&report))?;
     Ok(report.passed)
+}
+
+/// The reference: `--reference`, or one the bundled script makes (cached) for the requested
+/// prompts; with whether prompts get <|endoftext|> first and whether the script made it.
+fn reference_for(
+    options: &CompareOptions,
+    inputs: &ModelInputs,
+    digest: &str,
+    requested: &[String],
+) -> Result<(ReferenceFile, bool, bool)> {
+    match &options.reference {
+        Some(path) => {
+            let reference = ReferenceFile::open(path)?;
+            if options.model.prepend_bos && !reference.meta.prepend_bos {
+                bail!(
+                    "--prepend-bos was given but reference {} was made without <|endoftext|>; drop the flag or make a new reference",
+                    path.display()
+                );
+            }
+            let prepend_bos = reference.meta.prepend_bos;
+            Ok((reference, prepend_bos, false))
+        }
+        None => {
+            inputs.tokenize_all(requested, options.model.prepend_bos)?;
+            let python = find_python(options.python.as_deref())?;
+            let request = ReferenceRequest {
+                model: &inputs.files,
+                weights_digest: digest,
+                prompts: requested,
+                prepend_bos: options.model.prepend_bos,
+                transformer_lens: options.transformer_lens.then_some(options.processing),
+                dtype: Dtype::bundled_reference_for(options.compute.dtype),
+            };
+            let made = timed(Phase::Reference, || cached_reference(&python, &request))?;
+            Ok((ReferenceFile::open(&made)?, options.model.prepend_bos, true))
+        }
+    }
+}
+
+/// What the report records about the reference.
+fn reference_info(reference: &ReferenceFile, bundled: bool) -> ReferenceInfo {
+    ReferenceInfo {
+        path: reference.path().display().to_string(),
+        digest: reference.content_digest(),
+        bundled,
+        model: reference.meta.model.clone(),
+        weights: reference.meta.weights.clone(),
+        dtype: reference.meta.dtype.clone(),
+        attn_implementation: reference.meta.attn_implementation.clone(),
+        producer: reference.meta.producer.clone(),
+    }
 }

@@ -4,6 +4,7 @@
 use anyhow::Result;
 use tch::Tensor;
 
+use super::spill::Replayable;
 use super::{load_weights, progress_bar, to_vec};
 use crate::cli::options::{Compute, ExplainOptions};
 use crate::diagnose::attribution::relative_change;
@@ -32,7 +33,7 @@ pub fn run(options: &ExplainOptions) -> Result<bool> {
     let tolerance = options.tolerance;
     let vocab = inputs.config.vocab_size as usize;
     let token_text = |id: i64| inputs.tokenizer.token_text(id);
-    let rows = attribute(&unprocessed, &tokens, &options.processing.steps(), vocab, tolerance, &token_text)?;
+    let rows = attribute(&unprocessed, &tokens, &options.processing.steps(), vocab, tolerance, &token_text, false)?;
 
     let report = ExplainReport {
         schema_version: SCHEMA_VERSION,
@@ -54,7 +55,8 @@ pub fn run(options: &ExplainOptions) -> Result<bool> {
 }
 
 /// Explain's rows for `steps`: no processing, each step alone, then the steps accumulated in
-/// TransformerLens's order, each compared with the unprocessed model on every prompt.
+/// TransformerLens's order, each compared with the unprocessed model on every prompt. The
+/// baseline's and all steps' logits wait in a temporary file when `in_file` (compare spilling).
 pub fn attribute(
     unprocessed: &Weights,
     tokens: &[Vec<i64>],
@@ -62,24 +64,27 @@ pub fn attribute(
     vocab: usize,
     tolerance: Tolerance,
     token_text: &dyn Fn(i64) -> String,
+    in_file: bool,
 ) -> Result<Vec<StepRow>> {
     // Every prompt through: the unprocessed model, then each row (baseline, each step alone, each
     // accumulation of two or more; the last is all steps).
     let progress = progress_bar(((1 + 2 * steps.len()) * tokens.len()) as u64);
     let packs = packs(&tokens.iter().map(Vec::len).collect::<Vec<_>>(), vocab);
-    let logits_of = |weights: &Weights| -> Result<Vec<Vec<f32>>> {
-        let mut logits = Vec::with_capacity(tokens.len());
+    // Each prompt's logits, handed to `each` as its pack's forward makes them, so that a row's
+    // logits are never all held at once.
+    let for_each_prompt = |weights: &Weights, each: &mut dyn FnMut(usize, Vec<f32>) -> Result<()>| -> Result<()> {
         for pack in &packs {
             let prompts: Vec<&[i64]> = tokens[pack.clone()].iter().map(Vec::as_slice).collect();
             let activations = forward_packed(weights, &prompts);
             for index in 0..prompts.len() {
-                logits.push(to_vec(&activations.prompt(index).logits)?);
+                each(pack.start + index, to_vec(&activations.prompt(index).logits)?)?;
                 progress.inc(1);
             }
         }
-        Ok(logits)
+        Ok(())
     };
-    let base_logits = logits_of(unprocessed)?;
+    let mut base_logits = Replayable::new(in_file)?;
+    for_each_prompt(unprocessed, &mut |_, logits| base_logits.push(logits))?;
     let before = Before::new(unprocessed);
     let variants: Vec<(String, RowKind, Vec<Step>)> =
         std::iter::once(("no processing (untied unembedding only)".to_owned(), RowKind::Baseline, Vec::new()))
@@ -97,27 +102,31 @@ pub fn attribute(
     order.sort_by_key(|&index| (std::cmp::Reverse(variants[index].2.len()), variants[index].1 != RowKind::Accumulated, index));
     let options: Vec<ProcessingOptions> = order.iter().map(|&index| ProcessingOptions::only(&variants[index].2)).collect();
     let mut parts = SharedParts { unprocessed, before: &before, kept: Vec::new() };
-    let mut all_logits = Vec::new();
+    // Every row's share of the difference is against all steps' logits: the first row's, kept.
+    let mut all_logits = Replayable::new(in_file)?;
     let mut rows: Vec<Option<StepRow>> = variants.iter().map(|_| None).collect();
     for (position, &index) in order.iter().enumerate() {
         let (name, kind, row_steps) = &variants[index];
         let (weights, changed_tensors) = parts.weights(options[position], &options[position + 1..]);
-        let logits = logits_of(&weights)?;
-        drop(weights);
-        if position == 0 {
-            all_logits = logits.clone();
-        }
-        let per_prompt = logits
-            .iter()
-            .zip(&base_logits)
-            .zip(&all_logits)
-            .map(|((row_logits, base), all)| {
+        let mut per_prompt = Vec::with_capacity(tokens.len());
+        for_each_prompt(&weights, &mut |prompt, row_logits| {
+            let base = base_logits.get(prompt)?;
+            let effect = |all: &[f32]| {
                 timed(Phase::Statistics, || {
-                    let comparison = compare_logits(name, Criterion::Raw, row_logits, base, vocab, tolerance, token_text);
-                    PromptEffect::new(&comparison, row_logits, base, all)
+                    let comparison = compare_logits(name, Criterion::Raw, &row_logits, &base, vocab, tolerance, token_text);
+                    PromptEffect::new(&comparison, &row_logits, &base, all)
                 })
-            })
-            .collect();
+            };
+            if position == 0 {
+                per_prompt.push(effect(&row_logits));
+                drop(base);
+                all_logits.push(row_logits)
+            } else {
+                per_prompt.push(effect(&all_logits.get(prompt)?));
+                Ok(())
+            }
+        })?;
+        drop(weights);
         rows[index] = Some(StepRow::new(name.clone(), *kind, row_steps.clone(), changed_tensors, per_prompt, tolerance));
     }
     let rows = rows.into_iter().flatten().collect();

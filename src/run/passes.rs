@@ -66,7 +66,8 @@ pub(super) fn compare_models(
             return Ok(None);
         }
         let tokens: Vec<Vec<i64>> = cases.iter().map(|case| case.tokens.clone()).collect();
-        Ok(Some(explain::attribute(weights, &tokens, &processing.steps(), comparer.vocab, comparer.tolerance, comparer.token_text)?))
+        let steps = processing.steps();
+        Ok(Some(explain::attribute(weights, &tokens, &steps, comparer.vocab, comparer.tolerance, comparer.token_text, spills)?))
     };
     // Prompts run through each model a pack at a time (model::gpt2), and are compared one by one.
     let lengths: Vec<usize> = cases.iter().map(|case| case.tokens.len()).collect();
@@ -252,7 +253,7 @@ impl Passes<'_> {
         case: &PromptCase,
         judge: Option<&EnvelopeJudge>,
     ) -> Result<Vec<Comparison>> {
-        let reference_prompt = self.reference.prompt(case.reference_index)?;
+        let reference_prompt = self.reference.prompt_without_transformer_lens(case.reference_index)?;
         let mut truth = None;
         let mut rounding = None;
         if let Some(judge) = judge {

@@ -3,6 +3,7 @@
 //! place), every prompt's logits wait in a temporary file, removed on exit and on Ctrl-C, so
 //! that memory does not grow with the number of prompts. When both weight sets are held, each
 //! prompt runs through both models in turn and its logits wait in memory, one prompt at a time.
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -79,4 +80,47 @@ fn write_failed(dir: &std::path::Path) -> String {
         "cannot write the unprocessed logits to a temporary file in {}; free space there or set TMPDIR to a directory with room",
         dir.display()
     )
+}
+
+/// One forward's logits for every prompt, read back in prompt order as often as needed:
+/// explain's baseline and all-steps logits, against which every row is compared. In a file when
+/// the run spills (one prompt in memory at a time), else in memory.
+pub enum Replayable {
+    File { spill: LogitsSpill, lengths: Vec<usize> },
+    Memory(Vec<Vec<f32>>),
+}
+
+impl Replayable {
+    /// An empty store: a temporary file in TMPDIR when `in_file`.
+    pub fn new(in_file: bool) -> Result<Self> {
+        Ok(if in_file { Self::File { spill: LogitsSpill::file()?, lengths: Vec::new() } } else { Self::Memory(Vec::new()) })
+    }
+
+    /// Appends the next prompt's logits.
+    pub fn push(&mut self, logits: Vec<f32>) -> Result<()> {
+        match self {
+            Self::File { spill, lengths } => {
+                lengths.push(logits.len());
+                spill.push(logits)
+            }
+            Self::Memory(all) => {
+                all.push(logits);
+                Ok(())
+            }
+        }
+    }
+
+    /// Prompt `index`'s logits; from a file, prompts must be asked for in order, each pass
+    /// starting again at 0.
+    pub fn get(&mut self, index: usize) -> Result<Cow<'_, [f32]>> {
+        match self {
+            Self::File { spill, lengths } => {
+                if index == 0 {
+                    spill.rewind()?;
+                }
+                Ok(Cow::Owned(spill.next(lengths[index])?))
+            }
+            Self::Memory(all) => Ok(Cow::Borrowed(&all[index])),
+        }
+    }
 }
