@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::{binary, fixture_dir, fixture_reference, interrupt, prompts_file, wait_for_stderr_line, wait_until};
+use common::{binary, compare_fixture_process, fixture_dir, interrupt, prompts_file, wait_for_stderr_line, wait_until};
 
 fn files_in(dir: &Path) -> Vec<String> {
     walk(dir).into_iter().map(|path| path.strip_prefix(dir).unwrap().display().to_string()).collect()
@@ -63,12 +63,9 @@ fn ctrl_c_while_the_reference_is_made_stops_and_cleans_up() {
 #[test]
 fn the_logits_spill_is_removed_after_a_run_and_on_ctrl_c() {
     let compare = |tmp: &Path, repeat: &str, spill: &str| {
-        binary()
+        compare_fixture_process()
             .env("TMPDIR", tmp)
-            .args(["compare", "--repeat", repeat, "--spill", spill, "--model"])
-            .arg(fixture_dir())
-            .arg("--reference")
-            .arg(fixture_reference())
+            .args(["--repeat", repeat, "--spill", spill])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -153,7 +153,12 @@ pub fn without_timing(mut report: serde_json::Value) -> serde_json::Value {
 
 /// `compare` on the committed fixture and its reference.
 pub fn compare_fixture() -> assert_cmd::Command {
-    let mut command = gpt2_parity();
+    assert_cmd::Command::from_std(compare_fixture_process())
+}
+
+/// [`compare_fixture`] as a plain process, for runs a test spawns, pipes or signals.
+pub fn compare_fixture_process() -> std::process::Command {
+    let mut command = binary();
     command.arg("compare").arg("--model").arg(fixture_dir()).arg("--reference").arg(fixture_reference());
     command
 }
@@ -246,6 +251,16 @@ impl EditableSafetensors {
         let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.tensors.insert(name.to_owned(), (safetensors::Dtype::I64, vec![values.len()], data));
     }
+}
+
+/// The fixture model in `dir` with its weights edited by `edit` (config and tokenizer as they are).
+pub fn fixture_with_weights(dir: &Path, edit: impl FnOnce(&mut EditableSafetensors)) {
+    for file in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixture_dir().join(file), dir.join(file)).unwrap();
+    }
+    let mut weights = EditableSafetensors::read(&fixture_dir().join("model.safetensors"));
+    edit(&mut weights);
+    weights.write(&dir.join("model.safetensors"));
 }
 
 /// A generated model with real GPT-2 magnitudes (logits near -60, std near 17, three residual
