@@ -1,18 +1,19 @@
 //! Files the tool writes appear whole or not at all, also when the process is killed mid-write.
-//! The test binary re-runs itself as a child that writes a large payload over an existing file
-//! with `output::write_atomically` (the function every report goes through), and SIGKILLs it at
-//! different points of the write. Afterwards the target holds the old content or the whole new
-//! content, never a part. A killed write may leave its `.gpt2-parity-*` temporary file beside the
-//! target (nothing can remove it once the process is gone); that is documented, and it is never
-//! the target.
+//! The test binary re-runs itself as a child that writes a payload over an existing file with
+//! `output::write_atomically` (the function every report goes through), under a file-size limit
+//! (RLIMIT_FSIZE): the kernel kills it with SIGXFSZ the moment its temporary file would grow past
+//! the limit, so each kill lands at an exact byte of the write, whatever the machine's speed.
+//! Afterwards the target holds the old content or the whole new content, never a part. A killed
+//! write leaves its `.gpt2-parity-*` temporary file beside the target (nothing can remove it once
+//! the process is gone); that is documented, and it is never the target.
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use gpt2_parity::sys::output::write_atomically;
 
 const CHILD_TARGET: &str = "GPT2_PARITY_TEST_ATOMIC_TARGET";
-const PAYLOAD_BYTES: usize = 200 << 20;
+const PAYLOAD_BYTES: usize = 16 << 20;
 
 fn payload_byte(index: usize) -> u8 {
     (index % 251) as u8
@@ -27,14 +28,28 @@ fn child_process_writes_a_large_payload() {
     write_atomically(Path::new(&target), &payload).unwrap();
 }
 
-fn spawn_writer(target: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
+/// Runs the writer with files limited to `limit` bytes; its exit status.
+fn write_with_size_limit(target: &Path, limit: u64) -> std::process::ExitStatus {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
         .args(["child_process_writes_a_large_payload", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_TARGET, target)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setrlimit(2) is async-signal-safe, and the closure touches nothing else. SIGXFSZ
+    // dumps core by default: no core file either.
+    unsafe {
+        command.pre_exec(move || {
+            let size = libc::rlimit { rlim_cur: limit as libc::rlim_t, rlim_max: limit as libc::rlim_t };
+            let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &size) == 0 && libc::setrlimit(libc::RLIMIT_CORE, &no_core) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+    };
+    command.status().unwrap()
 }
 
 fn temp_files(dir: &Path) -> Vec<PathBuf> {
@@ -50,7 +65,7 @@ fn is_whole_payload(bytes: &[u8]) -> bool {
     bytes.len() == PAYLOAD_BYTES && bytes.iter().enumerate().all(|(index, &byte)| byte == payload_byte(index))
 }
 
-/// What the target looked like after one killed write.
+/// What the target looked like after one write.
 #[derive(Debug, PartialEq)]
 enum After {
     Old,
@@ -58,45 +73,14 @@ enum After {
     New,
 }
 
-/// Starts a writer, kills it once its temporary file holds `kill_at` bytes (or it has exited),
-/// and returns whether the kill landed mid-write and what the target holds.
-fn kill_during_write(dir: &Path, target: &Path, old: Option<&[u8]>, kill_at: u64) -> (bool, After) {
-    for leftover in temp_files(dir) {
-        std::fs::remove_file(leftover).unwrap();
-    }
-    match old {
-        Some(old) => std::fs::write(target, old).unwrap(),
-        None => {
-            let _ = std::fs::remove_file(target);
-        }
-    }
-    let mut child = spawn_writer(target);
-    let started = Instant::now();
-    let mut mid_write = false;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        let written = temp_files(dir).iter().filter_map(|path| std::fs::metadata(path).ok()).map(|meta| meta.len()).max();
-        if written.is_some_and(|written| written >= kill_at) {
-            mid_write = true;
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "the writer took more than a minute");
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    child.kill().ok(); // SIGKILL: no destructor, no clean-up runs in the child
-    let status = child.wait().unwrap();
-    // A kill that landed after the rename is not mid-write.
-    mid_write &= !status.success();
-    let after = match std::fs::read(target) {
+fn target_state(target: &Path, old: Option<&[u8]>) -> After {
+    match std::fs::read(target) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => After::Absent,
         Err(error) => panic!("cannot read {}: {error}", target.display()),
         Ok(bytes) if Some(bytes.as_slice()) == old => After::Old,
         Ok(bytes) if is_whole_payload(&bytes) => After::New,
         Ok(bytes) => panic!("the target is partial: {} bytes, neither the old file nor the whole new one", bytes.len()),
-    };
-    (mid_write, after)
+    }
 }
 
 #[test]
@@ -104,27 +88,35 @@ fn a_write_killed_midway_leaves_the_old_file_or_none_never_a_partial_one() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("report.json");
     let old = b"{\"previous\": \"report\"}\n".repeat(1000);
-    let mut killed_mid_write = 0;
-    let kill_points = [1 << 10, 1 << 20, 16 << 20, 64 << 20, 150 << 20, PAYLOAD_BYTES as u64];
-    for (attempt, &kill_at) in kill_points.iter().enumerate() {
+    let payload = PAYLOAD_BYTES as u64;
+    for kill_at in [0, 1, 1 << 10, 1 << 20, 8 << 20, payload - 1] {
         for old in [Some(old.as_slice()), None] {
-            let (mid_write, after) = kill_during_write(dir.path(), &target, old, kill_at);
-            eprintln!(
-                "attempt {attempt}: kill at {kill_at} bytes, existing target: {}: mid-write {mid_write}, target {after:?}",
-                old.is_some()
-            );
-            if mid_write {
-                killed_mid_write += 1;
-                let expected = if old.is_some() { After::Old } else { After::Absent };
-                assert_eq!(after, expected, "a write killed midway leaves the target as it was");
-            } else {
-                assert_eq!(after, After::New, "a write that completed leaves the whole new file");
+            for leftover in temp_files(dir.path()) {
+                std::fs::remove_file(leftover).unwrap();
             }
+            match old {
+                Some(old) => std::fs::write(&target, old).unwrap(),
+                None => drop(std::fs::remove_file(&target)),
+            }
+            let status = write_with_size_limit(&target, kill_at);
+            let what = format!("killed at byte {kill_at}, existing target: {}", old.is_some());
+            assert_eq!(status.signal(), Some(libc::SIGXFSZ), "{what}: {status:?}");
+            let expected = if old.is_some() { After::Old } else { After::Absent };
+            assert_eq!(target_state(&target, old), expected, "{what}: the target is as it was");
+            let partial: Vec<u64> = temp_files(dir.path()).iter().map(|path| std::fs::metadata(path).unwrap().len()).collect();
+            assert_eq!(partial, [kill_at], "{what}: the one temporary file holds what was written before the kill");
         }
     }
-    assert!(killed_mid_write >= 6, "only {killed_mid_write} kills landed mid-write; the test did not test much");
-    let leftovers = temp_files(dir.path());
-    eprintln!("leftover temporary files after the last kill: {leftovers:?}");
+    // The limit that the whole payload fits in lets the write complete.
+    for old in [Some(old.as_slice()), None] {
+        if let Some(old) = old {
+            std::fs::write(&target, old).unwrap();
+        }
+        let status = write_with_size_limit(&target, payload);
+        assert!(status.success(), "{status:?}");
+        assert_eq!(target_state(&target, old), After::New, "a write that completed leaves the whole new file");
+        std::fs::remove_file(&target).unwrap();
+    }
 }
 
 #[test]

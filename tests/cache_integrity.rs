@@ -5,21 +5,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::{Duration, Instant};
+use std::process::{Output, Stdio};
 
-use assert_cmd::cargo::CommandCargoExt;
-use common::{fixture_dir, json_stdout};
+use common::{binary, fixture_dir, json_stdout, prompts_file, wait_until};
 use gpt2_parity::reference::ReferenceFile;
 
 fn compare(cache: &Path) -> std::process::Command {
-    let mut command = std::process::Command::cargo_bin("gpt2-parity").unwrap();
-    command
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("GPT2_PARITY_PYTHON")
-        .env("GPT2_PARITY_CACHE", cache)
-        .args(["compare", "Hello World", "--format", "json", "--model"])
-        .arg(fixture_dir());
+    let mut command = binary();
+    command.env("GPT2_PARITY_CACHE", cache).args(["compare", "Hello World", "--format", "json", "--model"]).arg(fixture_dir());
     command
 }
 
@@ -94,55 +87,49 @@ fn a_corrupt_cache_entry_is_detected_and_rebuilt() {
     assert!(!last.rebuilt, "the rebuilt entry is used again: {}", last.stderr);
 }
 
+/// SIGKILL, which no clean-up survives, of the whole process group while the script writes a
+/// reference of many prompts (on its temporary output appearing): its partial output stays
+/// behind, no entry is recorded, and the next run rebuilds one rather than trust a part.
 #[test]
 fn a_run_killed_while_making_the_reference_leaves_no_usable_partial_entry() {
     use std::os::unix::process::CommandExt;
-    let cache = tempfile::tempdir().unwrap();
-    let cache = cache.path();
-    // Its own process group, so that the kill reaches the Python child too.
-    let mut child =
-        compare(cache).process_group(0).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let prompts = prompts_file(dir.path(), 100);
+    let mut child = binary()
+        .env("GPT2_PARITY_CACHE", &cache)
+        .args(["compare", "--model"])
+        .arg(fixture_dir())
+        .arg("--prompts-file")
+        .arg(&prompts)
+        .process_group(0) // so that the kill reaches the Python child too
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let references = cache.join("references");
-    let started = Instant::now();
-    // Wait until the script runs (its temporary copy appears), then let it work a moment.
-    while !references.is_dir()
-        || !std::fs::read_dir(&references).unwrap().any(|entry| entry.unwrap().file_name().to_string_lossy().ends_with(".py"))
-    {
-        assert!(started.elapsed() < Duration::from_secs(60), "the script never started");
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(1500));
-    let status = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status().unwrap();
-    assert!(status.success());
+    let names = || -> Vec<String> {
+        std::fs::read_dir(&references)
+            .map_or(Vec::new(), |entries| entries.map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect())
+    };
+    wait_until(&mut child, "the script began writing the reference", || names().iter().any(|name| name.ends_with(".tmp")));
+    // SAFETY: kill(2) on the process group of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) }, 0);
     child.wait().unwrap();
 
-    // Whatever is left: every *.safetensors there is whole, or lacks a checksum and is rebuilt.
-    for entry in std::fs::read_dir(&references).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|ext| ext == "safetensors") {
-            let mut checksum = path.clone().into_os_string();
-            checksum.push(".sha256");
-            if Path::new(&checksum).exists() {
-                ReferenceFile::open(&path).expect("an entry with a checksum is whole");
-            }
-        }
-    }
-    let after = run(cache);
-    let (reference, _) = entry(cache);
+    let left = names();
+    assert!(left.iter().any(|name| name.ends_with(".tmp")), "the kill landed mid-write, leaving the partial output: {left:?}");
+    assert!(!left.iter().any(|name| name.ends_with(".sha256")), "no entry was recorded: {left:?}");
+    let after = run(&cache);
+    assert!(after.rebuilt, "the next run makes the reference anew: {}", after.stderr);
+    let (reference, _) = entry(&cache);
     ReferenceFile::open(&reference).expect("the entry is whole after the next run");
-    eprintln!("after the kill the next run rebuilt the entry: {}", after.rebuilt);
 }
 
 /// Runs compare on `prompts` with the cache in `cache` and a size bound; returns whether the
 /// bundled script ran and the reference file used.
 fn compare_prompts(cache: &Path, prompts: &[&str], max: &str) -> (bool, String) {
-    let mut command = std::process::Command::cargo_bin("gpt2-parity").unwrap();
-    let output = command
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("GPT2_PARITY_PYTHON")
+    let output = binary()
         .env("GPT2_PARITY_CACHE", cache)
         .env("GPT2_PARITY_CACHE_MAX", max)
         .args(["compare", "--format", "json", "--model"])
@@ -182,8 +169,7 @@ fn an_entry_holding_a_superset_of_the_prompts_serves_and_the_cache_is_size_bound
     assert_eq!(entries(cache.path()), 1);
     assert!(Path::new(&other).is_file() && !Path::new(&both).exists());
 
-    let mut command = std::process::Command::cargo_bin("gpt2-parity").unwrap();
-    let output = command
+    let output = binary()
         .env("GPT2_PARITY_CACHE", cache.path())
         .env("GPT2_PARITY_CACHE_MAX", "lots")
         .args(["compare", "Hello", "--model"])

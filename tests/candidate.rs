@@ -3,10 +3,10 @@
 //! the extra outputs (JUnit, HTML, markdown, GitHub's job summary) read back with real parsers.
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command as StdCommand;
 
-use common::{fixture_dir, fixture_reference, gpt2_parity, json_stdout, repo_path, EditableSafetensors};
+use common::{fixture_dir, fixture_reference, gpt2_parity, json_stdout, python, EditableSafetensors};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -16,20 +16,9 @@ const BLOCKS: usize = 3;
 /// Writes a candidate for every prompt of the fixture reference with the numpy port.
 fn write_candidate(dir: &TempDir, port_args: &[&str]) -> PathBuf {
     let output = dir.path().join("candidate.safetensors");
-    let python = repo_path(".venv/bin/python");
-    assert!(python.exists(), "{} is missing; run `make setup` first", python.display());
-    let result = StdCommand::new(python)
-        .arg(repo_path("tests/support/numpy_port.py"))
-        .arg("--model")
-        .arg(fixture_dir())
-        .arg("--reference")
-        .arg(fixture_reference())
-        .arg("--output")
-        .arg(&output)
-        .args(port_args)
-        .output()
-        .unwrap();
-    assert!(result.status.success(), "numpy_port.py failed: {}", String::from_utf8_lossy(&result.stderr));
+    let (model, reference) = (fixture_dir(), fixture_reference());
+    let paths = [OsStr::new("--model"), model.as_os_str(), OsStr::new("--reference"), reference.as_os_str(), OsStr::new("--output")];
+    python("tests/support/numpy_port.py", paths.into_iter().chain([output.as_os_str()]).chain(port_args.iter().map(OsStr::new)));
     output
 }
 

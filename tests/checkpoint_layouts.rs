@@ -8,22 +8,13 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{gpt2_parity, json_stdout, make_model, repo_path};
+use common::{gpt2_parity, json_stdout, make_model, python};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 const PROMPTS: [&str; 2] = ["Hello World", "The quick brown fox"];
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-
-fn python(script: &str, args: &[&Path]) {
-    let output = std::process::Command::new(repo_path(".venv/bin/python"))
-        .arg(repo_path(script))
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {script} ({error}); run `make setup` first"));
-    assert!(output.status.success(), "{script} {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
-}
 
 /// A reference for `model` from numpy_gpt2.py's float64 forward.
 fn numpy_reference(model: &Path, output: &Path) {

@@ -12,9 +12,11 @@ fn the_fixture_passes_with_exit_0_and_shows_every_comparison() {
     compare_fixture()
         .assert()
         .code(0)
-        .stdout(predicate::str::contains("unprocessed-vs-reference"))
-        .stdout(predicate::str::contains("processed-vs-reference"))
-        .stdout(predicate::str::contains("processed-vs-unprocessed"))
+        // Each name as a word of its own: "processed-vs-reference" is also inside "unprocessed-vs-reference".
+        .stdout(predicate::function(|stdout: &str| {
+            let words: Vec<&str> = stdout.split_whitespace().collect();
+            ["unprocessed-vs-reference", "processed-vs-reference", "processed-vs-unprocessed"].iter().all(|name| words.contains(name))
+        }))
         .stdout(predicate::str::contains("center_unembed"))
         .stdout(predicate::str::contains("PASS"));
 }
@@ -240,13 +242,28 @@ fn timings_go_to_stderr_and_leave_the_report_unchanged() {
     assert_eq!(timed.status.code(), Some(0), "{}", String::from_utf8_lossy(&timed.stderr));
     assert_eq!(without_timing(json_stdout(&timed)), without_timing(json_stdout(&plain)), "the report is the same with --timings");
     let stderr = String::from_utf8_lossy(&timed.stderr);
-    for phase in
-        ["libtorch start", "tokenizer", "model load", "digest", "reference", "processing", "forward", "statistics", "render", "total"]
-    {
-        let line = stderr.lines().find(|line| line.trim_start().starts_with(phase)).unwrap_or_else(|| panic!("no {phase} line: {stderr}"));
-        let seconds: Vec<f64> = line.split_whitespace().rev().take(2).map(|field| field.parse().unwrap()).collect();
-        assert!(seconds.iter().all(|s| *s >= 0.0), "{line}");
-    }
+    let lines: Vec<&str> = stderr.lines().collect();
+    // Every phase, in the order a run goes through them, then what none covers, then the total;
+    // each with its wall and CPU seconds.
+    let rows =
+        ["libtorch start", "tokenizer", "model load", "digest", "reference", "processing", "forward", "statistics", "render", "other"];
+    let wall_of = |label: &str| -> (usize, f64) {
+        let index =
+            lines.iter().position(|line| line.trim_start().starts_with(label)).unwrap_or_else(|| panic!("no {label} line: {stderr}"));
+        let seconds: Vec<f64> = lines[index][2 + label.len()..].split_whitespace().map(|field| field.parse().unwrap()).collect();
+        assert_eq!(seconds.len(), 2, "wall and CPU seconds: {}", lines[index]);
+        (index, seconds[0])
+    };
+    let walls: Vec<(usize, f64)> = rows.iter().map(|label| wall_of(label)).collect();
+    let (total_index, total) = wall_of("total");
+    assert!(walls.windows(2).all(|pair| pair[0].0 < pair[1].0) && walls.last().unwrap().0 < total_index, "out of order: {stderr}");
+    // Phases never overlap, so they and "other" add up to the total, up to each figure's rounding
+    // and the 10 ms clock that both the process start and the total are read from (/proc).
+    let sum: f64 = walls.iter().map(|(_, wall)| wall).sum();
+    assert!(
+        (sum - total).abs() <= 0.02 + 0.0005 * (rows.len() + 1) as f64,
+        "the wall times add up to {sum}, not the total {total}: {stderr}"
+    );
     assert!(stderr.contains("peak RSS"), "{stderr}");
     assert!(plain.stderr.is_empty() || !String::from_utf8_lossy(&plain.stderr).contains("timings"), "timings only when asked");
 }

@@ -3,18 +3,12 @@
 //! passes a correct model.
 mod common;
 
-use common::{compare_fixture, fixture_dir, gpt2_parity, json_stdout};
-use serde_json::Value;
+use common::{compare_fixture, compare_fixture_json, fixture_dir, gpt2_parity, report_json};
 use tempfile::TempDir;
-
-fn json_report(command: &mut assert_cmd::Command) -> (Option<i32>, Value) {
-    let output = command.args(["--format", "json"]).output().unwrap();
-    (output.status.code(), json_stdout(&output))
-}
 
 #[test]
 fn auto_runs_on_the_cpu_without_a_gpu_and_cuda_is_one_line_naming_the_fix() {
-    let (code, report) = json_report(compare_fixture().args(["--device", "auto"]));
+    let (code, report) = compare_fixture_json(["--device", "auto"]);
     assert_eq!(code, Some(0), "{report:#}");
     if report["device"] != "cpu" {
         assert_eq!(report["device"], "cuda:0", "auto picks CUDA device 0 when there is one");
@@ -32,7 +26,7 @@ fn auto_runs_on_the_cpu_without_a_gpu_and_cuda_is_one_line_naming_the_fix() {
 
 #[test]
 fn the_report_records_dtype_device_and_libtorch() {
-    let (code, report) = json_report(&mut compare_fixture());
+    let (code, report) = compare_fixture_json::<&str>([]);
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["dtype"], "float32");
     assert_eq!(report["device"], "cpu");
@@ -44,7 +38,7 @@ fn the_report_records_dtype_device_and_libtorch() {
 #[test]
 fn half_precision_passes_against_the_float32_reference_at_its_default_tolerance() {
     for (dtype, atol, rtol) in [("float16", 0.25, 1e-3), ("bfloat16", 2.0, 1.6e-2)] {
-        let (code, report) = json_report(compare_fixture().args(["--dtype", dtype]));
+        let (code, report) = compare_fixture_json(["--dtype", dtype]);
         assert_eq!(code, Some(0), "{dtype}: {report:#}");
         assert_eq!(report["dtype"], dtype);
         assert_eq!(report["tolerance"]["atol"], atol, "{dtype}");
@@ -54,7 +48,7 @@ fn half_precision_passes_against_the_float32_reference_at_its_default_tolerance(
         assert!(worst.fold(0.0, f64::max) > 1e-3, "{dtype}: {report:#}");
     }
     // --atol/--rtol override the dtype's defaults.
-    let (code, report) = json_report(compare_fixture().args(["--dtype", "float16", "--atol", "1e-5", "--rtol", "1e-3"]));
+    let (code, report) = compare_fixture_json(["--dtype", "float16", "--atol", "1e-5", "--rtol", "1e-3"]);
     assert_eq!(code, Some(1), "assert_close's float16 pair fails a whole network's float16 rounding: {report:#}");
     assert_eq!(report["tolerance"]["atol"], 1e-5);
 }
@@ -71,12 +65,17 @@ fn float64_passes_against_a_float64_reference_and_sees_a_float32_ones_rounding()
         .args(["Hello World", "GPT-2 in float64"])
         .assert()
         .success();
-    let (code, report) =
-        json_report(gpt2_parity().args(["compare", "--dtype", "float64", "--model"]).arg(fixture_dir()).arg("--reference").arg(&reference));
+    let (code, report) = report_json(
+        gpt2_parity()
+            .args(["compare", "--format", "json", "--dtype", "float64", "--model"])
+            .arg(fixture_dir())
+            .arg("--reference")
+            .arg(&reference),
+    );
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!((&report["dtype"], &report["reference"]["dtype"]), (&"float64".into(), &"float64".into()));
     // Against the float32 reference, float64's tolerance sees that reference's own rounding.
-    let (code, report) = json_report(compare_fixture().args(["--dtype", "float64"]));
+    let (code, report) = compare_fixture_json(["--dtype", "float64"]);
     assert_eq!(code, Some(1), "{report:#}");
 }
 

@@ -212,13 +212,10 @@ fn a_shift_against_transformer_lens_is_judged_by_the_switches_the_reference_reco
 #[test]
 fn non_finite_values_in_our_model_are_null_statistics_and_named_as_ours() {
     let dir = tempfile::tempdir().unwrap();
-    for file in ["config.json", "tokenizer.json"] {
-        std::fs::copy(fixture_dir().join(file), dir.path().join(file)).unwrap();
-    }
-    let mut weights = EditableSafetensors::read(&fixture_dir().join("model.safetensors"));
-    let name = weights.tensors.keys().find(|name| name.ends_with("ln_f.weight")).unwrap().clone();
-    weights.map_f32(&name, |_, _| f32::NAN);
-    weights.write(&dir.path().join("model.safetensors"));
+    common::fixture_with_weights(dir.path(), |weights| {
+        let name = weights.tensors.keys().find(|name| name.ends_with("ln_f.weight")).unwrap().clone();
+        weights.map_f32(&name, |_, _| f32::NAN);
+    });
     let run = |format: &str| {
         gpt2_parity()
             .args(["compare", "Hello World", "--allow-other-weights", "--format", format, "--model"])
@@ -246,4 +243,50 @@ fn non_finite_values_in_our_model_are_null_statistics_and_named_as_ours() {
     let table = String::from_utf8(run("table").stdout).unwrap();
     assert!(table.contains("NaN"), "{table}");
     assert!(!table.contains("0.00e0"), "{table}");
+}
+
+/// `compare "Hello World"` of the fixture against `reference` at atol = rtol = 0, with `extra`:
+/// float32 rounding alone fails it (exit 1); the report.
+fn failing_at_zero_tolerance(reference: &std::path::Path, extra: &[&str]) -> Value {
+    let mut args: Vec<std::ffi::OsString> = ["Hello World", "--atol", "0", "--rtol", "0", "--model"].map(Into::into).to_vec();
+    args.extend([fixture_dir().into(), "--reference".into(), reference.into()]);
+    args.extend(extra.iter().map(Into::into));
+    let (code, report) = common::compare_json(args);
+    assert_eq!(code, Some(1), "{report:#}");
+    report
+}
+
+/// Our processing switches against those a TransformerLens reference records: with fold_ln off
+/// here and on there, a failing processed-vs-transformer-lens row names the switch each way.
+#[test]
+fn switches_that_differ_from_the_references_are_named() {
+    let tl_reference = common::repo_path("fixtures/reference/tiny-gpt2-tl.safetensors");
+    let report = failing_at_zero_tolerance(&tl_reference, &["--no-fold-ln"]);
+    let row = comparison(&report, "processed-vs-transformer-lens");
+    let differs = row["findings"].as_array().unwrap().iter().find(|finding| finding["kind"] == "processing_differs").expect("named");
+    assert_eq!(differs["switches"], json!([{"switch": "fold_ln", "ours": false, "reference": true}]), "{row}");
+    // Only the processed TransformerLens row is processed with switches the reference records.
+    for name in ["unprocessed-vs-reference", "processed-vs-reference", "unprocessed-vs-transformer-lens-unprocessed"] {
+        assert!(!kinds(comparison(&report, name)).contains(&"processing_differs"), "{name}");
+    }
+    let notes = notes(&report);
+    assert!(
+        notes.contains("processing differs from the switches the reference records: fold_ln (off here, on in the reference)"),
+        "{notes}"
+    );
+}
+
+/// Judged by tolerance alone (no rounding envelope) at zero tolerance, the residual stream breaches
+/// it everywhere by float32 rounding and nowhere by more: rounding noise, no diverging block.
+#[test]
+fn a_residual_stream_off_by_rounding_alone_is_called_noise() {
+    let report = failing_at_zero_tolerance(&fixture_reference(), &["--criterion", "tolerance"]);
+    let row = unprocessed_row(&report);
+    let noise = row["findings"].as_array().unwrap().iter().find(|finding| finding["kind"] == "residual_noise").expect("found");
+    let largest_snapshot_diff =
+        row["resid"].as_array().unwrap().iter().map(|snapshot| snapshot["max_abs_diff"].as_f64().unwrap()).fold(0.0, f64::max);
+    assert!(largest_snapshot_diff > 0.0, "{row}");
+    assert_eq!(noise["max_abs_diff"].as_f64().unwrap(), largest_snapshot_diff, "{row}");
+    assert!(!kinds(row).contains(&"residual_diverges"), "{row}");
+    assert!(notes(&report).contains("rounding noise at every block, no block diverges"), "{}", notes(&report));
 }

@@ -4,9 +4,10 @@
 //! place it starts with its cause named, and a deviation planted in block N is localised to N.
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use common::{cached_dir, gpt2_parity, make_model, repo_path};
+use common::{cached_dir, compare_json, gpt2_parity, make_model, python};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -74,34 +75,18 @@ fn model() -> &'static Model {
 /// Writes what an independent port computes for every prompt of `reference`.
 fn port(dir: &Path, reference: &Path, args: &[&str]) -> PathBuf {
     let output = dir.join(format!("port-{}.safetensors", args.join("_").replace(['-', ' '], "")));
-    let result = std::process::Command::new(repo_path(".venv/bin/python"))
-        .arg(repo_path("tests/support/gpt2_ports.py"))
-        .arg("--model")
-        .arg(&model().dir)
-        .arg("--reference")
-        .arg(reference)
-        .arg("--output")
-        .arg(&output)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(result.status.success(), "gpt2_ports.py {args:?} failed: {}", String::from_utf8_lossy(&result.stderr));
+    let paths = [OsStr::new("--model"), model().dir.as_os_str(), OsStr::new("--reference"), reference.as_os_str()];
+    python(
+        "tests/support/gpt2_ports.py",
+        paths.into_iter().chain([OsStr::new("--output"), output.as_os_str()]).chain(args.iter().map(OsStr::new)),
+    );
     output
 }
 
 /// `compare --format json` on the model against `reference`, with `extra`; exit status and report.
 fn compare(reference: &Path, extra: &[&str]) -> (Option<i32>, Value) {
-    let output = gpt2_parity()
-        .args(["compare", "--format", "json", "--model"])
-        .arg(&model().dir)
-        .arg("--reference")
-        .arg(reference)
-        .args(extra)
-        .output()
-        .unwrap();
-    let report = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|error| panic!("not one JSON document ({error}); stderr:\n{}", String::from_utf8_lossy(&output.stderr)));
-    (output.status.code(), report)
+    let args = [OsStr::new("--model"), model().dir.as_os_str(), OsStr::new("--reference"), reference.as_os_str()];
+    compare_json(args.into_iter().chain(extra.iter().map(OsStr::new)))
 }
 
 fn comparisons(report: &Value) -> impl Iterator<Item = (&Value, &Value)> {

@@ -2,7 +2,8 @@
 //! other step leaves log-probabilities alone.
 mod common;
 
-use common::{fixture_dir, gpt2_parity, json_stdout, repo_path};
+use common::{fixture_dir, fixture_with_weights, gpt2_parity, json_stdout, repo_path, report_json};
+use serde_json::Value;
 
 fn explain(format: &str) -> std::process::Output {
     gpt2_parity()
@@ -93,4 +94,39 @@ fn table_and_markdown_show_the_same_rows_and_conclusions() {
             assert!(text.contains(expected), "{format} lacks {expected:?}");
         }
     }
+}
+
+/// On a model whose unembedding is already centered over the vocabulary, center_unembed has
+/// nothing to remove: the raw difference left is rounding spread over the steps, and the
+/// conclusion says that no single step accounts for it, naming the one with the largest share.
+#[test]
+fn with_nothing_for_center_unembed_to_remove_no_single_step_accounts_for_the_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture_with_weights(dir.path(), |weights| {
+        let (vocab, d_model) = match weights.tensors["transformer.wte.weight"].1[..] {
+            [vocab, d_model] => (vocab, d_model),
+            ref shape => panic!("wte is {shape:?}"),
+        };
+        let mut sums = vec![0.0f64; d_model];
+        weights.map_f32("transformer.wte.weight", |index, value| {
+            sums[index % d_model] += f64::from(value);
+            value
+        });
+        let means: Vec<f32> = sums.iter().map(|sum| (sum / vocab as f64) as f32).collect();
+        weights.map_f32("transformer.wte.weight", |index, value| value - means[index % d_model]);
+    });
+
+    let (code, report) =
+        report_json(gpt2_parity().args(["explain", "Hello World", "--format", "json", "--threads", "1", "--model"]).arg(dir.path()));
+    assert_eq!(code, Some(0));
+    let share = |row: &&Value| row["min_share_of_raw_difference"].as_f64().unwrap();
+    let alone: Vec<&Value> = report["rows"].as_array().unwrap().iter().filter(|row| row["kind"] == "alone").collect();
+    let largest = alone.iter().copied().max_by(|a, b| share(a).total_cmp(&share(b))).expect("rows for each step alone");
+    assert!(share(&largest) < 0.9999, "{largest}");
+    let name = largest["steps"].as_array().unwrap().iter().map(|step| step.as_str().unwrap()).collect::<Vec<_>>().join(" + ");
+    let conclusion = report["conclusions"][0].as_str().unwrap();
+    assert!(
+        conclusion.starts_with(&format!("No single step accounts for the whole raw difference; {name} accounts for the most")),
+        "{conclusion}"
+    );
 }

@@ -4,7 +4,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use common::{fixture_dir, fixture_reference, json_stdout, EditableSafetensors};
 use predicates::prelude::*;
 use serde_json::Value;
@@ -50,7 +49,7 @@ fn fill_cache(hub_cache: &Path) {
 }
 
 fn compare_by_hub_id(env: &[(&str, &Path)]) -> std::process::Output {
-    let mut command = Command::cargo_bin("gpt2-parity").unwrap();
+    let mut command = common::binary();
     for name in ["HF_HUB_CACHE", "HF_HOME", "HF_HUB_OFFLINE"] {
         command.env_remove(name);
     }

@@ -1,6 +1,11 @@
-//! Ctrl-C stops a run promptly, with status 130, and leaves no temporary files.
+//! Ctrl-C stops a run with status 130 and leaves no temporary files. Each interrupt waits for
+//! the run to reach its phase (a line it prints, a file it makes), never for a time to pass.
+mod common;
+
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+
+use common::{binary, compare_fixture_process, fixture_dir, interrupt, prompts_file, wait_for_stderr_line, wait_until};
 
 fn files_in(dir: &Path) -> Vec<String> {
     walk(dir).into_iter().map(|path| path.strip_prefix(dir).unwrap().display().to_string()).collect()
@@ -11,47 +16,45 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     entries.flatten().flat_map(|entry| if entry.path().is_dir() { walk(&entry.path()) } else { vec![entry.path()] }).collect()
 }
 
-/// Interrupts `compare` while the bundled reference script runs (or, on a fast machine,
-/// just before), at several moments.
+fn temporary_files(dir: &Path) -> Vec<String> {
+    files_in(dir).into_iter().filter(|name| name.contains(".gpt2-parity-") || name.ends_with(".tmp")).collect()
+}
+
+/// `compare` without `--reference`, so that the bundled script makes one in `cache`, of enough
+/// prompts that it is still writing long after its output file appears.
+fn compare_making_the_reference(cache: &Path) -> std::process::Child {
+    binary()
+        .env("GPT2_PARITY_CACHE", cache)
+        .args(["compare", "--model"])
+        .arg(fixture_dir())
+        .arg("--prompts-file")
+        .arg(prompts_file(cache, 100))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Interrupted as the bundled script starts (on the line that announces it) and while it writes
+/// its output (on its temporary file appearing): status 130 each time, the script's temporary
+/// output, its copy and the prompts file are gone, and no cache entry is left to trust.
 #[test]
-fn ctrl_c_while_the_reference_is_made_stops_promptly_and_cleans_up() {
-    for delay_ms in [150, 200, 250, 300, 400, 600, 1000, 1500, 3000] {
-        let cache = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("gpt2-parity"))
-            .env("HF_HUB_OFFLINE", "1")
-            .env("GPT2_PARITY_CACHE", cache.path())
-            .env_remove("GPT2_PARITY_PYTHON")
-            .args(["compare", "Hello World", "--model"])
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-gpt2"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        // SAFETY: kill(2) on a child this test spawned and has not reaped.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-        let signalled = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(signalled.elapsed() < Duration::from_secs(20), "still running 20 s after Ctrl-C");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let elapsed = signalled.elapsed();
-        if status.code() == Some(0) {
-            continue; // finished before the signal landed: nothing to check at this delay
-        }
-        // Killed by the signal itself: it came while libtorch was still loading, before main()
-        // installed the handler, when nothing has been written yet.
-        let before_main = std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGINT);
-        assert!(before_main || status.code() == Some(130), "after {delay_ms} ms: {status:?}");
-        assert!(elapsed < Duration::from_secs(10), "took {elapsed:?} to stop");
-        let leftovers: Vec<String> =
-            files_in(cache.path()).into_iter().filter(|name| name.contains(".gpt2-parity-") || name.ends_with(".tmp")).collect();
-        assert!(leftovers.is_empty(), "after {delay_ms} ms: temporary files left: {leftovers:?}");
-        eprintln!("interrupted after {delay_ms} ms: stopped in {elapsed:?}, cache holds {:?}", files_in(cache.path()));
-    }
+fn ctrl_c_while_the_reference_is_made_stops_and_cleans_up() {
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = compare_making_the_reference(cache.path());
+    wait_for_stderr_line(&mut child, "making the reference");
+    let status = interrupt(&mut child);
+    assert_eq!(status.code(), Some(130), "as the script starts: {status:?}");
+    assert_eq!(temporary_files(cache.path()), Vec::<String>::new(), "as the script starts");
+    assert!(!files_in(cache.path()).iter().any(|name| name.ends_with(".sha256")), "no entry was recorded: {:?}", files_in(cache.path()));
+
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = compare_making_the_reference(cache.path());
+    wait_for_stderr_line(&mut child, "making the reference");
+    wait_until(&mut child, "the script's temporary output appeared", || files_in(cache.path()).iter().any(|name| name.ends_with(".tmp")));
+    let status = interrupt(&mut child);
+    assert_eq!(status.code(), Some(130), "while the script writes: {status:?}");
+    assert_eq!(temporary_files(cache.path()), Vec::<String>::new(), "while the script writes");
 }
 
 /// compare --spill always keeps the unprocessed pass's logits in a temporary file in TMPDIR until
@@ -60,15 +63,11 @@ fn ctrl_c_while_the_reference_is_made_stops_promptly_and_cleans_up() {
 #[test]
 fn the_logits_spill_is_removed_after_a_run_and_on_ctrl_c() {
     let compare = |tmp: &Path, repeat: &str, spill: &str| {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("gpt2-parity"))
-            .env("HF_HUB_OFFLINE", "1")
+        compare_fixture_process()
             .env("TMPDIR", tmp)
-            .args(["compare", "--repeat", repeat, "--spill", spill, "--model"])
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-gpt2"))
-            .arg("--reference")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reference/tiny-gpt2.safetensors"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .args(["--repeat", repeat, "--spill", spill])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap()
     };
@@ -78,16 +77,10 @@ fn the_logits_spill_is_removed_after_a_run_and_on_ctrl_c() {
         assert!(files_in(tmp.path()).is_empty(), "--spill {spill}: left in TMPDIR: {:?}", files_in(tmp.path()));
     }
 
-    // Many repeats of each forward keep the run inside its passes long enough to interrupt.
+    // The spill file exists from the end of the first pass to the end of the second; many
+    // repeats of each forward keep the second pass going long after the file is seen.
     let mut child = compare(tmp.path(), "400", "always");
-    let started = Instant::now();
-    while files_in(tmp.path()).is_empty() {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before its spill file appeared");
-        assert!(started.elapsed() < Duration::from_secs(60), "no spill file within a minute");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // SAFETY: kill(2) on a child this test spawned and has not reaped.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    assert_eq!(child.wait().unwrap().code(), Some(130));
+    wait_until(&mut child, "its spill file appeared", || !files_in(tmp.path()).is_empty());
+    assert_eq!(interrupt(&mut child).code(), Some(130));
     assert!(files_in(tmp.path()).is_empty(), "left in TMPDIR after Ctrl-C: {:?}", files_in(tmp.path()));
 }

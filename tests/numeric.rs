@@ -89,6 +89,22 @@ fn each_step_alone_keeps_log_probabilities_and_only_center_unembed_shifts_logits
 #[test]
 fn processing_leaves_the_documented_structure() {
     let fixture = load_fixture();
+    // The inputs that processing reads and would rewrite if it worked in place.
+    let inputs = |weights: &gpt2_parity::model::Weights| {
+        let (block, ln_f) = (&weights.blocks[0], weights.ln_f.as_ref().expect("the fixture has ln_f"));
+        let ln_1 = block.ln_1.as_ref().expect("the fixture has ln_1");
+        [
+            &ln_f.weight,
+            &ln_1.weight,
+            &block.qkv_weight,
+            &block.qkv_bias,
+            &block.attn_out_weight,
+            &block.mlp_out_weight,
+            &weights.token_embedding.table(),
+        ]
+        .map(|tensor| tensor.copy())
+    };
+    let before = inputs(&fixture.weights);
     let processed = process(fixture.weights.shallow_clone(), ProcessingOptions::default());
     let d_model = fixture.config.n_embd;
     assert!(processed.ln_f.is_none());
@@ -106,8 +122,11 @@ fn processing_leaves_the_documented_structure() {
     let Unembed::Untied { weight, bias } = &processed.unembed else { panic!("processing unties the unembedding") };
     assert!(weight.mean_dim(-1, false, Kind::Float).abs().max().double_value(&[]) < 1e-6);
     assert!(bias.mean(Kind::Float).abs().double_value(&[]) < 1e-6);
-    // The input weights were not written to: processing is a pure function.
-    assert!(fixture.weights.ln_f.is_some() && fixture.weights.blocks[0].ln_1.is_some());
+    // The input weights, whose tensors the shallow clone shares, were not written to:
+    // processing is a pure function.
+    for (index, (after, before)) in inputs(&fixture.weights).iter().zip(&before).enumerate() {
+        assert!(after.equal(before), "processing changed input tensor {index} in place");
+    }
 }
 
 #[test]

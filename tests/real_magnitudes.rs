@@ -4,9 +4,10 @@
 //! that numeric character (tests/common: real_magnitude_model).
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use common::{gpt2_parity, json_stdout, make_reference, real_magnitude_model, repo_path, EditableSafetensors, REAL_MAGNITUDE_PROMPTS};
+use common::{compare_json, make_reference, python, real_magnitude_model, EditableSafetensors, REAL_MAGNITUDE_PROMPTS};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -63,15 +64,8 @@ fn rounding_noise_passes_at_default_tolerances_and_processing_adds_little() {
 
 /// `compare --format json` of `model` against `reference`; exit status and report.
 fn compare(model: &Path, reference: &Path, extra: &[&str]) -> (Option<i32>, Value) {
-    let output = gpt2_parity()
-        .args(["compare", "--format", "json", "--model"])
-        .arg(model)
-        .arg("--reference")
-        .arg(reference)
-        .args(extra)
-        .output()
-        .unwrap();
-    (output.status.code(), json_stdout(&output))
+    let args = [OsStr::new("--model"), model.as_os_str(), OsStr::new("--reference"), reference.as_os_str()];
+    compare_json(args.into_iter().chain(extra.iter().map(OsStr::new)))
 }
 
 /// A planted fault: both comparisons against the reference fail on every prompt, while our
@@ -178,17 +172,10 @@ fn exact_gelu_instead_of_the_tanh_approximation_fails() {
     let exact = model_with_config(dir.path(), |config| config["activation_function"] = "gelu".into());
     // gpt2-parity refuses a non-GPT-2 activation, so the bundled script runs directly.
     let reference = dir.path().join("reference.safetensors");
-    let status = std::process::Command::new(repo_path(".venv/bin/python"))
-        .arg(repo_path("scripts/dump_reference.py"))
-        .arg("--model")
-        .arg(&exact)
-        .arg("--output")
-        .arg(&reference)
-        .arg(REAL_MAGNITUDE_PROMPTS[0])
-        .env("HF_HUB_OFFLINE", "1")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    python(
+        "scripts/dump_reference.py",
+        [OsStr::new("--model"), exact.as_os_str(), OsStr::new("--output"), reference.as_os_str(), OsStr::new(REAL_MAGNITUDE_PROMPTS[0])],
+    );
     assert_fault_caught("exact GELU", &real_magnitude_model().dir, &reference, &[]);
 }
 

@@ -1,33 +1,23 @@
 //! Same answer every run, and well-behaved in pipes.
 mod common;
 
-use common::{fixture_dir, fixture_reference, gpt2_parity, json_report, without_timing};
-use serde_json::Value;
-
-fn compare_json(extra: &[&str]) -> (Option<i32>, Value) {
-    let output = gpt2_parity()
-        .args(["compare", "--format", "json", "--model"])
-        .arg(fixture_dir())
-        .arg("--reference")
-        .arg(fixture_reference())
-        .args(extra)
-        .output()
-        .unwrap();
-    (output.status.code(), json_report(&output.stdout))
-}
+use common::{
+    compare_fixture, compare_fixture_json, compare_fixture_process, fixture_dir, fixture_reference, gpt2_parity, json_report, report_json,
+    without_timing,
+};
 
 /// On one thread (`--threads 1`), as on any machine; the default, every core, repeats on one.
 #[test]
 fn two_runs_give_identical_reports_but_for_the_timing() {
-    let (first_code, first) = compare_json(&["--threads", "1"]);
-    let (second_code, second) = compare_json(&["--threads", "1"]);
+    let (first_code, first) = compare_fixture_json(["--threads", "1"]);
+    let (second_code, second) = compare_fixture_json(["--threads", "1"]);
     assert_eq!((first_code, second_code), (Some(0), Some(0)));
     assert_eq!(without_timing(first), without_timing(second), "every number in the JSON report is the same on a second run");
 }
 
 #[test]
 fn repeat_runs_every_forward_n_times_and_records_that_they_agree() {
-    let (code, report) = compare_json(&["--repeat", "3", "Hello World", "Hello"]);
+    let (code, report) = compare_fixture_json(["--repeat", "3", "Hello World", "Hello"]);
     assert_eq!(code, Some(0));
     assert_eq!(report["repeatability"]["runs"], 3);
     assert_eq!(report["repeatability"]["identical"], true);
@@ -60,7 +50,7 @@ fn spilling_or_not_gives_identical_reports() {
 
 #[test]
 fn more_threads_still_repeat_exactly() {
-    let (code, report) = compare_json(&["--repeat", "2", "--threads", "2", "Hello World"]);
+    let (code, report) = compare_fixture_json(["--repeat", "2", "--threads", "2", "Hello World"]);
     assert_eq!(code, Some(0));
     assert_eq!(report["repeatability"]["identical"], true);
     assert_eq!(report["threads"], 2);
@@ -71,22 +61,14 @@ fn more_threads_still_repeat_exactly() {
 #[test]
 fn the_report_records_the_thread_count_every_core_by_default() {
     let threads = |omp: Option<&str>, extra: &[&str]| {
-        let mut command = gpt2_parity();
+        let mut command = compare_fixture();
         command.env_remove("OMP_NUM_THREADS").env_remove("MKL_NUM_THREADS");
         if let Some(omp) = omp {
             command.env("OMP_NUM_THREADS", omp);
         }
-        let output = command
-            .args(["compare", "--format", "json", "--model"])
-            .arg(fixture_dir())
-            .arg("--reference")
-            .arg(fixture_reference())
-            .args(extra)
-            .arg("Hello")
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-        serde_json::from_slice::<Value>(&output.stdout).unwrap()["threads"].as_i64().unwrap()
+        let (code, report) = report_json(command.args(["--format", "json"]).args(extra).arg("Hello"));
+        assert_eq!(code, Some(0));
+        report["threads"].as_i64().unwrap()
     };
     assert_eq!(threads(Some("1"), &[]), 1);
     assert_eq!(threads(Some("1"), &["--threads", "3"]), 3);
@@ -97,16 +79,13 @@ fn the_report_records_the_thread_count_every_core_by_default() {
 
 #[test]
 fn a_closed_pipe_ends_the_run_quietly() {
-    let binary = assert_cmd::cargo::cargo_bin("gpt2-parity");
-    let script = format!(
-        "set -o pipefail; HF_HUB_OFFLINE=1 '{}' compare --model '{}' --reference '{}' | head -1",
-        binary.display(),
-        fixture_dir().display(),
-        fixture_reference().display()
-    );
-    let output = std::process::Command::new("bash").args(["-c", &script]).output().unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.stderr.is_empty(), "nothing on stderr: {}", String::from_utf8_lossy(&output.stderr));
+    use std::process::Stdio;
+    let mut run = compare_fixture_process().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let head = std::process::Command::new("head").arg("-1").stdin(run.stdout.take().unwrap()).output().unwrap();
+    let run = run.wait_with_output().unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(run.stderr.is_empty(), "nothing on stderr: {}", String::from_utf8_lossy(&run.stderr));
+    let output = head;
     assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 1);
 }
 

@@ -5,31 +5,12 @@
 //! whole or not at all.
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use common::{fixture_dir, gpt2_parity, repo_path};
+use common::{binary, fixture_dir, gpt2_parity, interrupt, prompts_file, python, wait_until};
 
 fn whole_file_reference(args: &[&std::ffi::OsStr]) {
-    let python = repo_path(".venv/bin/python");
-    assert!(python.exists(), "{} is missing; run `make setup` first", python.display());
-    let output = Command::new(python).arg(repo_path("tests/support/whole_file_reference.py")).args(args).output().unwrap();
-    assert!(output.status.success(), "whole_file_reference.py failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
-}
-
-/// `count` distinct prompts, one JSON string a line.
-fn prompts_file(dir: &Path, count: usize) -> PathBuf {
-    let words = ["Hello", " World", " parity", " of", " logits", ",", " 2026", " é😀", "\tand", " the", " GPT"];
-    let lines: String = (0..count)
-        .map(|index| {
-            let prompt: String = (0..1 + index % 9).map(|word| words[(index * 7 + word * 3) % words.len()]).collect();
-            serde_json::to_string(&format!("{index}:{prompt}")).unwrap() + "\n"
-        })
-        .collect();
-    let path = dir.join("prompts.jsonl");
-    std::fs::write(&path, lines).unwrap();
-    path
+    python("tests/support/whole_file_reference.py", args);
 }
 
 fn assert_same_bytes(streamed: &Path, whole: &Path) {
@@ -82,9 +63,7 @@ fn ctrl_c_midway_through_the_stream_leaves_no_file() {
     let output_dir = dir.path().join("out");
     std::fs::create_dir(&output_dir).unwrap();
     let target = output_dir.join("reference.safetensors");
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("gpt2-parity"))
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("GPT2_PARITY_PYTHON")
+    let mut child = binary()
         .arg("reference")
         .arg("--prompts-file")
         .arg(&prompts)
@@ -98,16 +77,9 @@ fn ctrl_c_midway_through_the_stream_leaves_no_file() {
         .unwrap();
     let temporary_size =
         || std::fs::read_dir(&output_dir).unwrap().flatten().filter_map(|entry| entry.metadata().ok()).map(|m| m.len()).max();
-    let started = Instant::now();
-    // Past the header: at least one prompt's logits are on disk.
-    while !temporary_size().is_some_and(|size| size > 1 << 20) {
-        assert!(child.try_wait().unwrap().is_none(), "the script finished before it could be interrupted");
-        assert!(started.elapsed() < Duration::from_secs(60), "no temporary file appeared within a minute");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // SAFETY: kill(2) on a child this test spawned and has not reaped.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let status = child.wait().unwrap();
+    // Past the header: at least one prompt's logits are on disk, and hundreds more to come.
+    wait_until(&mut child, "a prompt's logits were written", || temporary_size().is_some_and(|size| size > 1 << 20));
+    let status = interrupt(&mut child);
     assert_eq!(status.code(), Some(130), "{status:?}");
     let left: Vec<_> = std::fs::read_dir(&output_dir).unwrap().flatten().map(|entry| entry.file_name()).collect();
     assert!(left.is_empty(), "left behind: {left:?}");

@@ -8,10 +8,8 @@
 //! reference logits with an independent numpy float64 forward pass.
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command as StdCommand;
+use std::path::Path;
 
-use assert_cmd::Command;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -24,19 +22,8 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn python() -> PathBuf {
-    let python = repo().join(".venv/bin/python");
-    assert!(python.exists(), "{} is missing; run `make setup` first", python.display());
-    python
-}
-
 fn numpy_gpt2(args: &[&str]) {
-    let output = StdCommand::new(python())
-        .arg(repo().join("tests/support/numpy_gpt2.py"))
-        .args(args)
-        .output()
-        .expect("cannot run tests/support/numpy_gpt2.py");
-    assert!(output.status.success(), "numpy_gpt2.py {args:?} failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    common::python("tests/support/numpy_gpt2.py", args);
 }
 
 /// A 2-layer, d_model 48, 3-head, 16-position random GPT-2 (the fixture is 3/32/4/32).
@@ -93,21 +80,9 @@ fn reference_tokens(reference: &str) -> Vec<Vec<i64>> {
 }
 
 fn compare(model: &str, reference: &str, extra: &[&str]) -> Value {
-    let output = Command::cargo_bin("gpt2-parity")
-        .unwrap()
-        .env("HF_HUB_OFFLINE", "1")
-        .args(["compare", "--model", model, "--reference", reference, "--format", "json"])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "gpt2-parity compare failed\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    common::json_stdout(&output)
+    let (code, report) = common::compare_json(["--model", model, "--reference", reference].iter().chain(extra));
+    assert_eq!(code, Some(0), "{report:#}");
+    report
 }
 
 fn comparison<'a>(prompt: &'a Value, name: &str) -> &'a Value {

@@ -108,3 +108,59 @@ fn compare_reports_the_transformer_lens_rows_within_tolerance() {
         }
     }
 }
+
+/// `compare --transformer-lens` passes each processing switch that is off on to the bundled
+/// script, which records them in the reference's `transformer_lens_processing` metadata. The
+/// script runs under a Python that stands in for it: it parses the arguments it was given with
+/// the script's own parser, writes what the script would record, and stops (so the test needs
+/// no TransformerLens).
+#[test]
+fn switches_turned_off_reach_the_bundled_script_and_its_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorded = dir.path().join("recorded.json");
+    let stand_in = dir.path().join("python");
+    std::fs::write(
+        &stand_in,
+        format!(
+            "#!/bin/sh\nexec '{}' - \"$@\" <<'EOF'\n\
+             import importlib.util, json, sys\n\
+             spec = importlib.util.spec_from_file_location('dump_reference', sys.argv[1])\n\
+             script = importlib.util.module_from_spec(spec)\n\
+             spec.loader.exec_module(script)\n\
+             args = script.parse_args(sys.argv[2:])\n\
+             json.dump(script.tl_processing(args) if args.transformer_lens else None, open('{}', 'w'))\n\
+             sys.exit('stand-in: recorded')\n\
+             EOF\n",
+            repo_path(".venv/bin/python").display(),
+            recorded.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stand_in, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let all_on = serde_json::to_value(ProcessingOptions::default()).unwrap();
+    let cases: [&[&str]; 5] = [
+        &[],
+        &["--no-fold-ln"],
+        &["--no-center-writing-weights"],
+        &["--no-fold-value-biases"],
+        &["--no-fold-ln", "--no-center-writing-weights", "--no-fold-value-biases"],
+    ];
+    for flags in cases {
+        let _ = std::fs::remove_file(&recorded);
+        gpt2_parity()
+            .env("GPT2_PARITY_CACHE", dir.path().join("cache"))
+            .args(["compare", "Hello World", "--transformer-lens", "--python"])
+            .arg(&stand_in)
+            .args(flags)
+            .arg("--model")
+            .arg(fixture_dir())
+            .assert()
+            .code(2);
+        let switches: Value = serde_json::from_slice(&std::fs::read(&recorded).expect("the stand-in ran")).unwrap();
+        let mut expected = all_on.clone();
+        for flag in flags {
+            expected[flag.trim_start_matches("--no-").replace('-', "_")] = false.into();
+        }
+        assert_eq!(switches, expected, "{flags:?}");
+    }
+}

@@ -127,10 +127,27 @@ mod tests {
     }
 
     #[test]
-    fn a_passing_comparison_has_no_breach() {
-        let exact = [-60.0f32, -55.0, -65.0];
-        let floor = noise_floor(Criterion::ShiftInvariant, TOLERANCE, 3, true, (&exact, &exact), (&exact, ReferenceFloat64::External));
+    fn a_passing_comparison_has_no_breach_whatever_float64_says() {
+        // Between two of our own models whose float32 results agree (the comparison passes)
+        // while their float64 results do not: judged on float64 alone this is a real breach.
+        let (candidate, reference) = ([-60.0f32, -55.0, -65.0], [-60.00001f32, -55.0, -65.0]);
+        let (candidate_float64, reference_float64) = (candidate, [-60.5f32, -55.0, -65.0]);
+        let passed = deviation(Criterion::Raw, TOLERANCE, 3, &candidate, &reference).passed;
+        assert!(passed);
+        let sides = |passed| {
+            noise_floor(
+                Criterion::Raw,
+                TOLERANCE,
+                3,
+                passed,
+                (&candidate, &candidate_float64),
+                (&reference, ReferenceFloat64::Ours(&reference_float64)),
+            )
+        };
+        let floor = sides(passed);
+        assert!(!floor.float64_passes, "{floor:?}");
         assert_eq!(floor.breach, None);
-        assert!(floor.float64_passes);
+        // The same sides, failing, get the verdict the float64 results give.
+        assert_eq!(sides(false).breach, Some(Breach::Real));
     }
 }

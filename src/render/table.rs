@@ -100,7 +100,7 @@ pub(super) fn layout(grid: &Grid, view: &View) -> String {
 
 fn draw(grid: &Grid, color: bool) -> String {
     let mut table = comfy_table::Table::new();
-    table.load_preset(UTF8_HORIZONTAL_ONLY).set_content_arrangement(ContentArrangement::Disabled);
+    table.load_style(UTF8_HORIZONTAL_ONLY).set_content_arrangement(ContentArrangement::Disabled);
     if color {
         table.enforce_styling();
     } else {

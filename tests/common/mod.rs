@@ -8,11 +8,106 @@ use gpt2_parity::model::{Gpt2Config, Weights};
 use gpt2_parity::reference::ReferenceFile;
 use gpt2_parity::tokenize::Gpt2Tokenizer;
 
-/// The binary, offline, with no Python or backtrace settings inherited from the caller.
-pub fn gpt2_parity() -> assert_cmd::Command {
-    let mut command = assert_cmd::Command::cargo_bin("gpt2-parity").unwrap();
+/// The binary, offline, with no Python or backtrace settings inherited from the caller: every
+/// test launches it through here (or [`gpt2_parity`]), so that no run reaches the network.
+pub fn binary() -> std::process::Command {
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("gpt2-parity"));
     command.env("HF_HUB_OFFLINE", "1").env_remove("GPT2_PARITY_PYTHON").env_remove("RUST_BACKTRACE");
     command
+}
+
+/// [`binary`] as an `assert_cmd` command, for runs that are awaited rather than signalled.
+pub fn gpt2_parity() -> assert_cmd::Command {
+    assert_cmd::Command::from_std(binary())
+}
+
+/// Runs `command` (compare, merge or explain with `--format json`), which must make a report
+/// (exit 0 or 1): its exit status and the report, validated as [`json_report`] does.
+pub fn report_json(command: &mut assert_cmd::Command) -> (Option<i32>, serde_json::Value) {
+    let output = command.output().unwrap();
+    let code = output.status.code();
+    assert!(matches!(code, Some(0 | 1)), "no report ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    (code, json_stdout(&output))
+}
+
+/// `compare --format json` with `args`: its exit status and the validated report.
+pub fn compare_json<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> (Option<i32>, serde_json::Value) {
+    report_json(gpt2_parity().args(["compare", "--format", "json"]).args(args))
+}
+
+/// `compare --format json` of the committed fixture against its reference, with `args`: its exit
+/// status and the validated report.
+pub fn compare_fixture_json<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> (Option<i32>, serde_json::Value) {
+    report_json(compare_fixture().args(["--format", "json"]).args(args))
+}
+
+/// Runs the project venv's Python on `script` (a path in the repository) with `args`, offline;
+/// it must succeed. Returns its stdout.
+pub fn python<S: AsRef<std::ffi::OsStr>>(script: &str, args: impl IntoIterator<Item = S>) -> Vec<u8> {
+    let interpreter = repo_path(".venv/bin/python");
+    assert!(interpreter.exists(), "{} is missing; run `make setup` first", interpreter.display());
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|arg| arg.as_ref().to_owned()).collect();
+    let output = std::process::Command::new(interpreter)
+        .arg(repo_path(script))
+        .args(&args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {script} ({error}); run `make setup` first"));
+    assert!(output.status.success(), "{script} {args:?} failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    output.stdout
+}
+
+/// A prompts file of `count` distinct prompts of 1 to 9 words, one JSON string a line, in `dir`:
+/// enough of them keep the bundled script writing long after its output file appears.
+pub fn prompts_file(dir: &Path, count: usize) -> PathBuf {
+    let words = ["Hello", " World", " parity", " of", " logits", ",", " 2026", " é😀", "\tand", " the", " GPT"];
+    let lines: String = (0..count)
+        .map(|index| {
+            let prompt: String = (0..1 + index % 9).map(|word| words[(index * 7 + word * 3) % words.len()]).collect();
+            serde_json::to_string(&format!("{index}:{prompt}")).unwrap() + "\n"
+        })
+        .collect();
+    let path = dir.join("prompts.jsonl");
+    std::fs::write(&path, lines).unwrap();
+    path
+}
+
+/// Reads `child`'s stderr line by line until one contains `phase`, and returns the lines so
+/// far: how a test waits for a run to reach a point before it signals it. The rest of stderr
+/// is drained in the background, so that the child never blocks on a full pipe. Fails if the
+/// child closes stderr (exits) first.
+pub fn wait_for_stderr_line(child: &mut std::process::Child, phase: &str) -> String {
+    use std::io::BufRead;
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr is piped"));
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let read = stderr.read_line(&mut line).unwrap();
+        assert!(read > 0, "the run ended before printing {phase:?}; its stderr:\n{seen}");
+        seen.push_str(&line);
+        if line.contains(phase) {
+            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+            return seen;
+        }
+    }
+}
+
+/// Polls until `ready` holds, failing if `child` exits first: how a test waits for a file the
+/// child makes. The poll interval only sets how soon the file is seen, not whether.
+pub fn wait_until(child: &mut std::process::Child, what: &str, mut ready: impl FnMut() -> bool) {
+    while !ready() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Sends SIGINT (Ctrl-C) to `child` and returns its exit status.
+pub fn interrupt(child: &mut std::process::Child) -> std::process::ExitStatus {
+    // SAFETY: kill(2) on a child this test spawned and has not reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    child.wait().unwrap()
 }
 
 /// docs/report.schema.json, compiled once for every test of a binary.
@@ -58,7 +153,12 @@ pub fn without_timing(mut report: serde_json::Value) -> serde_json::Value {
 
 /// `compare` on the committed fixture and its reference.
 pub fn compare_fixture() -> assert_cmd::Command {
-    let mut command = gpt2_parity();
+    assert_cmd::Command::from_std(compare_fixture_process())
+}
+
+/// [`compare_fixture`] as a plain process, for runs a test spawns, pipes or signals.
+pub fn compare_fixture_process() -> std::process::Command {
+    let mut command = binary();
     command.arg("compare").arg("--model").arg(fixture_dir()).arg("--reference").arg(fixture_reference());
     command
 }
@@ -153,6 +253,16 @@ impl EditableSafetensors {
     }
 }
 
+/// The fixture model in `dir` with its weights edited by `edit` (config and tokenizer as they are).
+pub fn fixture_with_weights(dir: &Path, edit: impl FnOnce(&mut EditableSafetensors)) {
+    for file in ["config.json", "tokenizer.json"] {
+        std::fs::copy(fixture_dir().join(file), dir.join(file)).unwrap();
+    }
+    let mut weights = EditableSafetensors::read(&fixture_dir().join("model.safetensors"));
+    edit(&mut weights);
+    weights.write(&dir.join("model.safetensors"));
+}
+
 /// A generated model with real GPT-2 magnitudes (logits near -60, std near 17, three residual
 /// dimensions in the hundreds: tests/support/numpy_gpt2.py --gpt2-magnitudes), 2 layers,
 /// d_model 128, the full vocabulary, and a Hugging Face reference for it from the bundled script.
@@ -209,16 +319,10 @@ pub fn cached_dir(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
 /// make-model, seed 7, with `shape` naming the sizes and any other switch).
 pub fn make_model(dir: &Path, shape: &[&str]) {
     let tokenizer = fixture_dir().join("tokenizer.json");
-    let output = std::process::Command::new(repo_path(".venv/bin/python"))
-        .arg(repo_path("tests/support/numpy_gpt2.py"))
-        .args(["make-model", "--seed", "7", "--out"])
-        .arg(dir)
-        .arg("--tokenizer")
-        .arg(tokenizer)
-        .args(shape)
-        .output()
-        .expect("cannot run tests/support/numpy_gpt2.py; run `make setup` first");
-    assert!(output.status.success(), "numpy_gpt2.py make-model failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    let mut args: Vec<&std::ffi::OsStr> = vec!["make-model".as_ref(), "--seed".as_ref(), "7".as_ref(), "--out".as_ref(), dir.as_os_str()];
+    args.extend(["--tokenizer".as_ref(), tokenizer.as_os_str()]);
+    args.extend(shape.iter().map(std::ffi::OsStr::new));
+    python("tests/support/numpy_gpt2.py", args);
 }
 
 /// Writes a Hugging Face reference for `model` with `gpt2-parity reference` (the bundled script).
