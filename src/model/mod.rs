@@ -9,6 +9,7 @@ pub mod gpt2;
 pub mod hub;
 pub mod load;
 pub mod process;
+mod process_kernel;
 
 use std::sync::Arc;
 
