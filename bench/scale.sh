@@ -5,7 +5,8 @@
 # (transformers + TransformerLens unprocessed and processed, every prompt through all three);
 # the bundled reference script against a bare model(ids) loop; the forward's GFLOP/s against
 # torch.mm's at the same shapes and thread count; "Hello World" against the one-prompt Python
-# workflow; peaks. Figures, not a test.
+# workflow; peaks; processing and compare --candidate against their memory and I/O bounds
+# (bench/memory_speed.sh). Figures, not a test.
 #
 #   make setup && bash bench/scale.sh
 #
@@ -114,3 +115,7 @@ awk -v p="$python_s" -v c="$cold_s" -v w="$warm_s" -v s="$script_s" -v b="$bare_
   printf "\"Hello World\": %.1fx faster than the one-prompt Python workflow (target >= 14x: %s)\n", ph / h, (ph / h >= 14 ? "met" : "NOT met")
   printf "\"Hello World\" peak: %.2fx the weights file (target <= 1.5x: %s)\n", hm / wm, (hm / wm <= 1.5 ? "met" : "NOT met")
 }'
+
+# Processing and compare --candidate against the memory and I/O bounds they are held to.
+echo
+bash bench/memory_speed.sh "$model" "$hello_reference" "$reference"

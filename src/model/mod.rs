@@ -10,6 +10,7 @@ pub mod hub;
 pub mod inputs;
 pub mod load;
 pub mod process;
+mod process_kernel;
 pub mod switches;
 pub mod tensor_names;
 

@@ -2,20 +2,24 @@
 //! [`Weights`]: it takes the unprocessed weights and returns processed ones in the same layout,
 //! freeing each replaced tensor as it goes so that one copy of the model is held at a time.
 use std::cell::Cell;
+use std::marker::PhantomData;
 
-use tch::{Kind, Tensor};
+use rayon::prelude::*;
+use tch::{Device, Kind, Tensor};
 
 use super::load::MappedFiles;
+use super::process_kernel::{self as kernel, Norm, Value};
 pub use super::switches::{ProcessingOptions, Step};
 use super::{Affine, Block, BlockParts, Gpt2Config, TokenEmbedding, Unembed, Weights};
 
 /// Applies the enabled steps in TransformerLens's order, after untying the unembedding.
 ///
-/// Every step computes in float64 and the result is rounded once to the weights' own dtype:
-/// rounding after each step stacks float32 errors, and at GPT-2's magnitudes (residual
-/// dimensions in the hundreds) that made the processed model's error 2.5x the unprocessed one's.
-/// Each step touches only one block's attention or MLP, or the embeddings, or the unembedding,
-/// so the steps run part by part, in float64 one part at a time, in the same order as a whole.
+/// Every value is computed in float64 and rounded once to the weights' own dtype: rounding after
+/// each step stacks float32 errors, and at GPT-2's magnitudes (residual dimensions in the
+/// hundreds) that made the processed model's error 2.5x the unprocessed one's. Float64 holds only
+/// per-row and per-column accumulations, not whole tensors (model::process_kernel's loops, on
+/// as many threads as libtorch's). Each step touches only one block's attention or MLP, or the
+/// embeddings, or the unembedding, so the steps run part by part, in the same order as a whole.
 pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
     Part::ALL.into_iter().fold(weights, |weights, part| process_part(weights, options, part))
 }
@@ -82,8 +86,8 @@ pub fn process_part(weights: Weights, options: ProcessingOptions, part: Part) ->
 }
 
 /// `weights`, untied, with the unembedding processed under each of `variants`, each as
-/// [`process_part`] makes it. The variants share one pass over W_U: its reading and float64
-/// layout, ln_f's folding and the vocabulary's mean (explain's rows need three variants).
+/// [`process_part`] makes it. The variants share one pass over W_U: its reading, ln_f's folding
+/// and the vocabulary's mean (explain's rows need three variants).
 pub fn process_unembedding_variants(weights: Weights, variants: &[ProcessingOptions]) -> Vec<Weights> {
     let _no_grad = tch::no_grad_guard();
     let weights = untie_unembed(weights);
@@ -94,8 +98,14 @@ pub fn process_unembedding_variants(weights: Weights, variants: &[ProcessingOpti
         .iter()
         .map(|options| UnembedSteps { fold_ln: options.fold_ln && weights.ln_f.is_some(), center_unembed: options.center_unembed })
         .collect();
-    let ln_f = weights.ln_f.as_ref().map(|affine| affine.shallow_clone().map(to_double));
-    let processed = process_unembed(weight, bias, ln_f.as_ref(), &steps, &release);
+    let ln_f = weights.ln_f.as_ref().map(Norm::of);
+    // Read and computed in the weights' dtype; float16 and bfloat16 (which float32 holds exactly)
+    // are computed into float64 and rounded into their dtype once, when copied there.
+    let processed = match weight.kind() {
+        Kind::Double => process_unembed::<f64, f64>(weight, bias, ln_f.as_ref(), &steps, &release),
+        Kind::Float => process_unembed::<f32, f32>(weight, bias, ln_f.as_ref(), &steps, &release),
+        _ => process_unembed::<f32, f64>(weight, bias, ln_f.as_ref(), &steps, &release),
+    };
     processed
         .into_iter()
         .zip(&steps)
@@ -119,8 +129,8 @@ struct UnembedSteps {
     center_unembed: bool,
 }
 
-/// `half` (attention or MLP) of every block processed in float64, rounded once into one buffer;
-/// `release` after each block's float64 copy is made.
+/// `half` (attention or MLP) of every block processed, rounded once into one buffer; `release`
+/// after each block.
 fn process_blocks(
     blocks: Vec<Block>,
     options: ProcessingOptions,
@@ -128,43 +138,180 @@ fn process_blocks(
     (config, kind): (&Gpt2Config, Kind),
     release: &dyn Fn(),
 ) -> Vec<Block> {
-    // A part no enabled step touches is kept as it is: its float64 round trip is exact, and
-    // explain sees it unchanged without comparing values.
+    // A part no enabled step touches is kept as it is: its processing would copy it unchanged,
+    // and explain sees it unchanged without comparing values.
     let parts = options.block_parts().intersection(half);
     if parts == BlockParts::default() {
         return blocks;
     }
     let (d_model, heads) = (config.n_embd, config.n_head);
-    let arena = Arena::for_block_parts(&blocks, parts, kind);
+    let workers = Workers::new();
+    let arena = Arena::for_block_parts(&blocks, parts, kind, &workers);
+    // refactor_factored_attn_matrices works on the other steps' results in float64, on the CPU.
+    let refactor = options.refactor_factored_attn_matrices && parts.attention_in;
+    let sink = if refactor { Sink::Double } else { Sink::Arena(&arena) };
     blocks
         .into_iter()
         .map(|block| {
-            let mut block = block.map_parts(parts, to_double);
+            let block = match (kind, sink.kind()) {
+                (Kind::Double, _) => process_block::<f64, f64>(block, options, parts, d_model, (&sink, &workers)),
+                (_, Kind::Float) => process_block::<f32, f32>(block, options, parts, d_model, (&sink, &workers)),
+                _ => process_block::<f32, f64>(block, options, parts, d_model, (&sink, &workers)),
+            };
             release();
-            if options.fold_ln {
-                block = fold_block_norms(block, parts);
+            if refactor {
+                refactor_factored_attn_matrices(block, d_model, heads).map_parts(parts, |tensor| arena.copy_of(&tensor))
+            } else {
+                block
             }
-            if options.center_writing_weights {
-                block = center_block_writes(block, parts);
-            }
-            // Both read and write the attention half only.
-            let attention = parts.attention_in;
-            if options.fold_value_biases && attention {
-                block = fold_value_biases(block, d_model, options.center_writing_weights);
-            }
-            if options.refactor_factored_attn_matrices && attention {
-                block = refactor_factored_attn_matrices(block, d_model, heads);
-            }
-            block.map_parts(parts, |tensor| arena.copy_of(&tensor))
         })
         .collect()
 }
 
+/// One block's `parts` processed by the enabled steps other than refactor_factored_attn_matrices,
+/// read as `I` and computed into `O` (the sink's dtype, or float64 to be rounded into it).
+fn process_block<I: Value, O: Value>(
+    mut block: Block,
+    options: ProcessingOptions,
+    parts: BlockParts,
+    d_model: i64,
+    (sink, workers): (&Sink, &Workers),
+) -> Block {
+    let fold_ln = options.fold_ln;
+    let mut qkv_bias = None;
+    if parts.attention_in {
+        let (ln, weight, bias) = fold_norm::<I, O>(block.ln_1.take(), &block.qkv_weight, &block.qkv_bias, fold_ln, (sink, workers));
+        (block.ln_1, block.qkv_weight, qkv_bias) = (ln, weight, Some(bias));
+    }
+    if parts.mlp_in {
+        let (ln, weight, bias) = fold_norm::<I, O>(block.ln_2.take(), &block.mlp_in_weight, &block.mlp_in_bias, fold_ln, (sink, workers));
+        (block.ln_2, block.mlp_in_weight, block.mlp_in_bias) = (ln, weight, sink.store_values(&bias));
+    }
+    if parts.attention_out {
+        // Attention patterns sum to one, so the value bias (ln_1's shift folded in) contributes
+        // b_V @ W_O at every position: fold_value_biases moves it into the output bias.
+        let value_range = (2 * d_model) as usize..(3 * d_model) as usize;
+        let value_bias = qkv_bias.as_mut().filter(|_| options.fold_value_biases).map(|bias| {
+            let value_bias = bias[value_range.clone()].to_vec();
+            bias[value_range].fill(0.0);
+            value_bias
+        });
+        (block.attn_out_weight, block.attn_out_bias) = center_writes::<I, O>(
+            &block.attn_out_weight,
+            &block.attn_out_bias,
+            (options.center_writing_weights, value_bias.as_deref()),
+            (sink, workers),
+        );
+    }
+    if let Some(bias) = qkv_bias {
+        block.qkv_bias = sink.store_values(&bias);
+    }
+    if parts.mlp_out {
+        (block.mlp_out_weight, block.mlp_out_bias) =
+            center_writes::<I, O>(&block.mlp_out_weight, &block.mlp_out_bias, (options.center_writing_weights, None), (sink, workers));
+    }
+    block
+}
+
+/// With `fold_ln` and a LayerNorm there to fold, folds its scale and shift into the matrix that
+/// reads its output, then centers the matrix's columns so that the folded read ignores the
+/// residual's mean, as LNPre's output has none: (x*g + b) @ W + c = x @ (g*W) + (b @ W + c), the
+/// bias folded with the unscaled matrix. Returns the LayerNorm left (none once folded), the
+/// matrix, and the bias in float64 (fold_value_biases reads it before it is rounded).
+fn fold_norm<I: Value, O: Value>(
+    affine: Option<Affine>,
+    weight: &Tensor,
+    bias: &Tensor,
+    fold_ln: bool,
+    (sink, workers): (&Sink, &Workers),
+) -> (Option<Affine>, Tensor, Vec<f64>) {
+    let mut folded_bias = doubles(bias);
+    match affine {
+        Some(affine) if fold_ln => {
+            let norm = Norm::of(&affine);
+            let input = Values::<I>::of(weight);
+            let mut output = Output::<O>::into(sink.place(&weight.size()), workers);
+            let (input, values) = (input.get(), output.values());
+            workers.run(|| kernel::fold_norm(input, &norm, &mut folded_bias, values));
+            (None, output.finish(), folded_bias)
+        }
+        affine => (affine.map(|affine| affine.map(|tensor| sink.store(&tensor))), sink.store(weight), folded_bias),
+    }
+}
+
+/// Everything that writes to the residual stream writes mean-free vectors (the embeddings are
+/// centered in [`process_part`]): with `center`, each output vector of a writing matrix and its
+/// bias minus its mean. With `value_bias`, fold_value_biases adds b_V @ W_O (W_O as processed) to
+/// the bias, then re-centers it when centering, as TransformerLens >= 3 does.
+fn center_writes<I: Value, O: Value>(
+    weight: &Tensor,
+    bias: &Tensor,
+    (center, value_bias): (bool, Option<&[f64]>),
+    (sink, workers): (&Sink, &Workers),
+) -> (Tensor, Tensor) {
+    let width = weight.size()[1] as usize;
+    let input = Values::<I>::of(weight);
+    let mut output = Output::<O>::into(sink.place(&weight.size()), workers);
+    let (input, values) = (input.get(), output.values());
+    let product = workers.run(|| kernel::center_rows(input, width, center, value_bias, values));
+    let mut bias = doubles(bias);
+    let center_bias = |bias: &mut Vec<f64>| {
+        let mean = bias.iter().sum::<f64>() / bias.len() as f64;
+        bias.iter_mut().for_each(|value| *value -= mean);
+    };
+    if center {
+        center_bias(&mut bias);
+    }
+    if value_bias.is_some() {
+        bias.iter_mut().zip(&product).for_each(|(bias, product)| *bias += product);
+        if center {
+            center_bias(&mut bias);
+        }
+    }
+    (output.finish(), sink.store_values(&bias))
+}
+
+/// Where a block's processed tensors go: rounded into the arena, or kept in float64 on the CPU
+/// for refactor_factored_attn_matrices, which reads the other steps' results unrounded.
+enum Sink<'a> {
+    Arena(&'a Arena),
+    Double,
+}
+
+impl Sink<'_> {
+    fn kind(&self) -> Kind {
+        match self {
+            Sink::Arena(arena) => arena.buffer.kind(),
+            Sink::Double => Kind::Double,
+        }
+    }
+
+    /// Room for a tensor of `size`.
+    fn place(&self, size: &[i64]) -> Tensor {
+        match self {
+            Sink::Arena(arena) => arena.place(size),
+            Sink::Double => Tensor::empty(size, (Kind::Double, Device::Cpu)),
+        }
+    }
+
+    /// `tensor`'s values, as the sink holds them.
+    fn store(&self, tensor: &Tensor) -> Tensor {
+        match self {
+            Sink::Arena(arena) => arena.copy_of(tensor),
+            Sink::Double => to_double(tensor.to_device(Device::Cpu)),
+        }
+    }
+
+    fn store_values(&self, values: &[f64]) -> Tensor {
+        self.store(&Tensor::from_slice(values))
+    }
+}
+
 /// One buffer that the processed blocks' tensors are rounded into, allocated before the first
-/// block. Allocated one by one, each block's results would land between the float64 working
-/// memory of the blocks before and after it, and the heap would fragment: gpt2-xl's processing
-/// peaked anywhere from 7.4 to 9.5 GiB with the same results, depending on the heap's layout.
-/// Here the working memory of one block is reused by the next, and the results grow one buffer.
+/// block. Allocated one by one, each block's results would land between the working memory of
+/// the blocks before and after it, and the heap would fragment: gpt2-xl's processing (then in
+/// whole float64 tensors) peaked anywhere from 7.4 to 9.5 GiB with the same results, depending
+/// on the heap's layout. Here the results grow one buffer.
 struct Arena {
     buffer: Tensor,
     /// The alignment in elements.
@@ -177,7 +324,7 @@ const ARENA_ALIGNMENT: i64 = 64;
 
 impl Arena {
     /// Room for every tensor of `parts` in every block, in `kind` on the blocks' device.
-    fn for_block_parts(blocks: &[Block], parts: BlockParts, kind: Kind) -> Self {
+    fn for_block_parts(blocks: &[Block], parts: BlockParts, kind: Kind, workers: &Workers) -> Self {
         let unit = (ARENA_ALIGNMENT / kind.elt_size_in_bytes() as i64).max(1);
         let len = Cell::new(0);
         for block in blocks {
@@ -186,15 +333,20 @@ impl Arena {
                 tensor
             });
         }
-        let device = blocks.first().map_or(tch::Device::Cpu, |block| block.qkv_weight.device());
-        Self { buffer: Tensor::empty([len.get()], (kind, device)), unit, used: Cell::new(0) }
+        let device = blocks.first().map_or(Device::Cpu, |block| block.qkv_weight.device());
+        Self { buffer: new_tensor(&[len.get()], (kind, device), workers), unit, used: Cell::new(0) }
+    }
+
+    /// The arena's next free place, shaped `size`.
+    fn place(&self, size: &[i64]) -> Tensor {
+        let (start, len) = (self.used.get(), size.iter().product::<i64>());
+        self.used.set(start + round_up(len, self.unit));
+        self.buffer.narrow(0, start, len).view(size)
     }
 
     /// `tensor` rounded to the arena's dtype into its next free place.
     fn copy_of(&self, tensor: &Tensor) -> Tensor {
-        let (start, len) = (self.used.get(), tensor.numel() as i64);
-        self.used.set(start + round_up(len, self.unit));
-        let mut place = self.buffer.narrow(0, start, len).view(tensor.size().as_slice());
+        let mut place = self.place(&tensor.size());
         place.copy_(tensor);
         place
     }
@@ -205,8 +357,9 @@ fn round_up(len: i64, unit: i64) -> i64 {
     (len + unit - 1) / unit * unit
 }
 
-/// Rows of an embedding, or columns of the unembedding, processed in float64 at a time: a
-/// float64 copy of a whole [V, D] matrix would add 300 MB for GPT-2 small, twice over.
+/// Rows of an embedding or of the unembedding (vocabulary-major) processed at a time: an
+/// embedding's float64 copy is made a slab at a time (a whole [V, D] one would add 300 MB for
+/// GPT-2 small), and the checkpoint's pages are released after each slab.
 const SLAB: i64 = 4096;
 
 /// `(start, length)` of each slab of `size` entries.
@@ -232,109 +385,223 @@ pub(super) fn centered_rows(rows: &Tensor) -> Tensor {
 }
 
 fn center_in_float64(rows: Tensor) -> Tensor {
-    center_last(to_double(rows))
+    let mut rows = to_double(rows);
+    rows -= rows.mean_dim(-1, true, Kind::Double);
+    rows
 }
 
-/// The unembedding's steps for each variant, ln_f (float64) folded in then center_unembed, in
-/// float64 one slab of the vocabulary at a time, rounded once; `None` for a variant with
-/// neither step. Folding acts column by column; center_unembed's mean over the vocabulary is
-/// linear in the columns, so it is the (folded) mean column, computed first. `release` after
-/// each slab.
-fn process_unembed(
+/// The unembedding's steps for each variant, ln_f folded in then center_unembed, read as `I`,
+/// computed into `O`; `None` for a variant with neither step. W_U is worked on vocabulary-major,
+/// as wte holds it (W_U's columns are wte's rows, read and written in order). Folding acts on
+/// each vocabulary entry alone; center_unembed's mean over the vocabulary is linear in them, so
+/// it is the (folded) mean entry, summed first. The vocabulary goes a slab at a time, `release`
+/// after each.
+fn process_unembed<I: Value, O: Value>(
     weight: &Tensor,
     bias: &Tensor,
-    ln_f: Option<&Affine>,
+    ln_f: Option<&Norm>,
     variants: &[UnembedSteps],
     release: &dyn Fn(),
 ) -> Vec<Option<(Tensor, Tensor)>> {
-    // Folding works in place: on the slab itself, unless a variant that does not fold reads it too.
-    let unfolded_read = variants.iter().any(|steps| !steps.fold_ln);
-    let fold = |(weight, bias): (&Tensor, &Tensor)| {
-        let weight = if unfolded_read { weight.copy() } else { weight.shallow_clone() };
-        fold_norm_into(ln_f.expect("a variant folds only an ln_f that is there"), weight, bias.shallow_clone())
-    };
-    let folds = variants.iter().any(|steps| steps.fold_ln);
-    let vocab = weight.size()[1];
-    let buffer = Tensor::empty([weight.size()[0] * SLAB.min(vocab)], (Kind::Double, weight.device()));
+    let workers = Workers::new();
+    let input = Values::<I>::of(&weight.tr());
+    let (vocab, width) = (weight.size()[1], weight.size()[0]);
+    let rows = input.get();
+    let slab_rows = |(start, length): (i64, i64)| &rows[(start * width) as usize..((start + length) * width) as usize];
+    let bias = doubles(bias);
     let mean = variants.iter().any(|steps| steps.center_unembed).then(|| {
-        let mut weight_sum = Tensor::zeros([weight.size()[0], 1], (Kind::Double, weight.device()));
-        let mut bias_sum = Tensor::zeros([1], (Kind::Double, weight.device()));
-        for (start, length) in slabs(vocab) {
-            weight_sum += unembed_slab(weight, start, length, &buffer).sum_dim_intlist(1, true, Kind::Double);
-            bias_sum += to_double(bias.narrow(0, start, length)).sum(Kind::Double);
+        let mut totals = vec![0.0; width as usize];
+        for slab in slabs(vocab) {
+            let slab_totals = workers.run(|| kernel::column_totals(slab_rows(slab), width as usize));
+            totals.iter_mut().zip(slab_totals).for_each(|(total, slab_total)| *total += slab_total);
             release();
         }
-        (weight_sum / vocab as f64, bias_sum / vocab as f64)
+        let mean: Vec<f64> = totals.iter().map(|total| total / vocab as f64).collect();
+        (mean, bias.iter().sum::<f64>() / vocab as f64)
     });
-    let folded_mean = mean.as_ref().filter(|_| folds).map(|(weight, bias)| fold((weight, bias)));
-    let mean_of = |steps: &UnembedSteps| {
-        let mean = if steps.fold_ln { &folded_mean } else { &mean };
-        mean.as_ref().filter(|_| steps.center_unembed)
-    };
-    let outputs: Vec<Option<VariantOutput>> = variants
+    let folded_mean = mean.as_ref().zip(ln_f).map(|((mean, mean_bias), norm)| {
+        let [scaled, shifted] = kernel::row_dots(mean, [&norm.scale, &norm.shift]);
+        let row_mean = scaled / width as f64;
+        (mean.iter().zip(&norm.scale).map(|(value, scale)| scale * value - row_mean).collect::<Vec<f64>>(), mean_bias + shifted)
+    });
+    let no_mean = (vec![0.0; width as usize], 0.0);
+    let mut outputs: Vec<Option<VariantOutput<O>>> = variants
         .iter()
         .map(|steps| {
+            let mean = match (steps.center_unembed, steps.fold_ln) {
+                (false, _) => &no_mean,
+                (true, false) => mean.as_ref().expect("summed for a variant that centers"),
+                (true, true) => folded_mean.as_ref().expect("folded for a variant that folds and centers"),
+            };
             (steps.fold_ln || steps.center_unembed).then(|| VariantOutput {
-                mean: mean_of(steps),
-                // Vocabulary-major, as wte is and as the slabs are worked on: W_U is a view.
-                weight: Tensor::empty(weight.tr().size(), (weight.kind(), weight.device())).tr(),
-                bias: bias.empty_like(),
+                norm: ln_f.filter(|_| steps.fold_ln),
+                mean: (&mean.0, mean.1),
+                weight: Output::into(new_tensor(&[vocab, width], (weight.kind(), weight.device()), &workers), &workers),
+                bias: Output::into(new_tensor(&[vocab], (weight.kind(), weight.device()), &workers), &workers),
             })
         })
         .collect();
     for (start, length) in slabs(vocab) {
-        let slab = (unembed_slab(weight, start, length, &buffer), to_double(bias.narrow(0, start, length)));
-        let folded = folds.then(|| fold((&slab.0, &slab.1)));
-        for (steps, output) in variants.iter().zip(&outputs) {
-            let Some(output) = output else { continue };
-            let (slab_weight, slab_bias) = match &folded {
-                Some(folded) if steps.fold_ln => folded,
-                _ => &slab,
-            };
-            let (slab_weight, slab_bias) = match output.mean {
-                Some((mean_weight, mean_bias)) => (slab_weight - mean_weight, slab_bias - mean_bias),
-                None => (slab_weight.shallow_clone(), slab_bias.shallow_clone()),
-            };
-            output.weight.narrow(1, start, length).copy_(&slab_weight);
-            output.bias.narrow(0, start, length).copy_(&slab_bias);
+        let slab = slab_rows((start, length));
+        let (start, end) = (start as usize, (start + length) as usize);
+        for output in outputs.iter_mut().flatten() {
+            let (norm, mean) = (output.norm, output.mean);
+            let weight_out = &mut output.weight.values()[start * width as usize..end * width as usize];
+            let bias_out = &mut output.bias.values()[start..end];
+            workers.run(|| kernel::unembed_rows(slab, &bias[start..end], norm, mean, weight_out, bias_out));
         }
         release();
     }
-    outputs.into_iter().map(|output| output.map(|output| (output.weight, output.bias))).collect()
+    // Vocabulary-major, as wte is: W_U is a view.
+    outputs.into_iter().map(|output| output.map(|output| (output.weight.finish().tr(), output.bias.finish()))).collect()
 }
 
-/// One unembedding variant in the making: the mean column it subtracts (with center_unembed),
-/// and the processed weight and bias its slabs are written into.
-struct VariantOutput<'a> {
-    mean: Option<&'a (Tensor, Tensor)>,
-    weight: Tensor,
-    bias: Tensor,
+/// One unembedding variant in the making: the ln_f it folds, the mean entry it subtracts (zero
+/// without center_unembed), and where its weight and bias are written.
+struct VariantOutput<'a, O> {
+    norm: Option<&'a Norm>,
+    mean: (&'a [f64], f64),
+    weight: Output<O>,
+    bias: Output<O>,
 }
 
-/// A float64 copy, always a new tensor (also of a float64 one): processing then works on it in
-/// place, one pass over memory less per step, and never writes into the weights it was given.
+/// A float64 copy, always a new tensor (also of a float64 one), so that processing never writes
+/// into the weights it was given.
 fn to_double(tensor: Tensor) -> Tensor {
     tensor.to_dtype(Kind::Double, false, true)
 }
 
-/// Columns `start..start + length` of W_U in float64, laid out vocabulary-major (each column
-/// contiguous) whether W_U is its own tensor or a view of wte, so that sums over them add in one
-/// order. wte's rows are W_U's columns: read and worked on in that layout, they are read and
-/// written in order, where W_U's own layout would gather and scatter a strided slab (which took
-/// most of processing's time). Written over the start of `buffer` (room for a whole slab), which
-/// every slab reuses: new memory for each would leave holes in the heap that the next slab's
-/// allocations do not always fit.
-fn unembed_slab(weight: &Tensor, start: i64, length: i64, buffer: &Tensor) -> Tensor {
-    let rows = weight.tr().narrow(0, start, length);
-    let mut slab = buffer.narrow(0, 0, rows.numel() as i64).view(rows.size().as_slice());
-    slab.copy_(&rows);
-    slab.tr()
+/// A tensor's values in float64.
+fn doubles(tensor: &Tensor) -> Vec<f64> {
+    Values::<f64>::of(tensor).get().to_vec()
+}
+
+impl Norm {
+    fn of(affine: &Affine) -> Self {
+        Norm { scale: doubles(&affine.weight), shift: doubles(&affine.bias) }
+    }
+}
+
+/// A tensor's values as a slice of `T`, from a contiguous CPU tensor of T's kind: the tensor
+/// itself where it is one (a checkpoint's float32 tensors are read in place), else a copy.
+struct Values<T> {
+    tensor: Tensor,
+    value: PhantomData<T>,
+}
+
+impl<T: Value> Values<T> {
+    fn of(tensor: &Tensor) -> Self {
+        Self { tensor: tensor.to_device(Device::Cpu).to_kind(T::KIND).contiguous(), value: PhantomData }
+    }
+
+    fn get(&self) -> &[T] {
+        let len = self.tensor.numel();
+        if len == 0 {
+            return &[];
+        }
+        // SAFETY: a contiguous CPU tensor of T's kind holds `len` values of T from its data
+        // pointer; the borrow keeps the tensor, and so its storage, alive. Processing never
+        // writes into the weights it reads.
+        unsafe { std::slice::from_raw_parts(self.tensor.data_ptr() as *const T, len) }
+    }
+}
+
+/// Where one processed tensor's values are written as `T`: straight into `place` when it is a
+/// contiguous CPU tensor of T's kind, else into a CPU buffer that [`Output::finish`] copies into
+/// `place` (rounding to its dtype, onto its device).
+struct Output<T> {
+    place: Tensor,
+    buffer: Option<Tensor>,
+    value: PhantomData<T>,
+}
+
+impl<T: Value> Output<T> {
+    fn into(place: Tensor, workers: &Workers) -> Self {
+        let direct = place.device() == Device::Cpu && place.kind() == T::KIND && place.is_contiguous();
+        let buffer = (!direct).then(|| new_tensor(&place.size(), (T::KIND, Device::Cpu), workers));
+        Self { place, buffer, value: PhantomData }
+    }
+
+    fn values(&mut self) -> &mut [T] {
+        let tensor = self.buffer.as_ref().unwrap_or(&self.place);
+        let len = tensor.numel();
+        if len == 0 {
+            return &mut [];
+        }
+        // SAFETY: a contiguous CPU tensor of T's kind holds `len` values of T from its data
+        // pointer. It is a new tensor or a place of the arena that no other tensor covers, and
+        // the mutable borrow of this Output is the only way to it until `finish`.
+        unsafe { std::slice::from_raw_parts_mut(tensor.data_ptr() as *mut T, len) }
+    }
+
+    fn finish(mut self) -> Tensor {
+        if let Some(buffer) = &self.buffer {
+            self.place.copy_(buffer);
+        }
+        self.place
+    }
+}
+
+/// A new tensor for processing to write, its pages allocated up front (on the CPU): in batches
+/// spread over the workers, rather than on a page fault at each first write, which took a third
+/// of processing's time (Linux's MADV_POPULATE_WRITE, 5.14 and later; elsewhere, or where it is
+/// refused, the pages fault in as written).
+fn new_tensor(size: &[i64], options: (Kind, Device), workers: &Workers) -> Tensor {
+    let tensor = Tensor::empty(size, options);
+    populate(&tensor, workers);
+    tensor
+}
+
+fn populate(tensor: &Tensor, workers: &Workers) {
+    #[cfg(target_os = "linux")]
+    {
+        /// From Linux's uapi, the same on every architecture; the libc crate does not have it yet.
+        const MADV_POPULATE_WRITE: libc::c_int = 23;
+        /// Each worker's batch.
+        const BATCH_BYTES: usize = 8 << 20;
+        if tensor.device() != Device::Cpu || tensor.numel() == 0 {
+            return;
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let start = tensor.data_ptr() as usize;
+        let end = start + tensor.numel() * tensor.kind().elt_size_in_bytes();
+        // Whole pages only: a page the tensor shares with other memory faults in as it is written.
+        let (first, last) = (start.div_ceil(page) * page, end / page * page);
+        let batches: Vec<usize> = (first..last).step_by(BATCH_BYTES).collect();
+        workers.run(|| {
+            batches.into_par_iter().for_each(|batch| {
+                // SAFETY: [batch, batch + len) lies in whole pages of the tensor's own allocation,
+                // which no other thread reads or writes yet; populating leaves the values as they
+                // are (unwritten) and only maps the pages.
+                unsafe { libc::madvise(batch as *mut libc::c_void, BATCH_BYTES.min(last - batch), MADV_POPULATE_WRITE) };
+            })
+        });
+    }
+}
+
+/// Processing's threads: as many as libtorch's, which `--threads` sets, so that processing uses
+/// the cores the rest of the run does. Results do not depend on the count (model::process_kernel).
+struct Workers(Option<rayon::ThreadPool>);
+
+impl Workers {
+    fn new() -> Self {
+        Self(rayon::ThreadPoolBuilder::new().num_threads(tch::get_num_threads().max(1) as usize).build().ok())
+    }
+
+    /// `work` on these threads; on rayon's own if they could not be started.
+    fn run<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        match &self.0 {
+            Some(pool) => pool.install(work),
+            None => work(),
+        }
+    }
 }
 
 /// TransformerLens keeps W_U = wte^T as its own tensor, with a zero bias b_U. Here it starts as
-/// a transposed view of wte, not a copy: the steps that change W_U write a new tensor slab by
-/// slab, and a copy made up front would hold a third vocabulary-sized matrix (147 MiB for GPT-2
-/// small) through all of processing.
+/// a transposed view of wte, not a copy: the steps that change W_U write a new tensor, and a
+/// copy made up front would hold a third vocabulary-sized matrix (147 MiB for GPT-2 small)
+/// through all of processing.
 fn untie_unembed(mut weights: Weights) -> Weights {
     if let Unembed::Tied = weights.unembed {
         let embedding = weights.token_embedding.table();
@@ -342,59 +609,6 @@ fn untie_unembed(mut weights: Weights) -> Weights {
         weights.unembed = Unembed::Untied { weight: embedding.tr(), bias: Tensor::zeros([vocab], (embedding.kind(), embedding.device())) };
     }
     weights
-}
-
-/// Folds a LayerNorm's scale and shift into the matrix that reads its output, then centers the
-/// matrix's rows so that the folded read ignores the residual's mean, as LNPre's output has none.
-/// The bias is folded with the unscaled matrix: (x*g + b) @ W + c = x @ (g*W) + (b @ W + c).
-/// `weight` is scaled and centered in place: it is processing's own.
-fn fold_norm_into(affine: &Affine, mut weight: Tensor, bias: Tensor) -> (Tensor, Tensor) {
-    let bias = bias + affine.bias.matmul(&weight);
-    weight *= affine.weight.unsqueeze(-1);
-    weight -= weight.mean_dim(0, true, weight.kind());
-    (weight, bias)
-}
-
-/// Folds the LayerNorms of the readers among `parts`.
-fn fold_block_norms(mut block: Block, parts: BlockParts) -> Block {
-    if let Some(affine) = block.ln_1.take_if(|_| parts.attention_in) {
-        (block.qkv_weight, block.qkv_bias) = fold_norm_into(&affine, block.qkv_weight, block.qkv_bias);
-    }
-    if let Some(affine) = block.ln_2.take_if(|_| parts.mlp_in) {
-        (block.mlp_in_weight, block.mlp_in_bias) = fold_norm_into(&affine, block.mlp_in_weight, block.mlp_in_bias);
-    }
-    block
-}
-
-/// Subtracts each output vector's mean over its last axis, in place: `tensor` is processing's own.
-fn center_last(mut tensor: Tensor) -> Tensor {
-    tensor -= tensor.mean_dim(-1, true, tensor.kind());
-    tensor
-}
-
-/// Everything that writes to the residual stream writes mean-free vectors (the embeddings are
-/// centered in [`process`]): here the writers among `parts`.
-fn center_block_writes(mut block: Block, parts: BlockParts) -> Block {
-    if parts.attention_out {
-        block.attn_out_weight = center_last(block.attn_out_weight);
-        block.attn_out_bias = center_last(block.attn_out_bias);
-    }
-    if parts.mlp_out {
-        block.mlp_out_weight = center_last(block.mlp_out_weight);
-        block.mlp_out_bias = center_last(block.mlp_out_bias);
-    }
-    block
-}
-
-/// Attention patterns sum to one, so the value bias contributes b_V @ W_O at every position:
-/// move it into the output bias.
-fn fold_value_biases(mut block: Block, d_model: i64, recenter: bool) -> Block {
-    let value_bias = block.qkv_bias.narrow(0, 2 * d_model, d_model);
-    let out_bias = &block.attn_out_bias + value_bias.matmul(&block.attn_out_weight);
-    // TransformerLens >= 3 re-centers the folded bias when writing weights are centered.
-    block.attn_out_bias = if recenter { center_last(out_bias) } else { out_bias };
-    block.qkv_bias = Tensor::cat(&[block.qkv_bias.narrow(0, 0, 2 * d_model), value_bias.zeros_like()], 0);
-    block
 }
 
 /// TransformerLens's refactor_factored_attn_matrices. What a head computes depends on its weights

@@ -8,9 +8,9 @@ use super::prompt::PromptReport;
 use super::rounding::Gate;
 use super::summary::{ComparisonSummary, WorstElement};
 use super::{Criterion, Tolerance};
+use crate::model::config::Gpt2Config;
 use crate::model::dtype::Dtype;
 use crate::model::switches::ProcessingOptions;
-use crate::model::config::Gpt2Config;
 use crate::shard::Shard;
 
 /// Bumped when a field changes meaning or disappears; adding fields keeps it.
