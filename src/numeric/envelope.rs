@@ -290,6 +290,22 @@ pub fn largest_correlation(side: &[f32], truth: &Exact, positions: usize, width:
     }))
 }
 
+/// Whether every row of a side's logits holds the truth's values in some order: sorted, each
+/// row matches within a thousandth of the truth row's spread (float32 rounding is far below it,
+/// other values far above).
+pub fn is_reordering(side: &[f32], truth: &Exact, positions: usize, width: usize) -> bool {
+    (0..positions).all(|row| {
+        let range = row * width..(row + 1) * width;
+        let mut ours: Vec<f64> = side[range.clone()].iter().map(|&value| f64::from(value)).collect();
+        let mut exact: Vec<f64> = range.map(|index| truth.at(index)).collect();
+        ours.sort_by(f64::total_cmp);
+        exact.sort_by(f64::total_cmp);
+        let mean = exact.iter().sum::<f64>() / width as f64;
+        let spread = (exact.iter().map(|value| (value - mean).powi(2)).sum::<f64>() / width as f64).sqrt();
+        ours.iter().zip(&exact).all(|(a, b)| (a - b).abs() <= 1e-3 * spread)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,5 +385,12 @@ mod tests {
         let reversed = [4.0, 3.0, 2.0, 1.0];
         assert!((largest_correlation(&reversed, &exact(&[1.0, 2.0, 3.0, 4.0]), 1, 4) - 1.0).abs() < 1e-12, "|r| counts");
         assert!(largest_correlation(&[5.0; 4], &exact(&[1.0, 2.0, 3.0, 4.0]), 1, 4).is_nan(), "a constant row");
+    }
+
+    #[test]
+    fn a_reordering_keeps_every_value() {
+        let truth = exact(&[1.0, 2.0, 3.0, 4.0]);
+        assert!(is_reordering(&[4.0, 3.0, 1.0, 2.0], &truth, 1, 4));
+        assert!(!is_reordering(&[4.0, 3.0, 1.0, 2.5], &truth, 1, 4));
     }
 }

@@ -323,8 +323,11 @@ impl<'a> EnvelopeJudge<'a> {
     fn untied_unembedding(&self, side: Outputs, tokens: &[i64]) -> Result<Option<TestedCause>> {
         let (head, _) = self.each_block(side, tokens, None)?;
         let correlation = envelope::largest_correlation(side.logits, &head, tokens.len(), self.dimensions.vocab);
+        // Logits that hold wte's values in another order are a permuted vocabulary, which
+        // diagnose names; an untied lm_head makes other values altogether.
+        let reordered = envelope::is_reordering(side.logits, &head, tokens.len(), self.dimensions.vocab);
         let deviation = Deviation { kind: DeviationKind::UnembeddingUntied, block: None };
-        Ok((correlation < UNTIED_CORRELATION).then(|| TestedCause {
+        Ok((correlation < UNTIED_CORRELATION && !reordered).then(|| TestedCause {
             deviation,
             description: deviation.describe(),
             multiple: f64::NAN,
