@@ -94,9 +94,14 @@ impl Computation {
     /// A weight (or another implementation's values) as this computation reads it.
     fn read(&self, tensor: &Tensor) -> Tensor {
         match self.kind {
-            Some(kind) if kind != tensor.kind() => tensor.to_kind(kind),
+            Some(kind) if self.casts(tensor) => tensor.to_kind(kind),
             _ => tensor.shallow_clone(),
         }
+    }
+
+    /// Whether reading `tensor` makes a copy in another dtype.
+    fn casts(&self, tensor: &Tensor) -> bool {
+        self.kind.is_some_and(|kind| kind != tensor.kind())
     }
 
     /// The deviation's kind, when it applies in block `block` (`None` asks about what lies
@@ -117,7 +122,7 @@ pub fn forward(weights: &Weights, tokens: &[i64]) -> Activations {
 
 /// Runs the model on several prompts at once, each as it would run alone (see the module's notes).
 pub fn forward_packed(weights: &Weights, prompts: &[&[i64]]) -> PackedActivations {
-    timed(Phase::Forward, || forward_untimed(weights, prompts, &Computation::default(), None))
+    timed(Phase::Forward, || forward_untimed(weights, prompts, None, &Computation::default()))
 }
 
 /// [`forward`], computing as `computation` says.
@@ -125,11 +130,11 @@ pub fn forward_with(weights: &Weights, tokens: &[i64], computation: &Computation
     // A port that prepends <|endoftext|> itself sees one more position, whose outputs it drops.
     if computation.deviation.is_some_and(|deviation| deviation.kind == DeviationKind::BosPrepended) {
         let prepended: Vec<i64> = std::iter::once(END_OF_TEXT).chain(tokens.iter().copied()).collect();
-        let all = timed(Phase::Forward, || forward_untimed(weights, &[&prepended], computation, None)).prompt(0);
+        let all = timed(Phase::Forward, || forward_untimed(weights, &[&prepended], None, computation)).prompt(0);
         let positions = tokens.len() as i64;
         return Activations { logits: all.logits.narrow(0, 1, positions), resid: all.resid.narrow(1, 1, positions) };
     }
-    timed(Phase::Forward, || forward_untimed(weights, &[tokens], computation, None)).prompt(0)
+    timed(Phase::Forward, || forward_untimed(weights, &[tokens], None, computation)).prompt(0)
 }
 
 /// Each block, and ln_f with the unembedding, applied to another implementation's own residual
@@ -138,20 +143,52 @@ pub fn forward_with(weights: &Weights, tokens: &[i64], computation: &Computation
 /// that implementation's outputs, this measures what each of its blocks adds on its own, free of
 /// what earlier blocks passed on.
 pub fn forward_each_block(weights: &Weights, tokens: &[i64], inputs: &Tensor, computation: &Computation) -> Activations {
-    timed(Phase::Forward, || forward_untimed(weights, &[tokens], computation, Some(inputs))).prompt(0)
+    let given = Given { prompts: &[tokens], inputs };
+    timed(Phase::Forward, || forward_untimed(weights, &[], Some(given), computation)).prompt(0)
 }
 
-fn forward_untimed(weights: &Weights, prompts: &[&[i64]], computation: &Computation, inputs: Option<&Tensor>) -> PackedActivations {
+/// [`forward_with`] on `tokens`, and [`forward_each_block`] on each of `sides` (residual streams
+/// [L + 1, T, D] of the same tokens), in the same matrix products: a weight is read (and cast)
+/// once for all of them, and the products have rows enough to run at their full rate. Every
+/// result is what its own call computes, up to the rounding of a product's row count.
+pub fn forward_with_each_block(
+    weights: &Weights,
+    tokens: &[i64],
+    sides: &[Tensor],
+    computation: &Computation,
+) -> (Activations, Vec<Activations>) {
+    let prompts = vec![tokens; sides.len()];
+    let inputs = Tensor::cat(sides, 1);
+    let given = (!sides.is_empty()).then_some(Given { prompts: &prompts, inputs: &inputs });
+    let packed = timed(Phase::Forward, || forward_untimed(weights, &[tokens], given, computation));
+    (packed.prompt(0), (1..=sides.len()).map(|index| packed.prompt(index)).collect())
+}
+
+/// Prompts whose residual stream is given rather than computed: each block reads `inputs`
+/// ([L + 1, rows, D], the prompts' rows one after another) instead of the block before it.
+#[derive(Clone, Copy)]
+struct Given<'a> {
+    prompts: &'a [&'a [i64]],
+    inputs: &'a Tensor,
+}
+
+/// The pack of `computed` prompts, then the `given` ones, in one forward.
+fn forward_untimed(weights: &Weights, computed: &[&[i64]], given: Option<Given>, computation: &Computation) -> PackedActivations {
     let _no_grad = tch::no_grad_guard();
     let device = weights.token_embedding.stored().device();
     let config = &weights.config;
-    // The filler: token 0 at positions 0.., a prompt of its own whose results are dropped. Only
-    // our own plain forward needs its bits independent of the pack; another implementation's
-    // residual stream fixes the rows.
-    let rows: usize = prompts.iter().map(|tokens| tokens.len()).sum();
-    let filler = if inputs.is_none() { vec![0; MIN_PACK_ROWS.saturating_sub(rows)] } else { Vec::new() };
-    let segments: Vec<&[i64]> = prompts.iter().copied().chain(Some(&filler[..]).filter(|filler| !filler.is_empty())).collect();
+    // The filler: token 0 at positions 0.., a prompt of its own whose results are dropped, after
+    // the computed prompts. Only a computed prompt needs its bits independent of the pack;
+    // another implementation's residual stream fixes a given prompt's rows.
+    let given_prompts = given.map_or(&[][..], |given| given.prompts);
+    let rows: usize = computed.iter().chain(given_prompts).map(|tokens| tokens.len()).sum();
+    let filler = if computed.is_empty() { Vec::new() } else { vec![0; MIN_PACK_ROWS.saturating_sub(rows)] };
+    let filler_segment = Some(&filler[..]).filter(|filler| !filler.is_empty());
+    let segments: Vec<&[i64]> = computed.iter().copied().chain(filler_segment).chain(given_prompts.iter().copied()).collect();
     let all_spans = spans(&segments);
+    let computed_rows = (computed.iter().map(|tokens| tokens.len()).sum::<usize>() + filler.len()) as i64;
+    let mut kept = all_spans[..computed.len()].to_vec();
+    kept.extend_from_slice(&all_spans[all_spans.len() - given_prompts.len()..]);
     let ids = Tensor::from_slice(&segments.concat()).to_device(device);
     let offset = match computation.deviation.map(|deviation| deviation.kind) {
         Some(DeviationKind::PositionOffset { offset }) => offset,
@@ -162,8 +199,11 @@ fn forward_untimed(weights: &Weights, prompts: &[&[i64]], computation: &Computat
         .flat_map(|tokens| (0..tokens.len() as i64).map(|position| (position + offset).rem_euclid(config.n_positions)))
         .collect();
     let position_ids = Tensor::from_slice(&positions).to_device(device);
-    let input = |index: usize, ours: &Tensor| match inputs {
-        Some(inputs) => computation.read(&inputs.get(index as i64)),
+    // What block `index` reads: the computed prompts' rows from the block before it, the given
+    // prompts' from their inputs.
+    let input = |index: usize, ours: &Tensor| match given {
+        Some(given) if computed_rows == 0 => computation.read(&given.inputs.get(index as i64)),
+        Some(given) => Tensor::cat(&[ours.narrow(0, 0, computed_rows), computation.read(&given.inputs.get(index as i64))], 0),
         None => ours.shallow_clone(),
     };
     let mut x = computation.read(&weights.token_embedding.rows(&ids))
@@ -187,15 +227,43 @@ fn forward_untimed(weights: &Weights, prompts: &[&[i64]], computation: &Computat
     };
     let logits = match &weights.unembed {
         Unembed::Tied => {
-            let table = computation.read(&weights.token_embedding.table());
+            let table = weights.token_embedding.table();
             match outside {
-                Some(DeviationKind::UnembeddingReshaped) => normalized.matmul(&table.reshape([config.n_embd, config.vocab_size])),
-                _ => normalized.matmul(&table.tr()),
+                Some(DeviationKind::UnembeddingReshaped) => {
+                    normalized.matmul(&computation.read(&table).reshape([config.n_embd, config.vocab_size]))
+                }
+                _ => unembed(&normalized, &table.tr(), None, computation),
             }
         }
-        Unembed::Untied { weight, bias } => computation.read(bias).addmm(&normalized, &computation.read(weight)),
+        Unembed::Untied { weight, bias } => unembed(&normalized, weight, Some(bias), computation),
     };
-    PackedActivations { logits, resid: Tensor::stack(&resid, 0), spans: all_spans[..prompts.len()].to_vec() }
+    PackedActivations { logits, resid: Tensor::stack(&resid, 0), spans: kept }
+}
+
+/// Vocabulary entries the unembedding reads at a time when it casts the weights: a whole float64
+/// copy of GPT-2's [D, V] is 309 MB, made and freed by every float64 forward, and a long-lived
+/// block landing in the hole it leaves makes the next one grow the heap.
+const VOCAB_SLAB: i64 = 4096;
+
+/// `x @ weight (+ bias)` for the unembedding's `weight` [D, V]; cast on use a slab of the
+/// vocabulary at a time.
+fn unembed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, computation: &Computation) -> Tensor {
+    let product = |weight: &Tensor, bias: Option<Tensor>| match bias {
+        Some(bias) => computation.read(&bias).addmm(x, &computation.read(weight)),
+        None => x.matmul(&computation.read(weight)),
+    };
+    if !computation.casts(weight) {
+        return product(weight, bias.map(Tensor::shallow_clone));
+    }
+    let vocab = weight.size()[1];
+    let slabs: Vec<Tensor> = (0..vocab)
+        .step_by(VOCAB_SLAB as usize)
+        .map(|start| {
+            let len = VOCAB_SLAB.min(vocab - start);
+            product(&weight.narrow(1, start, len), bias.map(|bias| bias.narrow(0, start, len)))
+        })
+        .collect();
+    Tensor::cat(&slabs, 1)
 }
 
 /// Each segment's rows in the pack.

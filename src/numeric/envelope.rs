@@ -4,6 +4,8 @@
 //! the float64 truth as a multiple of that ("x rounding"): faithful implementations stay within a
 //! few, a port that computes something else lands far outside, even when its logits sit inside
 //! atol + rtol. Pure arithmetic on row-major slices (docs/metrics.md states the rule).
+use rayon::prelude::*;
+
 use crate::schema::rounding::{outside, worst_of, Form, Forms, Place, SideRounding};
 
 /// Values known to float64 precision, kept as float32 pairs (`base` + `correction`), so they
@@ -15,8 +17,8 @@ pub struct Exact {
 
 impl Exact {
     pub fn from_f64(values: &[f64]) -> Self {
-        let base: Vec<f32> = values.iter().map(|&value| value as f32).collect();
-        let correction = values.iter().zip(&base).map(|(&value, &base)| (value - f64::from(base)) as f32).collect();
+        let base: Vec<f32> = values.par_iter().map(|&value| value as f32).collect();
+        let correction = values.par_iter().zip(&base).map(|(&value, &base)| (value - f64::from(base)) as f32).collect();
         Self { base, correction }
     }
 
@@ -74,18 +76,21 @@ pub fn measure(side: &[f32], truth: &Exact, shape: Shape, form: Form) -> Vec<Mea
 
 fn measure_snapshot(side: &[f32], truth: &Exact, offset: usize, shape: Shape, form: Form) -> Measured {
     let Shape { positions, width, .. } = shape;
-    let row_mean = |values: &dyn Fn(usize) -> f64, row: usize| match form {
+    // Rows (and, for the per-dimension scale, columns) run in parallel; each sum still runs in
+    // order within its row or column, so the figures do not depend on the thread count.
+    let row_mean = |values: &(dyn Fn(usize) -> f64 + Sync), row: usize| match form {
         Form::Raw => 0.0,
         Form::Centered => (0..width).map(|column| values(row * width + column)).sum::<f64>() / width as f64,
     };
     let truth_at = |index: usize| truth.at(offset + index);
     let side_at = |index: usize| f64::from(side[index]);
-    let truth_means: Vec<f64> = (0..positions).map(|row| row_mean(&truth_at, row)).collect();
-    let side_means: Vec<f64> = (0..positions).map(|row| row_mean(&side_at, row)).collect();
+    let truth_means: Vec<f64> = (0..positions).into_par_iter().map(|row| row_mean(&truth_at, row)).collect();
+    let side_means: Vec<f64> = (0..positions).into_par_iter().map(|row| row_mean(&side_at, row)).collect();
     let truth_value = |row: usize, column: usize| truth_at(row * width + column) - truth_means[row];
     let scales: Vec<f64> = match shape.kind {
         Scaling::PerDimension => {
             let rms: Vec<f64> = (0..width)
+                .into_par_iter()
                 .map(|column| ((0..positions).map(|row| truth_value(row, column).powi(2)).sum::<f64>() / positions as f64).sqrt())
                 .collect();
             let mut sorted = rms.clone();
@@ -94,6 +99,7 @@ fn measure_snapshot(side: &[f32], truth: &Exact, offset: usize, shape: Shape, fo
             rms.into_iter().map(|rms| rms.max(median)).collect()
         }
         Scaling::PerPosition => (0..positions)
+            .into_par_iter()
             .map(|row| {
                 ((0..width).map(|column| truth_value(row, column).powi(2)).sum::<f64>() / width as f64).sqrt().max(f64::MIN_POSITIVE)
             })
@@ -103,24 +109,27 @@ fn measure_snapshot(side: &[f32], truth: &Exact, offset: usize, shape: Shape, fo
         Scaling::PerDimension => scales[column],
         Scaling::PerPosition => scales[row],
     };
-    let mut largest_scaled_truth = 0.0f64;
-    let positions = (0..positions)
+    // Per row: its largest scaled deviation, and its largest scaled truth value (up to the
+    // first non-finite deviation, which ends the row).
+    let rows: Vec<(f64, f64)> = (0..positions)
+        .into_par_iter()
         .map(|row| {
-            let mut worst = 0.0f64;
+            let (mut worst, mut largest_scaled_truth) = (0.0f64, 0.0f64);
             for column in 0..width {
                 let truth = truth_value(row, column);
                 let diff = (side_at(row * width + column) - side_means[row]) - truth;
                 let scaled = diff.abs() / scale(row, column);
                 largest_scaled_truth = largest_scaled_truth.max(truth.abs() / scale(row, column));
                 if !scaled.is_finite() {
-                    return f64::INFINITY;
+                    return (f64::INFINITY, largest_scaled_truth);
                 }
                 worst = worst.max(scaled);
             }
-            worst
+            (worst, largest_scaled_truth)
         })
         .collect();
-    Measured { positions, floor: largest_scaled_truth * f64::from(f32::EPSILON) }
+    let largest_scaled_truth = rows.iter().map(|&(_, largest)| largest).fold(0.0f64, f64::max);
+    Measured { positions: rows.into_iter().map(|(worst, _)| worst).collect(), floor: largest_scaled_truth * f64::from(f32::EPSILON) }
 }
 
 /// One side measured against a truth: each residual snapshot (none without a residual stream),

@@ -77,11 +77,14 @@ fn compare(
             }
             let reference_prompt = reference.prompt_without_transformer_lens(case.reference_index)?;
             let outputs = Candidate { logits: held.logits, resid: held.resid };
-            let rounding = match judge.map(|judge| Ok::<_, anyhow::Error>((judge, judge.truth(&case.tokens, None)?))).transpose()? {
-                Some((judge, Some(truth))) => {
-                    let side = judge.judge_external("the candidate", Outputs::of(&outputs), &case.tokens, &truth)?;
-                    let reference_outputs = Outputs { logits: &reference_prompt.logits, resid: reference_prompt.resid.as_deref() };
-                    let reference = judge.judge_external("the reference", reference_outputs, &case.tokens, &truth)?;
+            let reference_outputs = Outputs { logits: &reference_prompt.logits, resid: reference_prompt.resid.as_deref() };
+            let sides = [Outputs::of(&outputs), reference_outputs];
+            let rounding = match judge.map(|judge| Ok::<_, anyhow::Error>((judge, judge.truth(&case.tokens, None, &sides)?))).transpose()? {
+                Some((judge, Some((truth, each_block)))) => {
+                    let [candidate_each_block, reference_each_block]: [Option<_>; 2] =
+                        each_block.try_into().map_err(|_| anyhow::anyhow!("one float64 pass per side"))?;
+                    let side = judge.judge_external("the candidate", sides[0], candidate_each_block, &case.tokens, &truth)?;
+                    let reference = judge.judge_external("the reference", reference_outputs, reference_each_block, &case.tokens, &truth)?;
                     Some(Rounding::new(side.raw, reference.raw))
                 }
                 _ => None,

@@ -8,7 +8,7 @@ use tch::Kind;
 
 use super::cases::PromptCase;
 use super::comparer::{Candidate, Comparer};
-use super::rounding::{Dimensions, EnvelopeJudge, ExternalSide, Outputs, PromptTruth};
+use super::rounding::{Dimensions, EachBlock, EnvelopeJudge, ExternalSide, Outputs, PromptTruth};
 use super::spill::LogitsSpill;
 use super::{explain, load_weights, progress_bar, to_vec};
 use crate::cli::options::CompareOptions;
@@ -21,7 +21,7 @@ use crate::model::process::{process, ProcessingOptions};
 use crate::model::Weights;
 use crate::numeric::envelope::Envelope;
 use crate::numeric::noise_floor::ReferenceFloat64;
-use crate::reference::{PromptReference, ReferenceFile};
+use crate::reference::ReferenceFile;
 use crate::schema::attribution::StepRow;
 use crate::schema::rounding::Gate;
 use crate::schema::rounding::{Form, Forms, Rounding};
@@ -257,11 +257,14 @@ impl Passes<'_> {
         let mut truth = None;
         let mut rounding = None;
         if let Some(judge) = judge {
-            let prompt_truth = judge.truth(&case.tokens, (self.dtype == Dtype::Float32).then_some(&candidate))?;
+            let reference_outputs = Outputs { logits: &reference_prompt.logits, resid: reference_prompt.resid.as_deref() };
+            let prompt_truth = judge.truth(&case.tokens, (self.dtype == Dtype::Float32).then_some(&candidate), &[reference_outputs])?;
             let first = match prompt_truth {
-                Some(prompt_truth) => {
+                Some((prompt_truth, mut each_block)) => {
+                    let reference_each_block = each_block.pop().flatten();
+                    let reference = (reference_outputs, reference_each_block);
                     let (ours, reference) =
-                        judge_against_reference(judge, Outputs::of(&candidate), &reference_prompt, &case.tokens, &prompt_truth)?;
+                        judge_against_reference(judge, Outputs::of(&candidate), reference, &case.tokens, &prompt_truth)?;
                     rounding = Some(Rounding::new(ours.raw.clone(), reference.raw.clone()));
                     let (parts, envelopes) = prompt_truth.into_parts();
                     truth = Some(parts);
@@ -407,12 +410,13 @@ impl Passes<'_> {
     }
 }
 
-/// Our unprocessed side and the reference's against one prompt's truth, each as it is and
-/// shift-free; the reference searched for a tested cause when it leaves the envelope.
+/// Our unprocessed side and the reference's (with our float64 blocks on its residual stream,
+/// when it records one) against one prompt's truth, each as it is and shift-free; the reference
+/// searched for a tested cause when it leaves the envelope.
 fn judge_against_reference(
     judge: &EnvelopeJudge,
     ours: Outputs,
-    reference: &PromptReference,
+    (reference, each_block): (Outputs, Option<EachBlock>),
     tokens: &[i64],
     truth: &PromptTruth,
 ) -> Result<(ExternalSide, ExternalSide)> {
@@ -421,6 +425,5 @@ fn judge_against_reference(
         raw: dimensions.judge("ours (unprocessed)", ours, truth, Forms::RAW),
         shift_free: dimensions.judge("ours (unprocessed)", ours, truth, Forms { resid: Form::Raw, logits: Form::Centered }),
     };
-    let reference_outputs = Outputs { logits: &reference.logits, resid: reference.resid.as_deref() };
-    Ok((ours, judge.judge_external("the reference", reference_outputs, tokens, truth)?))
+    Ok((ours, judge.judge_external("the reference", reference, each_block, tokens, truth)?))
 }

@@ -9,7 +9,7 @@ use tch::{Kind, Tensor};
 
 use super::comparer::Candidate;
 use crate::model::deviation::{Deviation, DeviationKind};
-use crate::model::gpt2::{forward_each_block, forward_with, Activations, Computation};
+use crate::model::gpt2::{forward_each_block, forward_with, forward_with_each_block, Activations, Computation};
 use crate::model::Weights;
 use crate::numeric::envelope::{self, Envelope, Exact, Measurements, Scaling, Shape, Widths, UNTIED_CORRELATION};
 use crate::schema::rounding::{Form, Forms, Place, SideRounding, TestedCause, ENVELOPE_FACTOR};
@@ -98,6 +98,9 @@ impl Dimensions {
     }
 }
 
+/// Our float64 blocks (and the head) on a side's own residual stream: (logits, resid).
+pub type EachBlock = (Exact, Exact);
+
 /// Judging with the model at hand: the unprocessed weights our float64 forward (and each tested
 /// deviation) runs on.
 pub struct EnvelopeJudge<'a> {
@@ -117,11 +120,18 @@ impl<'a> EnvelopeJudge<'a> {
     }
 
     /// Our float64 forward on `tokens`, and the envelopes our forward in the envelope's dtype
-    /// sets around it (`ours` is that forward's output when the run already made it).
-    /// `None` when either forward holds a NaN or Inf: the envelope cannot be measured, and the
-    /// comparisons' tolerance verdict (which any non-finite value fails) stands alone.
-    pub(super) fn truth(&self, tokens: &[i64], ours: Option<&Candidate>) -> Result<Option<PromptTruth>> {
-        let (logits, resid) = exact_outputs(&forward_with(self.weights, tokens, &Computation::FLOAT64))?;
+    /// sets around it (`ours` is that forward's output when the run already made it); with,
+    /// for each of `others` that records its residual stream, our float64 blocks on it (what
+    /// [`Self::judge_external`] sets it against block by block). All float64 passes run as one
+    /// (model::gpt2::forward_with_each_block). `None` when either of our forwards holds a NaN
+    /// or Inf: the envelope cannot be measured, and the comparisons' tolerance verdict (which any
+    /// non-finite value fails) stands alone.
+    pub(super) fn truth(
+        &self,
+        tokens: &[i64],
+        ours: Option<&Candidate>,
+        others: &[Outputs],
+    ) -> Result<Option<(PromptTruth, Vec<Option<EachBlock>>)>> {
         let computed;
         let ours = match ours {
             Some(ours) => ours,
@@ -131,51 +141,66 @@ impl<'a> EnvelopeJudge<'a> {
             }
         };
         let finite = |values: &[f32]| values.iter().all(|value| value.is_finite());
+        let Some(ours_resid) = ours.resid.as_deref().filter(|resid| finite(&ours.logits) && finite(resid)) else { return Ok(None) };
+        let sides: Vec<Tensor> = std::iter::once(ours_resid)
+            .chain(others.iter().filter_map(|side| side.resid))
+            .map(|resid| self.resid_tensor(resid, tokens))
+            .collect();
+        let (truth, mut each_block) = forward_with_each_block(self.weights, tokens, &sides, &Computation::FLOAT64);
+        let (logits, resid) = exact_outputs(&truth)?;
         let exact_finite = |exact: &Exact| finite(&exact.base) && finite(&exact.correction);
-        if !(exact_finite(&logits) && exact_finite(&resid) && finite(&ours.logits) && ours.resid.as_deref().is_some_and(finite)) {
+        if !(exact_finite(&logits) && exact_finite(&resid)) {
             return Ok(None);
         }
+        let mut each_block = each_block.drain(..).map(|activations| exact_outputs(&activations));
+        let (ours_logits, ours_resid) = each_block.next().context("our own side is passed first")??;
+        let others_each_block =
+            others.iter().map(|side| side.resid.and_then(|_| each_block.next()).transpose()).collect::<Result<Vec<_>>>()?;
         let ours = Outputs::of(ours);
-        let each_block = self.each_block(ours, tokens, None)?;
         let dimensions = self.dimensions;
         let envelope = |form| {
             let forms = Forms { resid: form, logits: form };
             timed(Phase::Statistics, || Envelope {
                 whole: Widths::of(&dimensions.measure(ours, (&resid, &logits), forms)),
-                each_block: Some(Widths::of(&dimensions.measure(ours, (&each_block.1, &each_block.0), forms))),
+                each_block: Some(Widths::of(&dimensions.measure(ours, (&ours_resid, &ours_logits), forms))),
             })
         };
-        Ok(Some(PromptTruth { raw: envelope(Form::Raw), centered: envelope(Form::Centered), logits, resid }))
+        let truth = PromptTruth { raw: envelope(Form::Raw), centered: envelope(Form::Centered), logits, resid };
+        Ok(Some((truth, others_each_block)))
+    }
+
+    /// A side's residual stream as a tensor [L + 1, T, D] on the weights' device.
+    fn resid_tensor(&self, resid: &[f32], tokens: &[i64]) -> Tensor {
+        let device = self.weights.token_embedding.stored().device();
+        let shape = [self.dimensions.n_layer as i64 + 1, tokens.len() as i64, self.dimensions.d_model as i64];
+        Tensor::from_slice(resid).to_device(device).view(shape)
     }
 
     /// Each of our float64 blocks (and the head), with `deviation`, on the side's own residual
     /// stream: (logits, resid) to set the side's outputs against.
-    fn each_block(&self, side: Outputs, tokens: &[i64], deviation: Option<Deviation>) -> Result<(Exact, Exact)> {
+    fn each_block(&self, side: Outputs, tokens: &[i64], deviation: Option<Deviation>) -> Result<EachBlock> {
         exact_outputs(&self.each_block_in(Kind::Double, side, tokens, deviation)?)
     }
 
     /// [`Self::each_block`] computed in `kind`.
     fn each_block_in(&self, kind: Kind, side: Outputs, tokens: &[i64], deviation: Option<Deviation>) -> Result<Activations> {
         let resid = side.resid.context("judging block by block needs the side's residual stream")?;
-        let dimensions = self.dimensions;
-        let device = self.weights.token_embedding.stored().device();
-        let inputs = Tensor::from_slice(resid).to_device(device).view([
-            dimensions.n_layer as i64 + 1,
-            tokens.len() as i64,
-            dimensions.d_model as i64,
-        ]);
-        Ok(forward_each_block(self.weights, tokens, &inputs, &Computation { kind: Some(kind), deviation }))
+        Ok(forward_each_block(self.weights, tokens, &self.resid_tensor(resid, tokens), &Computation { kind: Some(kind), deviation }))
     }
 
     /// Another implementation's side (the reference, a candidate) against the truth, end to end
-    /// and block by block: as it is, and with its logits' per-position shift ignored (for
+    /// and block by block (`each_block`: what [`Self::truth`] made for it, when it records its
+    /// residual stream): as it is, and with its logits' per-position shift ignored (for
     /// shift-free comparisons). Searched for a tested cause, as it is, when it leaves the envelope.
-    pub(super) fn judge_external(&self, name: &str, side: Outputs, tokens: &[i64], truth: &PromptTruth) -> Result<ExternalSide> {
+    pub(super) fn judge_external(
+        &self,
+        name: &str,
+        side: Outputs,
+        each_block: Option<EachBlock>,
+        tokens: &[i64],
+        truth: &PromptTruth,
+    ) -> Result<ExternalSide> {
         let dimensions = self.dimensions;
-        let each_block = match side.resid {
-            Some(_) => Some(self.each_block(side, tokens, None)?),
-            None => None,
-        };
         let judge = |forms: Forms| {
             timed(Phase::Statistics, || {
                 let whole = dimensions.measure(side, (&truth.resid, &truth.logits), forms);
