@@ -4,7 +4,9 @@
 mod common;
 
 use common::{load_fixture, max_abs_diff};
-use gpt2_parity::model::gpt2::{forward, forward_packed, Activations};
+use gpt2_parity::model::gpt2::{
+    forward, forward_each_block, forward_packed, forward_with, forward_with_each_block, Activations, Computation,
+};
 use gpt2_parity::model::process::{process, ProcessingOptions};
 use gpt2_parity::model::Weights;
 
@@ -78,5 +80,40 @@ fn packing_changes_no_bit_on_one_thread_and_rounding_at_most_on_several() {
     for (name, weights) in weight_sets() {
         let (logits, resid) = largest_packing_differences(&weights, &prompts);
         assert!(logits <= 1e-5 && resid <= 1e-5, "{name}, two threads: relative differences logits {logits:e}, resid {resid:e}");
+    }
+}
+
+/// The rounding envelope's float64 passes run as one forward (model::gpt2::forward_with_each_block):
+/// the truth, and our blocks on each side's own residual stream, come out as each computed alone,
+/// within float64 rounding (1e-12 of the largest value, about 4,500 float64 epsilons; float32
+/// rounding would be 1e-7), whatever the thread count. The two sides differ by 1e-3, so a side's
+/// rows read from another's inputs, or the truth's rows from a side's, would show a thousand
+/// million times over.
+#[test]
+fn the_envelopes_float64_passes_made_together_equal_each_made_alone() {
+    let fixture = load_fixture();
+    let weights = &fixture.weights;
+    let largest = |tensor: &tch::Tensor| tensor.abs().max().double_value(&[]);
+    let relative = |ours: &Activations, theirs: &Activations| {
+        let logits = max_abs_diff(&ours.logits, &theirs.logits) / largest(&theirs.logits);
+        let resid = max_abs_diff(&ours.resid, &theirs.resid) / largest(&theirs.resid);
+        logits.max(resid)
+    };
+    for tokens in prompts(&fixture) {
+        let ours = forward(weights, &tokens);
+        let sides = [ours.resid.shallow_clone(), &ours.resid * 1.001];
+        let (truth, each_block) = forward_with_each_block(weights, &tokens, &sides, &Computation::FLOAT64);
+        let truth_alone = forward_with(weights, &tokens, &Computation::FLOAT64);
+        assert_eq!(truth.logits.kind(), tch::Kind::Double);
+        let difference = relative(&truth, &truth_alone);
+        assert!(difference <= 1e-12, "{} tokens: the truth made together is {difference:e} off alone", tokens.len());
+        assert_eq!(each_block.len(), sides.len());
+        for (index, (side, together)) in sides.iter().zip(&each_block).enumerate() {
+            let alone = forward_each_block(weights, &tokens, side, &Computation::FLOAT64);
+            let difference = relative(together, &alone);
+            assert!(difference <= 1e-12, "{} tokens, side {index}: made together it is {difference:e} off alone", tokens.len());
+        }
+        let between_sides = relative(&each_block[0], &each_block[1]);
+        assert!(between_sides > 1e-5, "{} tokens: the two sides' blocks differ by only {between_sides:e}", tokens.len());
     }
 }
