@@ -78,15 +78,24 @@ fn measure_snapshot(side: &[f32], truth: &Exact, offset: usize, shape: Shape, fo
     let Shape { positions, width, .. } = shape;
     // Rows (and, for the per-dimension scale, columns) run in parallel; each sum still runs in
     // order within its row or column, so the figures do not depend on the thread count.
-    let row_mean = |values: &(dyn Fn(usize) -> f64 + Sync), row: usize| match form {
-        Form::Raw => 0.0,
-        Form::Centered => (0..width).map(|column| values(row * width + column)).sum::<f64>() / width as f64,
+    let truth_row = |row: usize| {
+        let range = offset + row * width..offset + (row + 1) * width;
+        (&truth.base[range.clone()], &truth.correction[range])
     };
-    let truth_at = |index: usize| truth.at(offset + index);
-    let side_at = |index: usize| f64::from(side[index]);
-    let truth_means: Vec<f64> = (0..positions).into_par_iter().map(|row| row_mean(&truth_at, row)).collect();
-    let side_means: Vec<f64> = (0..positions).into_par_iter().map(|row| row_mean(&side_at, row)).collect();
-    let truth_value = |row: usize, column: usize| truth_at(row * width + column) - truth_means[row];
+    let side_row = |row: usize| &side[row * width..(row + 1) * width];
+    let mean = |sum: f64| match form {
+        Form::Raw => 0.0,
+        Form::Centered => sum / width as f64,
+    };
+    let truth_means: Vec<f64> = (0..positions)
+        .into_par_iter()
+        .map(|row| if form == Form::Raw { 0.0 } else { mean(exact_values(truth_row(row)).sum::<f64>()) })
+        .collect();
+    let side_means: Vec<f64> = (0..positions)
+        .into_par_iter()
+        .map(|row| if form == Form::Raw { 0.0 } else { mean(side_row(row).iter().map(|&value| f64::from(value)).sum::<f64>()) })
+        .collect();
+    let truth_value = |row: usize, column: usize| truth.at(offset + row * width + column) - truth_means[row];
     let scales: Vec<f64> = match shape.kind {
         Scaling::PerDimension => {
             let rms: Vec<f64> = (0..width)
@@ -101,7 +110,8 @@ fn measure_snapshot(side: &[f32], truth: &Exact, offset: usize, shape: Shape, fo
         Scaling::PerPosition => (0..positions)
             .into_par_iter()
             .map(|row| {
-                ((0..width).map(|column| truth_value(row, column).powi(2)).sum::<f64>() / width as f64).sqrt().max(f64::MIN_POSITIVE)
+                let sum = exact_values(truth_row(row)).map(|value| (value - truth_means[row]).powi(2)).sum::<f64>();
+                (sum / width as f64).sqrt().max(f64::MIN_POSITIVE)
             })
             .collect(),
     };
@@ -111,25 +121,53 @@ fn measure_snapshot(side: &[f32], truth: &Exact, offset: usize, shape: Shape, fo
     };
     // Per row: its largest scaled deviation, and its largest scaled truth value (up to the
     // first non-finite deviation, which ends the row).
+    let by_element = |row: usize| {
+        let (mut worst, mut largest_scaled_truth) = (0.0f64, 0.0f64);
+        for column in 0..width {
+            let truth = truth_value(row, column);
+            let diff = (f64::from(side[row * width + column]) - side_means[row]) - truth;
+            let scaled = diff.abs() / scale(row, column);
+            largest_scaled_truth = largest_scaled_truth.max(truth.abs() / scale(row, column));
+            if !scaled.is_finite() {
+                return (f64::INFINITY, largest_scaled_truth);
+            }
+            worst = worst.max(scaled);
+        }
+        (worst, largest_scaled_truth)
+    };
     let rows: Vec<(f64, f64)> = (0..positions)
         .into_par_iter()
-        .map(|row| {
-            let (mut worst, mut largest_scaled_truth) = (0.0f64, 0.0f64);
-            for column in 0..width {
-                let truth = truth_value(row, column);
-                let diff = (side_at(row * width + column) - side_means[row]) - truth;
-                let scaled = diff.abs() / scale(row, column);
-                largest_scaled_truth = largest_scaled_truth.max(truth.abs() / scale(row, column));
-                if !scaled.is_finite() {
-                    return (f64::INFINITY, largest_scaled_truth);
-                }
-                worst = worst.max(scaled);
-            }
-            (worst, largest_scaled_truth)
+        .map(|row| match shape.kind {
+            Scaling::PerPosition => on_one_scale(side_row(row), side_means[row], truth_row(row), truth_means[row], scales[row])
+                .unwrap_or_else(|| by_element(row)),
+            Scaling::PerDimension => by_element(row),
         })
         .collect();
     let largest_scaled_truth = rows.iter().map(|&(_, largest)| largest).fold(0.0f64, f64::max);
     Measured { positions: rows.into_iter().map(|(worst, _)| worst).collect(), floor: largest_scaled_truth * f64::from(f32::EPSILON) }
+}
+
+/// The values of a row held as float32 pairs, in float64.
+fn exact_values<'a>((base, correction): (&'a [f32], &'a [f32])) -> impl Iterator<Item = f64> + 'a {
+    base.iter().zip(correction).map(|(&base, &correction)| f64::from(base) + f64::from(correction))
+}
+
+/// A row on one scale (a logits position): its largest |deviation| and |truth value|, each
+/// divided by the scale once. Dividing by a positive number keeps the order of any two values,
+/// so these are the largest of the element-by-element quotients to the bit. `None` when a
+/// deviation or the quotient is not finite: the element-by-element loop then says where the row
+/// ends.
+fn on_one_scale(side: &[f32], side_mean: f64, truth: (&[f32], &[f32]), truth_mean: f64, scale: f64) -> Option<(f64, f64)> {
+    let (mut largest_diff, mut largest_truth, mut finite) = (0.0f64, 0.0f64, true);
+    for (&side, truth) in side.iter().zip(exact_values(truth)) {
+        let truth = truth - truth_mean;
+        let diff = (f64::from(side) - side_mean) - truth;
+        finite &= diff.is_finite();
+        largest_diff = largest_diff.max(diff.abs());
+        largest_truth = largest_truth.max(truth.abs());
+    }
+    let worst = largest_diff / scale;
+    (finite && worst.is_finite()).then_some((worst, largest_truth / scale))
 }
 
 /// One side measured against a truth: each residual snapshot (none without a residual stream),
@@ -370,6 +408,52 @@ mod tests {
         assert!(judged(&ours, &shifted, &truth, shape, Form::Centered).passed());
         let raw = judged(&ours, &shifted, &truth, shape, Form::Raw);
         assert!(!raw.passed() && raw.first_outside == Some(Place { index: 1 }), "{raw:?}");
+    }
+
+    /// A logits row's figures as the rule states them: every element's quotient, the largest
+    /// kept, the row ending at the first non-finite one.
+    fn row_by_definition(side: &[f32], side_mean: f64, truth: &[f64], truth_mean: f64, scale: f64) -> (f64, f64) {
+        let (mut worst, mut largest) = (0.0f64, 0.0f64);
+        for (&side, &truth) in side.iter().zip(truth) {
+            let truth = truth - truth_mean;
+            let scaled = ((f64::from(side) - side_mean) - truth).abs() / scale;
+            largest = largest.max(truth.abs() / scale);
+            if !scaled.is_finite() {
+                return (f64::INFINITY, largest);
+            }
+            worst = worst.max(scaled);
+        }
+        (worst, largest)
+    }
+
+    #[test]
+    fn a_row_on_one_scale_is_the_element_by_element_figure_to_the_bit() {
+        let truth: Vec<f64> = (0..997).map(|i| (i as f64 * 0.731).sin() * 12.0 - 59.5 + (i as f64) * 1e-9).collect();
+        let side: Vec<f32> = truth.iter().enumerate().map(|(i, &value)| (value + (i as f64 * 1.37).cos() * 3e-6) as f32).collect();
+        let exact = exact(&truth);
+        let values: Vec<f64> = exact_values((&exact.base, &exact.correction)).collect();
+        for (side_mean, truth_mean, scale) in [(0.0, 0.0, 16.66), (-59.52, -59.5233, 16.66), (0.0, 0.0, 3.7e-5), (1.0, 0.5, 0.1)] {
+            let fast = on_one_scale(&side, side_mean, (&exact.base, &exact.correction), truth_mean, scale);
+            let expected = row_by_definition(&side, side_mean, &values, truth_mean, scale);
+            assert_eq!(
+                fast.map(|(worst, largest)| (worst.to_bits(), largest.to_bits())),
+                Some((expected.0.to_bits(), expected.1.to_bits()))
+            );
+        }
+        // A non-finite deviation, or a quotient that overflows, leaves the row to the element-by-element loop.
+        let mut broken = side.clone();
+        broken[500] = f32::NAN;
+        assert!(on_one_scale(&broken, 0.0, (&exact.base, &exact.correction), 0.0, 1.0).is_none());
+        broken[500] = f32::INFINITY;
+        assert!(on_one_scale(&broken, 0.0, (&exact.base, &exact.correction), 0.0, 1.0).is_none());
+        let mut huge = side.clone();
+        huge[500] = f32::MAX;
+        assert!(on_one_scale(&huge, 0.0, (&exact.base, &exact.correction), 0.0, 1.0).is_some());
+        assert!(on_one_scale(&huge, 0.0, (&exact.base, &exact.correction), 0.0, f64::MIN_POSITIVE).is_none());
+        // And measure gives the definition's figures on such a row too.
+        let shape = Shape { snapshots: 1, positions: 1, width: truth.len(), kind: Scaling::PerPosition };
+        let measured = measure(&broken, &exact, shape, Form::Raw).remove(0);
+        assert_eq!(measured.positions, vec![f64::INFINITY]);
     }
 
     #[test]
