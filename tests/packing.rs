@@ -5,7 +5,7 @@ mod common;
 
 use common::{load_fixture, max_abs_diff};
 use gpt2_parity::model::gpt2::{
-    forward, forward_each_block, forward_packed, forward_with, forward_with_each_block, Activations, Computation,
+    forward, forward_each_block, forward_packed, forward_with, forward_with_each_block, packs, Activations, Computation,
 };
 use gpt2_parity::model::process::{process, ProcessingOptions};
 use gpt2_parity::model::Weights;
@@ -116,4 +116,15 @@ fn the_envelopes_float64_passes_made_together_equal_each_made_alone() {
         let between_sides = relative(&each_block[0], &each_block[1]);
         assert!(between_sides > 1e-5, "{} tokens: the two sides' blocks differ by only {between_sides:e}", tokens.len());
     }
+}
+
+/// A pack's logits take a fifth of the model's weights, between 32 and 96 MiB: the fixture's
+/// tiny model keeps the 32 MiB floor, 166 rows of GPT-2's vocabulary, so that its memory does
+/// not grow with larger packs it gains nothing from.
+#[test]
+fn a_small_model_packs_at_the_floor() {
+    let fixture = load_fixture();
+    let packs = packs(&[1; 1000], &fixture.weights);
+    assert_eq!(packs[0], 0..166);
+    assert_eq!(packs.len(), 1000usize.div_ceil(166));
 }

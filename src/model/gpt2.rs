@@ -46,12 +46,15 @@ impl PackedActivations {
 
 /// A pack's logits are the largest tensor a forward makes ([rows, vocabulary], float32), and
 /// compare holds two packs' at once (the unprocessed pass's, waiting for the processed one's):
-/// 96 MiB each, 500 rows of GPT-2's vocabulary, where the unembedding's product runs 16% faster
-/// than at 166 rows and the blocks' 7% (torch.mm, 2 threads). On 40 prompts of about 55 tokens
-/// (GPT-2-small shape, 2 threads) the forward took 8.6-8.7 s against 10.5-11.0 s in 32 MiB packs,
-/// for 124 MiB more at the peak (896 against 772 MiB); a pack's memory stays the same however
-/// many prompts a run has.
-const PACK_LOGITS_ELEMENTS: usize = 3 << 23;
+/// a pack's logits take up to a fifth of the model's weights, between 32 and 96 MiB. GPT-2
+/// small gets 96 MiB, 500 rows of GPT-2's vocabulary, where the unembedding's product runs 16%
+/// faster than at 166 rows and the blocks' 7% (torch.mm, 2 threads): on 40 prompts of about 55
+/// tokens the forward took 8.6-8.7 s against 10.5-11.0 s in 32 MiB packs, for 124 MiB more at
+/// the peak. A small model's products gain nothing from more rows, and 96 MiB packs would more
+/// than double its memory (200 fixture prompts: 467 against 267 MiB), so it keeps 32 MiB.
+/// Either way a pack's memory does not grow with a run's prompts.
+const PACK_SHARE_OF_WEIGHTS: u64 = 5;
+const PACK_LOGITS_BYTES: std::ops::RangeInclusive<u64> = 32 << 20..=96 << 20;
 
 /// libtorch's CPU matrix product (MKL) takes another path for fewer than 4 rows, which rounds
 /// differently: a pack shorter than that is filled up to it, so that on one thread a prompt's
@@ -59,9 +62,16 @@ const PACK_LOGITS_ELEMENTS: usize = 3 << 23;
 const MIN_PACK_ROWS: usize = 4;
 
 /// Splits prompts of `lengths` tokens, in order, into packs of consecutive prompts whose logits
-/// fit [`PACK_LOGITS_ELEMENTS`] for a vocabulary of `vocab`; a longer prompt is a pack alone.
-pub fn packs(lengths: &[usize], vocab: usize) -> Vec<Range<usize>> {
-    let budget = (PACK_LOGITS_ELEMENTS / vocab.max(1)).max(1);
+/// fit the budget for `weights` ([`PACK_SHARE_OF_WEIGHTS`]); a longer prompt is a pack alone.
+pub fn packs(lengths: &[usize], weights: &Weights) -> Vec<Range<usize>> {
+    let bytes = (weights.processed_bytes() / PACK_SHARE_OF_WEIGHTS).clamp(*PACK_LOGITS_BYTES.start(), *PACK_LOGITS_BYTES.end());
+    let row_bytes = std::mem::size_of::<f32>() as u64 * weights.config.vocab_size.max(1) as u64;
+    packs_of_rows(lengths, (bytes / row_bytes).max(1) as usize)
+}
+
+/// Splits prompts of `lengths` tokens, in order, into packs of consecutive prompts of at most
+/// `budget` rows in all; a longer prompt is a pack alone.
+fn packs_of_rows(lengths: &[usize], budget: usize) -> Vec<Range<usize>> {
     let mut packs: Vec<Range<usize>> = Vec::new();
     let mut rows = 0;
     for (index, &length) in lengths.iter().enumerate() {
@@ -382,14 +392,13 @@ fn gelu_new(u: &Tensor) -> Tensor {
 
 #[cfg(test)]
 mod tests {
-    use super::packs;
+    use super::packs_of_rows;
 
     #[test]
     fn packs_are_consecutive_prompts_within_the_budget() {
         // A budget of 4 rows: 2 + 2, then 3, 9 and 1 each alone (3 + 9 > 4, 9 > 4), or 1 + 1 + 1 + 1 then 1.
-        let vocab = super::PACK_LOGITS_ELEMENTS / 4;
-        assert_eq!(packs(&[2, 2, 3, 9, 1], vocab), vec![0..2, 2..3, 3..4, 4..5]);
-        assert_eq!(packs(&[1, 1, 1, 1, 1], vocab), vec![0..4, 4..5]);
-        assert!(packs(&[], vocab).is_empty());
+        assert_eq!(packs_of_rows(&[2, 2, 3, 9, 1], 4), vec![0..2, 2..3, 3..4, 4..5]);
+        assert_eq!(packs_of_rows(&[1, 1, 1, 1, 1], 4), vec![0..4, 4..5]);
+        assert!(packs_of_rows(&[], 4).is_empty());
     }
 }

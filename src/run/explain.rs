@@ -69,7 +69,7 @@ pub fn attribute(
     // Every prompt through: the unprocessed model, then each row (baseline, each step alone, each
     // accumulation of two or more; the last is all steps).
     let progress = progress_bar(((1 + 2 * steps.len()) * tokens.len()) as u64);
-    let packs = packs(&tokens.iter().map(Vec::len).collect::<Vec<_>>(), vocab);
+    let packs = packs(&tokens.iter().map(Vec::len).collect::<Vec<_>>(), unprocessed);
     // Each prompt's logits, handed to `each` as its pack's forward makes them, so that a row's
     // logits are never all held at once.
     let for_each_prompt = |weights: &Weights, each: &mut dyn FnMut(usize, Vec<f32>) -> Result<()>| -> Result<()> {

@@ -71,7 +71,7 @@ pub(super) fn compare_models(
     };
     // Prompts run through each model a pack at a time (model::gpt2), and are compared one by one.
     let lengths: Vec<usize> = cases.iter().map(|case| case.tokens.len()).collect();
-    let packs = packs(&lengths, comparer.vocab);
+    let packs = packs(&lengths, &unprocessed.weights);
     let mut reports: Vec<Clocked> = Vec::with_capacity(cases.len());
     let attribution = if spills {
         let judge = judging.then(|| EnvelopeJudge::new(&unprocessed.weights));
