@@ -12,7 +12,7 @@ use super::ReferenceFile;
 use crate::model::dtype::Dtype;
 use crate::model::hub::ModelFiles;
 use crate::model::switches::ProcessingOptions;
-use crate::sys::cache::cache_dir;
+use crate::sys::cache::{cache_dir, remember_file_digest};
 use crate::sys::output::{parent_dir, write_atomically};
 use crate::sys::python::{run_script, temp_file_with, SETUP_HINT};
 
@@ -50,6 +50,11 @@ pub fn cached_reference(python: &Path, request: &ReferenceRequest) -> Result<Pat
                 // Reused: now the most recently used, the last to be pruned.
                 let _ =
                     std::fs::File::options().append(true).open(&candidate).and_then(|file| file.set_modified(std::time::SystemTime::now()));
+                // The checksum just verified is the file's digest; remembered under its new
+                // times, the report's digest costs no second pass over the file.
+                if let Ok(recorded) = std::fs::read_to_string(checksum_path(&candidate)) {
+                    remember_file_digest(&candidate, recorded.trim());
+                }
                 return Ok(candidate);
             }
             Some(EntryProblem::Unusable(problem)) if candidate == path => {
@@ -67,6 +72,7 @@ pub fn cached_reference(python: &Path, request: &ReferenceRequest) -> Result<Pat
     let digest = content_checksum(&path)?;
     write_atomically(&checksum_path(&path), format!("{digest}\n").as_bytes())
         .with_context(|| format!("cannot record the checksum of cached reference {}", path.display()))?;
+    remember_file_digest(&path, &digest);
     prune(&dir, &path, max_bytes);
     Ok(path)
 }

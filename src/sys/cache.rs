@@ -30,8 +30,15 @@ pub fn file_digest(path: &Path, bytes: &[u8]) -> String {
     remembered_digest(&cache_dir().join("digests"), path, bytes)
 }
 
-fn remembered_digest(digests: &Path, path: &Path, bytes: &[u8]) -> String {
-    let entry = std::fs::metadata(path).ok().map(|meta| {
+/// Remembers `digest` (`sha256:<hex>`, just computed from the whole file by other means) as the
+/// file at `path`'s, so that [`file_digest`] does not hash it again.
+pub fn remember_file_digest(path: &Path, digest: &str) {
+    remember(&cache_dir().join("digests"), path, digest);
+}
+
+/// Where the digest of the file at `path`, as it is now, is remembered.
+fn digest_entry(digests: &Path, path: &Path) -> Option<PathBuf> {
+    std::fs::metadata(path).ok().map(|meta| {
         let identity = format!(
             "{}:{}:{}:{}.{}:{}.{}",
             meta.dev(),
@@ -43,16 +50,28 @@ fn remembered_digest(digests: &Path, path: &Path, bytes: &[u8]) -> String {
             meta.ctime_nsec()
         );
         digests.join(format!("{:x}", Sha256::digest(identity.as_bytes())))
-    });
-    let remembered = entry.as_ref().and_then(|entry| std::fs::read_to_string(entry).ok());
-    if let Some(digest) = remembered.filter(|text| text.starts_with("sha256:") && text.len() == 71) {
+    })
+}
+
+fn remembered_digest(digests: &Path, path: &Path, bytes: &[u8]) -> String {
+    let remembered = digest_entry(digests, path).and_then(|entry| std::fs::read_to_string(entry).ok());
+    if let Some(digest) = remembered.filter(|text| is_digest(text)) {
         return digest;
     }
     let digest = format!("sha256:{:x}", Sha256::digest(bytes));
-    if let Some(entry) = entry {
+    remember(digests, path, &digest);
+    digest
+}
+
+fn remember(digests: &Path, path: &Path, digest: &str) {
+    if let Some(entry) = digest_entry(digests, path).filter(|_| is_digest(digest)) {
         let _ = std::fs::create_dir_all(digests).map(|()| write_atomically(&entry, digest.as_bytes()));
     }
-    digest
+}
+
+/// `sha256:` and 64 hex digits.
+fn is_digest(text: &str) -> bool {
+    text.len() == 71 && text.starts_with("sha256:") && text[7..].bytes().all(|byte| byte.is_ascii_hexdigit())
 }
 
 #[cfg(test)]
@@ -74,5 +93,19 @@ mod tests {
         // Same size, rewritten in place: the change time moves, so the digest is computed again.
         let second = digest_of(b"weights two");
         assert_eq!(second, format!("sha256:{:x}", Sha256::digest(b"weights two")));
+    }
+
+    #[test]
+    fn a_digest_computed_elsewhere_is_remembered_for_the_file_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (digests, file) = (dir.path().join("digests"), dir.path().join("reference.safetensors"));
+        std::fs::write(&file, b"logits").unwrap();
+        let digest = format!("sha256:{:x}", Sha256::digest(b"logits"));
+        remember(&digests, &file, &digest);
+        assert_eq!(remembered_digest(&digests, &file, b"not hashed: remembered"), digest);
+        // Anything but a digest is not remembered.
+        std::fs::write(&file, b"other logits").unwrap();
+        remember(&digests, &file, "sha256:not hex");
+        assert_eq!(remembered_digest(&digests, &file, b"other logits"), format!("sha256:{:x}", Sha256::digest(b"other logits")));
     }
 }
