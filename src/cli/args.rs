@@ -92,7 +92,8 @@ pub struct ComputeArgs {
     pub dtype: Dtype,
     /// libtorch's CPU threads; by default libtorch's own choice, the physical cores. Results are
     /// bit-identical run to run for one thread count; another count may change the last bits, so
-    /// `--threads 1` gives the same report on every machine
+    /// `--threads 1` gives the same report on every machine of one CPU type (MKL_CBWR=AVX2 and
+    /// ATEN_CPU_CAPABILITY=avx2 in the environment: across x86 CPU types)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub threads: Option<i32>,
 }
