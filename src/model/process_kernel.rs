@@ -335,6 +335,10 @@ mod tests {
     /// far from 1, biases, embedding rows and writing matrices far from mean-free, a residual
     /// dimension much larger than the rest.
     fn generated_model() -> Weights {
+        // libtorch's generator is one per process and the tests run at once: without the lock,
+        // two models drawn together interleave their draws and each test sees another model.
+        static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _drawing = GENERATOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         tch::manual_seed(19);
         let config: Gpt2Config =
             serde_json::from_str(r#"{"vocab_size": 1000, "n_positions": 64, "n_embd": 96, "n_layer": 2, "n_head": 4, "n_inner": 200}"#)
