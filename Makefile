@@ -16,8 +16,11 @@ build: setup
 demo: build
 	$(BIN) compare "Hello World" --model fixtures/tiny-gpt2
 
+# The tests run many compares and Python ports at once, more threads than cores: libgomp's
+# threads then spin waiting for each other's descheduled peers, unless told to sleep instead
+# (tests/envelope.rs on 2 cores: 73 s passive, 155-170 s spinning). Results do not change.
 test: setup
-	$(CARGO) test --release --locked
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-PASSIVE} $(CARGO) test --release --locked
 
 # Regenerates the fixture model and its committed references (needs npm for GPT-2's BPE).
 fixtures: setup
