@@ -316,12 +316,35 @@ def plan_file(shapes, meta):
 WRITE_AHEAD = 2
 
 
+def spare_cpu():
+    """Whether a writing thread would run beside the forward passes rather than take a CPU from
+    them: PyTorch runs a thread per physical core, so a machine with SMT has CPUs to spare. On 2
+    CPUs and 2 threads, the script writing on a thread of its own took 17.1-18.8 s (median 18.2)
+    against 17.1-17.4 s (median 17.2) writing in turn: 100 prompts, GPT-2-small shape, three
+    runs each, interleaved."""
+    return torch.get_num_threads() < (os.cpu_count() or 1)
+
+
 def write_tensors(out, header, order, shapes, tensor_for):
     """Writes the header, then tensor_for(name) for each name in data order, checked against the plan.
 
-    The writing runs on a thread of its own (file writes release the GIL), so that the next
-    prompt's forward passes overlap it; the arrays are written from their own memory, not copied."""
+    Where a CPU is spare, the writing runs on a thread of its own (file writes release the GIL),
+    so that the next prompt's forward passes overlap it; the arrays are written from their own
+    memory, not copied."""
+
+    def array_for(name):
+        tensor = tensor_for(name).detach().cpu().contiguous()
+        dtype, shape = shapes[name]
+        if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape):
+            raise RuntimeError(f"{name} came out {tensor.dtype} {tuple(tensor.shape)}, the header says {dtype} {tuple(shape)}")
+        array = tensor.numpy()
+        return array.astype(array.dtype.newbyteorder("<"), copy=False)
+
     out.write(header)
+    if not spare_cpu():
+        for name in order:
+            out.write(array_for(name).data)
+        return
     pending = queue.Queue(maxsize=WRITE_AHEAD)
     failure = []
 
@@ -339,12 +362,7 @@ def write_tensors(out, header, order, shapes, tensor_for):
         for name in order:
             if failure:
                 break
-            tensor = tensor_for(name).detach().cpu().contiguous()
-            dtype, shape = shapes[name]
-            if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape):
-                raise RuntimeError(f"{name} came out {tensor.dtype} {tuple(tensor.shape)}, the header says {dtype} {tuple(shape)}")
-            array = tensor.numpy()
-            pending.put(array.astype(array.dtype.newbyteorder("<"), copy=False))
+            pending.put(array_for(name))
     finally:
         pending.put(None)
         thread.join()
