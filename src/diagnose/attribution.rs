@@ -1,6 +1,7 @@
 //! Attributes the processed-vs-unprocessed difference to TransformerLens's processing steps:
 //! what each step changes in the weights, what it does to the logits, and which share of the
 //! whole raw difference it accounts for (diagnose::prose puts it in sentences).
+use rayon::prelude::*;
 use tch::kind::Element;
 use tch::{Device, Kind, Tensor};
 
@@ -95,23 +96,44 @@ pub fn relative_change(before: &Tensor, after: &Tensor) -> f64 {
     }
 }
 
+/// Values per task of [`squared_sums`]: a multiple of [`LANES`], so that every block but the last
+/// fills its lanes evenly.
+const BLOCK: usize = 1 << 16;
+
 /// Σ(after - before)², Σbefore², Σafter² over the two tensors (same shape) read as `T` (float32
-/// holds float16 and bfloat16 exactly), each in eight lanes added in a fixed order.
-fn squared_sums<T: Element + Copy + Into<f64>>(before: &Tensor, after: &Tensor) -> (f64, f64, f64) {
+/// holds float16 and bfloat16 exactly). Blocks of [`BLOCK`] values run on every core, each
+/// summed in eight lanes, and the blocks' lanes combine in block order: the figures depend on
+/// the values alone, not on the thread count.
+fn squared_sums<T: Element + Copy + Sync + Into<f64>>(before: &Tensor, after: &Tensor) -> (f64, f64, f64) {
     let host = |tensor: &Tensor| tensor.to_device(Device::Cpu).to_kind(T::KIND).contiguous();
     let (before, after) = (host(before), host(after));
     // SAFETY: both tensors are contiguous CPU tensors of T's kind, alive for these borrows, with
     // numel() values each; nothing writes to them meanwhile.
     let values = |tensor: &Tensor| unsafe { std::slice::from_raw_parts(tensor.data_ptr() as *const T, tensor.numel()) };
-    let (before_values, after_values) = (values(&before), values(&after));
-    let (mut change, mut before_norm2, mut after_norm2) = ([0.0f64; LANES], [0.0f64; LANES], [0.0f64; LANES]);
+    let blocks: Vec<[[f64; LANES]; 3]> =
+        values(&before).par_chunks(BLOCK).zip(values(&after).par_chunks(BLOCK)).map(|(b, a)| lane_sums(b, a)).collect();
+    let mut totals = [[0.0f64; LANES]; 3];
+    for block in &blocks {
+        for (total, lanes) in totals.iter_mut().zip(block) {
+            for (total, lane) in total.iter_mut().zip(lanes) {
+                *total += lane;
+            }
+        }
+    }
+    let sum = |lanes: &[f64; LANES]| lanes.iter().fold(0.0, |total, lane| total + lane);
+    (sum(&totals[0]), sum(&totals[1]), sum(&totals[2]))
+}
+
+/// One block's [Σ(after - before)², Σbefore², Σafter²], each in eight lanes.
+fn lane_sums<T: Copy + Into<f64>>(before: &[T], after: &[T]) -> [[f64; LANES]; 3] {
+    let [mut change, mut before_norm2, mut after_norm2] = [[0.0f64; LANES]; 3];
     let mut add = |lane: usize, b: T, a: T| {
         let (b, a): (f64, f64) = (b.into(), a.into());
         change[lane] += (a - b) * (a - b);
         before_norm2[lane] += b * b;
         after_norm2[lane] += a * a;
     };
-    let (before_chunks, after_chunks) = (before_values.chunks_exact(LANES), after_values.chunks_exact(LANES));
+    let (before_chunks, after_chunks) = (before.chunks_exact(LANES), after.chunks_exact(LANES));
     for (lane, (&b, &a)) in before_chunks.remainder().iter().zip(after_chunks.remainder()).enumerate() {
         add(lane, b, a);
     }
@@ -120,8 +142,7 @@ fn squared_sums<T: Element + Copy + Into<f64>>(before: &Tensor, after: &Tensor) 
             add(lane, b[lane], a[lane]);
         }
     }
-    let sum = |lanes: [f64; LANES]| lanes.iter().fold(0.0, |total, lane| total + lane);
-    (sum(change), sum(before_norm2), sum(after_norm2))
+    [change, before_norm2, after_norm2]
 }
 
 #[cfg(test)]
@@ -150,5 +171,23 @@ mod tests {
         assert_eq!(relative_change(&before, &before), 0.0);
         let zeros = before.zeros_like();
         assert_eq!(relative_change(&zeros, &zeros), 0.0);
+    }
+
+    /// Blocks run on every core, yet the figure is the same bits on any number of threads (a
+    /// tensor of several blocks and a partial one).
+    #[test]
+    fn relative_change_does_not_depend_on_the_thread_count() {
+        let values = 3 * BLOCK + 1001;
+        let wave = |frequency: f64| (Tensor::arange(values as i64, (Kind::Double, Device::Cpu)) * frequency).sin();
+        let (before, after) = (wave(0.3).to_kind(Kind::Float), (wave(0.3) + wave(2.9) * 1e-3).to_kind(Kind::Float));
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let (before, after) = (before.shallow_clone(), after.shallow_clone());
+            pool.install(move || relative_change(&before, &after)).to_bits()
+        };
+        let one = on(1);
+        for threads in [2, 3, 8] {
+            assert_eq!(on(threads), one, "{threads} threads");
+        }
     }
 }
