@@ -1,13 +1,11 @@
 //! The binary: parse the command line, run the command, map the outcome to the exit status
 //! the README documents (0 parity, 1 breach, 2 error).
-use std::process::ExitCode;
-
 use clap::Parser;
 use gpt2_parity::cli::options::{CompareOptions, ExplainOptions, MergeOptions, ReferenceOptions};
 use gpt2_parity::cli::{Cli, Command};
 use gpt2_parity::run;
 
-fn main() -> ExitCode {
+fn main() -> ! {
     gpt2_parity::sys::timings::record_process_start();
     gpt2_parity::sys::memory::reuse_freed_memory();
     let cli = Cli::parse();
@@ -23,12 +21,13 @@ fn main() -> ExitCode {
     if timings {
         eprint!("{}", gpt2_parity::sys::timings::render());
     }
-    match outcome {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+    let status = match outcome {
+        Ok(true) => 0,
+        Ok(false) => 1,
         Err(error) => {
             eprintln!("error: {}", format!("{error:#}").replace('\n', " "));
-            ExitCode::from(2)
+            2
         }
-    }
+    };
+    gpt2_parity::sys::exit::without_teardown(status)
 }

@@ -42,9 +42,8 @@ fn exit_now() -> ! {
         let _ = std::fs::remove_file(path);
     }
     eprintln!("interrupted");
-    // SAFETY: _exit ends the process at once. Unlike exit, it runs no atexit handlers or C++
-    // static destructors: libtorch's take long enough for other threads to go on working.
-    unsafe { libc::_exit(INTERRUPTED_STATUS) }
+    // libtorch's static destructors take long enough for other threads to go on working.
+    super::exit::without_teardown(INTERRUPTED_STATUS)
 }
 
 /// Runs `command` to completion, letting Ctrl-C interrupt it; exits if it was interrupted.

@@ -1,8 +1,9 @@
 //! What the tool asks of the machine and the process, each in one place: the device, files
-//! written whole, the cache directory, Ctrl-C and child processes, where the time went, and how
-//! the heap is kept.
+//! written whole, the cache directory, Ctrl-C and child processes, where the time went, how
+//! the heap is kept, and how the process ends.
 pub mod cache;
 pub mod device;
+pub mod exit;
 pub mod interrupt;
 pub mod memory;
 pub mod output;
