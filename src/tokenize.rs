@@ -6,8 +6,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use tokenizers::models::bpe::BPE;
 use tokenizers::{
-    AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, PaddingParams, PostProcessorWrapper, PreTokenizerWrapper,
-    Tokenizer, TokenizerBuilder, TruncationParams,
+    AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, PaddingParams, PostProcessorWrapper, PreTokenizerWrapper, Tokenizer,
+    TokenizerBuilder, TruncationParams,
 };
 
 /// GPT-2's `<|endoftext|>`, which doubles as its beginning-of-sequence token.
@@ -172,7 +172,11 @@ mod tests {
     fn gpt2s_tokenizer_with_merges_as_lines_is_read_as_tokenizers_reads_it() {
         // The Hub's gpt2 tokenizer.json, saved by older tokenizers, writes each merge as "a b".
         let mut json = gpt2_tokenizer_json();
-        let merges = json["model"]["merges"].as_array().unwrap().iter().map(|pair| json!(format!("{} {}", pair[0].as_str().unwrap(), pair[1].as_str().unwrap())));
+        let merges = json["model"]["merges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|pair| json!(format!("{} {}", pair[0].as_str().unwrap(), pair[1].as_str().unwrap())));
         json["model"]["merges"] = Value::Array(merges.collect());
         read_as_tokenizers_reads(&json);
     }
