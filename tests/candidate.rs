@@ -174,6 +174,26 @@ fn a_candidate_with_other_tokens_is_refused() {
     assert!(stderr.contains("candidate") && stderr.contains("[15496, 2160]") && stderr.contains("[15496, 2159]"), "{stderr}");
 }
 
+/// The last prompt is read on the read-ahead thread while the others are compared: its error
+/// still ends the run with the one line, and no report.
+#[test]
+fn a_candidate_with_other_tokens_in_its_last_prompt_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let candidate = write_candidate(&dir, &[]);
+    let mut edited = EditableSafetensors::read(&candidate);
+    let name = format!("prompt.{}.tokens", PROMPTS - 1);
+    let mut tokens: Vec<i64> = edited.tensors[&name].2.chunks_exact(8).map(|bytes| i64::from_le_bytes(bytes.try_into().unwrap())).collect();
+    tokens[0] = if tokens[0] == 11 { 13 } else { 11 };
+    edited.set_i64(&name, &tokens);
+    edited.write(&candidate);
+    let output = compare_candidate(&candidate).args(["--format", "json"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty(), "no report: {}", String::from_utf8_lossy(&output.stdout));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("candidate") && stderr.contains(&format!("{tokens:?}")), "{stderr}");
+}
+
 #[test]
 fn output_paths_are_checked_before_any_work() {
     let dir = TempDir::new().unwrap();

@@ -211,29 +211,34 @@ impl ReferenceFile {
 
     /// Loads prompt `index`'s tensors.
     pub fn prompt(&self, index: usize) -> Result<PromptReference> {
-        self.read_prompt(index, true)
+        timed(Phase::Reference, || self.read_prompt(index, true))
     }
 
     /// Prompt `index`'s tensors without TransformerLens's logits: what a comparison with our
     /// unprocessed model or a candidate reads, and no more.
     pub fn prompt_without_transformer_lens(&self, index: usize) -> Result<PromptReference> {
+        timed(Phase::Reference, || self.read_prompt(index, false))
+    }
+
+    /// [`Self::prompt_without_transformer_lens`] untimed, for reading ahead on a thread of its
+    /// own: the caller times its wait for the result, since phases on two threads at once would
+    /// count the same seconds twice.
+    pub fn prompt_read_ahead(&self, index: usize) -> Result<PromptReference> {
         self.read_prompt(index, false)
     }
 
     fn read_prompt(&self, index: usize, transformer_lens: bool) -> Result<PromptReference> {
-        timed(Phase::Reference, || {
-            let tensors = self.tensors();
-            let floats = |name: &str| -> Result<Option<Vec<f32>>> {
-                self.optional_view(&tensors, index, name, Dtype::F32)?.map(|view| self.floats(&view)).transpose()
-            };
-            let transformer_lens_floats = |name: &str| if transformer_lens { floats(name) } else { Ok(None) };
-            Ok(PromptReference {
-                tokens: self.tokens(index)?,
-                logits: self.floats(&self.view(&tensors, index, "logits", Dtype::F32)?)?,
-                resid: floats("resid")?,
-                tl_processed_logits: transformer_lens_floats("tl_processed_logits")?,
-                tl_unprocessed_logits: transformer_lens_floats("tl_unprocessed_logits")?,
-            })
+        let tensors = self.tensors();
+        let floats = |name: &str| -> Result<Option<Vec<f32>>> {
+            self.optional_view(&tensors, index, name, Dtype::F32)?.map(|view| self.floats(&view)).transpose()
+        };
+        let transformer_lens_floats = |name: &str| if transformer_lens { floats(name) } else { Ok(None) };
+        Ok(PromptReference {
+            tokens: self.tokens(index)?,
+            logits: self.floats(&self.view(&tensors, index, "logits", Dtype::F32)?)?,
+            resid: floats("resid")?,
+            tl_processed_logits: transformer_lens_floats("tl_processed_logits")?,
+            tl_unprocessed_logits: transformer_lens_floats("tl_unprocessed_logits")?,
         })
     }
 
