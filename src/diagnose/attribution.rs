@@ -126,23 +126,26 @@ fn squared_sums<T: Element + Copy + Sync + Into<f64>>(before: &Tensor, after: &T
 
 /// One block's [Σ(after - before)², Σbefore², Σafter²], each in eight lanes.
 fn lane_sums<T: Copy + Into<f64>>(before: &[T], after: &[T]) -> [[f64; LANES]; 3] {
-    let [mut change, mut before_norm2, mut after_norm2] = [[0.0f64; LANES]; 3];
-    let mut add = |lane: usize, b: T, a: T| {
-        let (b, a): (f64, f64) = (b.into(), a.into());
-        change[lane] += (a - b) * (a - b);
-        before_norm2[lane] += b * b;
-        after_norm2[lane] += a * a;
-    };
+    let mut sums = [[0.0f64; LANES]; 3];
     let (before_chunks, after_chunks) = (before.chunks_exact(LANES), after.chunks_exact(LANES));
     for (lane, (&b, &a)) in before_chunks.remainder().iter().zip(after_chunks.remainder()).enumerate() {
-        add(lane, b, a);
+        add_squares(&mut sums, lane, b.into(), a.into());
     }
+    // A function, not a closure: a closure here was called per value rather than vectorised
+    // (a quarter of explain's CPU time on "Hello World").
     for (b, a) in before_chunks.zip(after_chunks) {
         for lane in 0..LANES {
-            add(lane, b[lane], a[lane]);
+            add_squares(&mut sums, lane, b[lane].into(), a[lane].into());
         }
     }
-    [change, before_norm2, after_norm2]
+    sums
+}
+
+#[inline(always)]
+fn add_squares([change, before_norm2, after_norm2]: &mut [[f64; LANES]; 3], lane: usize, b: f64, a: f64) {
+    change[lane] += (a - b) * (a - b);
+    before_norm2[lane] += b * b;
+    after_norm2[lane] += a * a;
 }
 
 #[cfg(test)]
