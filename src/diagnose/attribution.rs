@@ -80,13 +80,19 @@ fn share_of_difference(row: &[f32], base: &[f32], total: &[f32]) -> f64 {
 }
 
 /// Relative Frobenius change of one tensor, ||after - before|| / max(||before||, ||after||); 0
-/// when both are zero. Computed in one float64 pass over the two tensors' values, making no
-/// difference tensor: explain asks this of every changed tensor of every row, 124M values a row
-/// for GPT-2 small.
+/// when both are zero. Computed in float64 passes over the tensors' values, making no difference
+/// tensor: explain asks this of every changed tensor of every row, 124M values a row for GPT-2
+/// small.
 pub fn relative_change(before: &Tensor, after: &Tensor) -> f64 {
-    let (change, before_norm2, after_norm2) = match before.kind() {
-        Kind::Double => squared_sums::<f64>(before, after),
-        _ => squared_sums::<f32>(before, after),
+    relative_change_from(before, squared_norm(before), after)
+}
+
+/// [`relative_change`] with ||before||² given, as [`squared_norm`] sums it: explain compares
+/// each unprocessed tensor with several processed ones, and sums its squares once.
+pub fn relative_change_from(before: &Tensor, before_norm2: f64, after: &Tensor) -> f64 {
+    let [change, after_norm2] = match before.kind() {
+        Kind::Double => in_blocks::<f64, 2>(before, after, change_lanes),
+        _ => in_blocks::<f32, 2>(before, after, change_lanes),
     };
     let scale = before_norm2.sqrt().max(after_norm2.sqrt());
     if scale > 0.0 {
@@ -96,23 +102,36 @@ pub fn relative_change(before: &Tensor, after: &Tensor) -> f64 {
     }
 }
 
-/// Values per task of [`squared_sums`]: a multiple of [`LANES`], so that every block but the last
+/// Σ value² over a tensor, in float64.
+pub fn squared_norm(tensor: &Tensor) -> f64 {
+    let [norm2] = match tensor.kind() {
+        Kind::Double => in_blocks::<f64, 1>(tensor, tensor, norm_lanes),
+        _ => in_blocks::<f32, 1>(tensor, tensor, norm_lanes),
+    };
+    norm2
+}
+
+/// Values per task of [`in_blocks`]: a multiple of [`LANES`], so that every block but the last
 /// fills its lanes evenly.
 const BLOCK: usize = 1 << 16;
 
-/// Σ(after - before)², Σbefore², Σafter² over the two tensors (same shape) read as `T` (float32
-/// holds float16 and bfloat16 exactly). Blocks of [`BLOCK`] values run on every core, each
-/// summed in eight lanes, and the blocks' lanes combine in block order: the figures depend on
-/// the values alone, not on the thread count.
-fn squared_sums<T: Element + Copy + Sync + Into<f64>>(before: &Tensor, after: &Tensor) -> (f64, f64, f64) {
+/// `N` sums over two tensors (same shape) read as `T` (float32 holds float16 and bfloat16
+/// exactly), `lanes` summing one block's values in eight lanes. Blocks of [`BLOCK`] values run
+/// on every core, and the blocks' lanes combine in block order: the figures depend on the
+/// values alone, not on the thread count.
+fn in_blocks<T: Element + Copy + Sync, const N: usize>(
+    before: &Tensor,
+    after: &Tensor,
+    lanes: fn(&[T], &[T]) -> [[f64; LANES]; N],
+) -> [f64; N] {
     let host = |tensor: &Tensor| tensor.to_device(Device::Cpu).to_kind(T::KIND).contiguous();
     let (before, after) = (host(before), host(after));
     // SAFETY: both tensors are contiguous CPU tensors of T's kind, alive for these borrows, with
     // numel() values each; nothing writes to them meanwhile.
     let values = |tensor: &Tensor| unsafe { std::slice::from_raw_parts(tensor.data_ptr() as *const T, tensor.numel()) };
-    let blocks: Vec<[[f64; LANES]; 3]> =
-        values(&before).par_chunks(BLOCK).zip(values(&after).par_chunks(BLOCK)).map(|(b, a)| lane_sums(b, a)).collect();
-    let mut totals = [[0.0f64; LANES]; 3];
+    let blocks: Vec<[[f64; LANES]; N]> =
+        values(&before).par_chunks(BLOCK).zip(values(&after).par_chunks(BLOCK)).map(|(b, a)| lanes(b, a)).collect();
+    let mut totals = [[0.0f64; LANES]; N];
     for block in &blocks {
         for (total, lanes) in totals.iter_mut().zip(block) {
             for (total, lane) in total.iter_mut().zip(lanes) {
@@ -120,32 +139,50 @@ fn squared_sums<T: Element + Copy + Sync + Into<f64>>(before: &Tensor, after: &T
             }
         }
     }
-    let sum = |lanes: &[f64; LANES]| lanes.iter().fold(0.0, |total, lane| total + lane);
-    (sum(&totals[0]), sum(&totals[1]), sum(&totals[2]))
+    totals.map(|lanes| lanes.iter().fold(0.0, |total, lane| total + lane))
 }
 
-/// One block's [Σ(after - before)², Σbefore², Σafter²], each in eight lanes.
-fn lane_sums<T: Copy + Into<f64>>(before: &[T], after: &[T]) -> [[f64; LANES]; 3] {
-    let mut sums = [[0.0f64; LANES]; 3];
+/// One block's [Σ(after - before)², Σafter²], each in eight lanes.
+fn change_lanes<T: Copy + Into<f64>>(before: &[T], after: &[T]) -> [[f64; LANES]; 2] {
+    let mut sums = [[0.0f64; LANES]; 2];
     let (before_chunks, after_chunks) = (before.chunks_exact(LANES), after.chunks_exact(LANES));
     for (lane, (&b, &a)) in before_chunks.remainder().iter().zip(after_chunks.remainder()).enumerate() {
-        add_squares(&mut sums, lane, b.into(), a.into());
+        add_change(&mut sums, lane, b.into(), a.into());
     }
-    // A function, not a closure: a closure here was called per value rather than vectorised
-    // (a quarter of explain's CPU time on "Hello World").
+    // Plain loops and inlined functions, not closures: a closure here was called per value
+    // rather than vectorised (a quarter of explain's CPU time on "Hello World").
     for (b, a) in before_chunks.zip(after_chunks) {
         for lane in 0..LANES {
-            add_squares(&mut sums, lane, b[lane].into(), a[lane].into());
+            add_change(&mut sums, lane, b[lane].into(), a[lane].into());
         }
     }
     sums
 }
 
 #[inline(always)]
-fn add_squares([change, before_norm2, after_norm2]: &mut [[f64; LANES]; 3], lane: usize, b: f64, a: f64) {
+fn add_change([change, after_norm2]: &mut [[f64; LANES]; 2], lane: usize, b: f64, a: f64) {
     change[lane] += (a - b) * (a - b);
-    before_norm2[lane] += b * b;
     after_norm2[lane] += a * a;
+}
+
+/// One block's Σvalue² in eight lanes (the second slice is the same values, unread).
+fn norm_lanes<T: Copy + Into<f64>>(values: &[T], _: &[T]) -> [[f64; LANES]; 1] {
+    let mut sums = [[0.0f64; LANES]; 1];
+    let chunks = values.chunks_exact(LANES);
+    for (lane, &value) in chunks.remainder().iter().enumerate() {
+        add_square(&mut sums, lane, value.into());
+    }
+    for values in chunks {
+        for (lane, &value) in values.iter().enumerate() {
+            add_square(&mut sums, lane, value.into());
+        }
+    }
+    sums
+}
+
+#[inline(always)]
+fn add_square([norm2]: &mut [[f64; LANES]; 1], lane: usize, value: f64) {
+    norm2[lane] += value * value;
 }
 
 #[cfg(test)]

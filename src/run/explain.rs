@@ -7,7 +7,7 @@ use tch::Tensor;
 use super::spill::Replayable;
 use super::{load_weights, progress_bar, to_vec};
 use crate::cli::options::{Compute, ExplainOptions};
-use crate::diagnose::attribution::relative_change;
+use crate::diagnose::attribution::{relative_change_from, squared_norm};
 use crate::diagnose::prose::conclusions;
 use crate::model::gpt2::{forward_packed, packs};
 use crate::model::inputs::ModelInputs;
@@ -210,13 +210,23 @@ impl SharedParts<'_> {
 struct Before {
     named: Vec<(String, Tensor)>,
     in_memory_order: Vec<Tensor>,
+    /// Each tensor's squared norm, summed when a row first changes it.
+    squared_norms: Vec<std::cell::OnceCell<f64>>,
 }
 
 impl Before {
     fn new(weights: &Weights) -> Self {
         let named = weights.named_tensors();
         let in_memory_order = named.iter().map(|(_, tensor)| in_memory_order(tensor)).collect();
-        Self { named, in_memory_order }
+        let squared_norms = named.iter().map(|_| std::cell::OnceCell::new()).collect();
+        Self { named, in_memory_order, squared_norms }
+    }
+
+    /// Tensor `place`'s relative change in `after`, given in its own orientation.
+    fn relative_change(&self, place: usize, after: &Tensor) -> f64 {
+        let ordered = &self.in_memory_order[place];
+        let after = if is_transposed(&self.named[place].1) { after.tr() } else { after.shallow_clone() };
+        relative_change_from(ordered, *self.squared_norms[place].get_or_init(|| squared_norm(ordered)), &after)
     }
 }
 
@@ -243,14 +253,11 @@ fn changed_tensors(before: &Before, after: &Weights) -> Vec<(usize, TensorChange
     before
         .named
         .iter()
-        .zip(&before.in_memory_order)
         .zip(after.named_tensors())
         .enumerate()
-        .filter(|(_, (((_, before), _), (_, after)))| !same_view(before, after))
-        .map(|(place, (((tensor, before), ordered), (_, after)))| {
-            // The after side in the before side's orientation.
-            let after = if is_transposed(before) { after.tr() } else { after };
-            (place, TensorChange { relative_change: relative_change(ordered, &after), tensor: tensor.clone() })
+        .filter(|(_, ((_, unprocessed), (_, processed)))| !same_view(unprocessed, processed))
+        .map(|(place, ((tensor, _), (_, processed)))| {
+            (place, TensorChange { relative_change: before.relative_change(place, &processed), tensor: tensor.clone() })
         })
         .filter(|(_, change)| change.relative_change > 0.0)
         .collect()
