@@ -80,15 +80,10 @@ fn share_of_difference(row: &[f32], base: &[f32], total: &[f32]) -> f64 {
 }
 
 /// Relative Frobenius change of one tensor, ||after - before|| / max(||before||, ||after||); 0
-/// when both are zero. Computed in float64 passes over the tensors' values, making no difference
-/// tensor: explain asks this of every changed tensor of every row, 124M values a row for GPT-2
-/// small.
-pub fn relative_change(before: &Tensor, after: &Tensor) -> f64 {
-    relative_change_from(before, squared_norm(before), after)
-}
-
-/// [`relative_change`] with ||before||² given, as [`squared_norm`] sums it: explain compares
-/// each unprocessed tensor with several processed ones, and sums its squares once.
+/// when both are zero, with ||before||² given as [`squared_norm`] sums it (explain compares each
+/// unprocessed tensor with several processed ones, and sums its squares once). Computed in
+/// float64 passes over the tensors' values, making no difference tensor: explain asks this of
+/// every changed tensor of every row, 124M values a row for GPT-2 small.
 pub fn relative_change_from(before: &Tensor, before_norm2: f64, after: &Tensor) -> f64 {
     let [change, after_norm2] = match before.kind() {
         Kind::Double => in_blocks::<f64, 2>(before, after, change_lanes),
@@ -188,6 +183,10 @@ fn add_square([norm2]: &mut [[f64; LANES]; 1], lane: usize, value: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn relative_change(before: &Tensor, after: &Tensor) -> f64 {
+        relative_change_from(before, squared_norm(before), after)
+    }
 
     /// The one-pass float64 sums agree with the definition computed by libtorch, for float32,
     /// float64 and a transposed (non-contiguous) view.
