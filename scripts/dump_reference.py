@@ -452,6 +452,12 @@ class PromptForwards:
         if field == "tokens":
             return torch.tensor(ids, dtype=torch.int64)
         if index != self.index:
+            if self.index is None:
+                # A forward whose result is dropped, on the first prompt: the first forward of a
+                # process once came out differently under CI load (prompt 0 only, one thread's
+                # rows 0-13 of 27 in block 0, about 250 float32 ulps; prompts 1-4 and a rerun bit
+                # for bit), and twice it was that forward a test's envelope caught.
+                hf_forward(self.model, ids)
             logits, resid = hf_forward(self.model, ids)
             self.index, self.pending = index, {"logits": logits, "resid": resid}
             for suffix, tl_model in self.tl_models.items():
