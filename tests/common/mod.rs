@@ -44,6 +44,11 @@ pub fn compare_fixture_json<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<I
 /// Runs the project venv's Python on `script` (a path in the repository) with `args`, offline;
 /// it must succeed. Returns its stdout.
 pub fn python<S: AsRef<std::ffi::OsStr>>(script: &str, args: impl IntoIterator<Item = S>) -> Vec<u8> {
+    python_with_env(script, args, &[])
+}
+
+/// [`python`] with `env` added to the script's environment.
+pub fn python_with_env<S: AsRef<std::ffi::OsStr>>(script: &str, args: impl IntoIterator<Item = S>, env: &[(&str, &str)]) -> Vec<u8> {
     let interpreter = repo_path(".venv/bin/python");
     assert!(interpreter.exists(), "{} is missing; run `make setup` first", interpreter.display());
     let args: Vec<std::ffi::OsString> = args.into_iter().map(|arg| arg.as_ref().to_owned()).collect();
@@ -51,6 +56,7 @@ pub fn python<S: AsRef<std::ffi::OsStr>>(script: &str, args: impl IntoIterator<I
         .arg(repo_path(script))
         .args(&args)
         .env("HF_HUB_OFFLINE", "1")
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|error| panic!("cannot run {script} ({error}); run `make setup` first"));
     assert!(output.status.success(), "{script} {args:?} failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
