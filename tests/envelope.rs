@@ -21,8 +21,8 @@ const LOGITS: u64 = N_LAYER as u64 + 1;
 /// 2-core Xeon VM, under the load of this suite, a float32 forward on two threads came out about
 /// 50x further from float64 in block 0 than its rerun (once in the bundled script, in one
 /// thread's rows 0-13 of 27; once in ours, which moved exact GELU's first place from block 0 to
-/// 1). Never reproduced: 27 runs of the script on that VM; on an AMD EPYC VM, 160 of ours four at once
-/// and six runs of this file. One thread is the documented way to the same bits every run.
+/// 1). Never reproduced: 27 runs of the script on that VM; on an AMD EPYC VM, 160 of ours four at
+/// once and six runs of this file. One thread is the documented way to the same bits every run.
 const ONE_THREAD: [(&str, &str); 1] = [("OMP_NUM_THREADS", "1")];
 
 /// Prompts of 1 to 330 tokens; the first is the generator's calibration text.
