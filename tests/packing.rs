@@ -118,6 +118,33 @@ fn the_envelopes_float64_passes_made_together_equal_each_made_alone() {
     }
 }
 
+/// A float64 forward of float32 weights widens them inside the few-row products
+/// (model::widened) and casts them first for larger ones: either way it is the forward of a
+/// float64 copy of the model (whose products libtorch runs as they are), within float64 rounding.
+/// Prompts of 1 to 32 tokens, alone (widened) and with two sides' blocks (up to 96 rows, cast).
+#[test]
+fn a_float64_forward_of_float32_weights_is_that_of_a_float64_copy() {
+    let fixture = load_fixture();
+    let weights = &fixture.weights;
+    let copy = weights.shallow_clone().map(|tensor| tensor.to_kind(tch::Kind::Double));
+    let largest = |tensor: &tch::Tensor| tensor.abs().max().double_value(&[]);
+    for tokens in prompts(&fixture) {
+        let ours = forward(weights, &tokens);
+        let sides = [ours.resid.shallow_clone(), &ours.resid * 1.001];
+        let widened = forward_with(weights, &tokens, &Computation::FLOAT64);
+        let (cast, each_block) = forward_with_each_block(weights, &tokens, &sides, &Computation::FLOAT64);
+        let exact = forward(&copy, &tokens);
+        let copy_each_block = forward_each_block(&copy, &tokens, &sides[1], &Computation::FLOAT64);
+        for (name, ours, theirs) in
+            [("alone", &widened, &exact), ("with sides", &cast, &exact), ("a side's blocks", &each_block[1], &copy_each_block)]
+        {
+            let logits = max_abs_diff(&ours.logits, &theirs.logits) / largest(&theirs.logits);
+            let resid = max_abs_diff(&ours.resid, &theirs.resid) / largest(&theirs.resid);
+            assert!(logits <= 1e-12 && resid <= 1e-12, "{} tokens, {name}: logits {logits:e}, resid {resid:e}", tokens.len());
+        }
+    }
+}
+
 /// A pack's logits take a fifth of the model's weights, between 32 and 96 MiB: the fixture's
 /// tiny model keeps the 32 MiB floor, 166 rows of GPT-2's vocabulary, so that its memory does
 /// not grow with larger packs it gains nothing from.

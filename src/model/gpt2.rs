@@ -14,6 +14,7 @@ use std::ops::Range;
 use tch::{Kind, Tensor};
 
 use super::deviation::{Bias, Deviation, DeviationKind};
+use super::widened;
 use super::{Affine, Block, Unembed, Weights};
 use crate::sys::timings::{timed, Phase};
 use crate::tokenize::END_OF_TEXT;
@@ -114,6 +115,12 @@ impl Computation {
     /// Whether reading `tensor` makes a copy in another dtype.
     fn casts(&self, tensor: &Tensor) -> bool {
         self.kind.is_some_and(|kind| kind != tensor.kind())
+    }
+
+    /// Whether `x @ weight` widens the weight inside the product rather than casting it first:
+    /// float64 from float32 over a few rows (model::widened).
+    fn widens(&self, x: &Tensor, weight: &Tensor) -> bool {
+        self.kind == Some(Kind::Double) && widened::applies(x, weight)
     }
 
     /// The deviation's kind, when it applies in block `block` (`None` asks about what lies
@@ -256,17 +263,14 @@ fn forward_untimed(weights: &Weights, computed: &[&[i64]], given: Option<Given>,
 /// copy of GPT-2's [D, V] is 309 MB, made and freed by every float64 forward.
 const VOCAB_SLAB: i64 = 4096;
 
-/// `x @ weight (+ bias)` for the unembedding's `weight` [D, V]; cast on use a slab of the
-/// vocabulary at a time, each slab into the same buffer. A slab cast into fresh memory would
+/// `x @ weight (+ bias)` for the unembedding's `weight` [D, V]. A few rows widen it inside the
+/// product (model::widened); otherwise it is cast on use a slab of the vocabulary at a time,
+/// each slab into the same buffer. A slab cast into fresh memory would
 /// leave a hole that the small product beside it splits (glibc serves small blocks from a large
 /// free one), so the next slab would grow the heap: 260-340 MiB of float64 forward on "Hello World".
 fn unembed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, computation: &Computation) -> Tensor {
-    let product = |weight: &Tensor, bias: Option<Tensor>| match bias {
-        Some(bias) => computation.read(&bias).addmm(x, weight),
-        None => x.matmul(weight),
-    };
-    if !computation.casts(weight) {
-        return product(weight, bias.map(Tensor::shallow_clone));
+    if !computation.casts(weight) || computation.widens(x, weight) {
+        return product(x, weight, bias, computation);
     }
     let vocab = weight.size()[1];
     // The buffer takes the weight's layout (a transposed view of wte stays one), so each slab is
@@ -281,7 +285,7 @@ fn unembed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, computation: &Com
                 if start > 0 {
                     slab.copy_(&weight.narrow(1, start, len));
                 }
-                product(&slab, bias.map(|bias| bias.narrow(0, start, len)))
+                product(x, &slab, bias.map(|bias| bias.narrow(0, start, len)).as_ref(), computation)
             })
             .collect()
     };
@@ -321,8 +325,20 @@ fn layer_norm(x: &Tensor, affine: Option<&Affine>, epsilon: f64, deviation: Opti
 /// `bias + x @ weight`, or `x @ weight` where the deviation leaves this bias out.
 fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor, which: Bias, deviation: Option<DeviationKind>, computation: &Computation) -> Tensor {
     match deviation {
-        Some(DeviationKind::MissingBias { bias: missing }) if missing == which => x.matmul(&computation.read(weight)),
-        _ => computation.read(bias).addmm(x, &computation.read(weight)),
+        Some(DeviationKind::MissingBias { bias: missing }) if missing == which => product(x, weight, None, computation),
+        _ => product(x, weight, Some(bias), computation),
+    }
+}
+
+/// `x @ weight (+ bias)`, the weight read as `computation` reads it: widened inside the product
+/// where that applies (model::widened), otherwise cast whole first.
+fn product(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, computation: &Computation) -> Tensor {
+    let widened = computation.widens(x, weight).then(|| widened::product(x, weight)).flatten();
+    match (widened, bias) {
+        (Some(product), Some(bias)) => product + computation.read(bias),
+        (Some(product), None) => product,
+        (None, Some(bias)) => computation.read(bias).addmm(x, &computation.read(weight)),
+        (None, None) => x.matmul(&computation.read(weight)),
     }
 }
 

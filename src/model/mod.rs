@@ -13,6 +13,7 @@ pub mod process;
 mod process_kernel;
 pub mod switches;
 pub mod tensor_names;
+mod widened;
 
 use std::sync::Arc;
 

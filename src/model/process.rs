@@ -11,6 +11,7 @@ use super::load::MappedFiles;
 use super::process_kernel::{self as kernel, Norm, Value};
 pub use super::switches::{ProcessingOptions, Step};
 use super::{Affine, Block, BlockParts, Gpt2Config, TokenEmbedding, Unembed, Weights};
+use crate::sys::workers::Workers;
 
 /// Applies the enabled steps in TransformerLens's order, after untying the unembedding.
 ///
@@ -577,24 +578,6 @@ fn populate(tensor: &Tensor, workers: &Workers) {
                 unsafe { libc::madvise(batch as *mut libc::c_void, BATCH_BYTES.min(last - batch), MADV_POPULATE_WRITE) };
             })
         });
-    }
-}
-
-/// Processing's threads: as many as libtorch's, which `--threads` sets, so that processing uses
-/// the cores the rest of the run does. Results do not depend on the count (model::process_kernel).
-struct Workers(Option<rayon::ThreadPool>);
-
-impl Workers {
-    fn new() -> Self {
-        Self(rayon::ThreadPoolBuilder::new().num_threads(tch::get_num_threads().max(1) as usize).build().ok())
-    }
-
-    /// `work` on these threads; on rayon's own if they could not be started.
-    fn run<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
-        match &self.0 {
-            Some(pool) => pool.install(work),
-            None => work(),
-        }
     }
 }
 

@@ -10,6 +10,8 @@
 //! loops are compiled once more for AVX2 and AVX-512, as the comparison kernel's are.
 use rayon::prelude::*;
 
+use crate::sys::vector::{widest, Kernel};
+
 /// Lanes of a row's sums: as many float64 as the widest vectors hold (AVX-512), so that every
 /// machine adds them in the same order.
 const LANES: usize = 8;
@@ -140,40 +142,6 @@ fn add_in_order<const N: usize>(partials: impl IntoIterator<Item = [Vec<f64>; N]
         }
         totals
     })
-}
-
-/// One task's loop, run by [`widest`] in the widest vector code the CPU has.
-trait Kernel {
-    type Output;
-    fn run(self) -> Self::Output;
-}
-
-fn widest<K: Kernel>(kernel: K) -> K::Output {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has just been found to support AVX-512F.
-            return unsafe { run_avx512(kernel) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has just been found to support AVX2.
-            return unsafe { run_avx2(kernel) };
-        }
-    }
-    kernel.run()
-}
-
-/// The same code compiled for wider vectors; no fused multiply-add, so the same results.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn run_avx512<K: Kernel>(kernel: K) -> K::Output {
-    kernel.run()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn run_avx2<K: Kernel>(kernel: K) -> K::Output {
-    kernel.run()
 }
 
 struct ColumnSums<'a, I, const N: usize> {
