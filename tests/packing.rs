@@ -121,7 +121,8 @@ fn the_envelopes_float64_passes_made_together_equal_each_made_alone() {
 /// A float64 forward of float32 weights widens them inside the few-row products
 /// (model::widened) and casts them first for larger ones: either way it is the forward of a
 /// float64 copy of the model (whose products libtorch runs as they are), within float64 rounding.
-/// Prompts of 1 to 32 tokens, alone (widened) and with two sides' blocks (up to 96 rows, cast).
+/// Prompts of 1 to 32 tokens, alone and with two sides' blocks: 4 to 96 rows, widened up to 20
+/// and cast above.
 #[test]
 fn a_float64_forward_of_float32_weights_is_that_of_a_float64_copy() {
     let fixture = load_fixture();

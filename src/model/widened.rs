@@ -2,7 +2,9 @@
 //! are and widening each value inside the product. libtorch would first cast every weight to a
 //! float64 copy (twice its bytes, written to fresh memory) and then pack that copy: on a short
 //! prompt the product itself is a sliver of that work, and the cast was most of the rounding
-//! envelope's float64 pass. Here each weight is read once.
+//! envelope's float64 pass. Here each weight is read once, in long runs along its rows of
+//! memory (on checkpoint pages mapped from the page cache, reading 128 bytes of each row at a
+//! time ran at half the rate).
 //!
 //! Every output value is its dot product added in order of the inner index, each term rounded
 //! before it is added (no fused multiply-add): the same bits whatever the threads, the vector
@@ -16,19 +18,24 @@ use crate::sys::vector::{widest, Kernel};
 use crate::sys::workers::on_team;
 
 /// Rows up to which the widened product runs: past it the product's arithmetic outweighs the
-/// cast it saves, and libtorch's float64 product wins. Every product of a GPT-2-small forward, 2
-/// threads (AMD EPYC, 2026-12-07): at 8 rows 0.06 s against 0.26-0.31 s casting first (the
-/// unembedding cast whole), at 16 rows 0.11 s against 0.29-0.31 s, at 32 rows 0.21-0.30 s
-/// against 0.31-0.38 s.
-pub const MAX_ROWS: i64 = 32;
+/// cast it saves, and libtorch's float64 product wins. compare's forward phase on a
+/// GPT-2-small-shaped model, 2 threads, medians of 7 (AMD EPYC, 2026-12-07; the float64 pass has
+/// three rows per token, and a prompt under 4 tokens is filled to 4): 2 tokens 0.26 s widened
+/// against 0.39 s casting, 3 tokens 0.33 against 0.42, 4 tokens 0.29 against 0.33, 5 tokens 0.35
+/// against 0.41, 6 tokens (18 rows) 0.34 against 0.42; 8 tokens (24 rows) 0.36 against 0.34 and
+/// 10 tokens 0.42 against 0.40.
+pub const MAX_ROWS: i64 = 20;
 
-/// Output columns of a row-major weight one task computes: four AVX-512 vectors of float64 per
-/// row, read straight from the weight's rows.
-const TILE_COLUMNS: usize = 32;
+/// A row-major weight is read a block of this many rows at a time, each row along the task's
+/// columns in order (as many streams of memory), each output's sum kept in a register across
+/// the block.
+const ROW_BLOCK: usize = 8;
 
-/// Rows of `x` whose sums a row-major tile carries together, 4 x 4 vectors: half of AVX-512's
-/// registers.
-const TILE_ROWS: usize = 4;
+/// Output columns per vector of float64 sums (AVX-512).
+const VECTOR: usize = 8;
+
+/// Rows of `x` a row-major stripe carries together, one vector of sums each.
+const GROUP_ROWS: usize = 4;
 
 /// Rows of `x` side by side in one vector for a transposed weight, whose columns are rows of
 /// memory: each lane sums one row of `x` against a column read in order.
@@ -83,15 +90,16 @@ pub fn product(x: &Tensor, weight: &Tensor) -> Option<Tensor> {
     // or [N, K] holds inner * columns values from its data pointer; the caller's borrow keeps it.
     let weight_values = unsafe { std::slice::from_raw_parts(weight.data_ptr() as *const f32, inner * columns) };
     let shape = Shape { rows, inner, columns };
-    let (tiles, groups) = (columns.div_ceil(TILE_COLUMNS) as i64, rows.div_ceil(LANE_ROWS) as i64);
+    let stripe = stripe_width(columns);
+    let (stripes, groups) = (columns.div_ceil(stripe) as i64, rows.div_ceil(LANE_ROWS) as i64);
     let (rows, columns) = (rows as i64, columns as i64);
     Some(match layout {
         Layout::RowMajor => {
-            // [tiles, rows, TILE_COLUMNS] -> [rows, tiles * TILE_COLUMNS], cut to the real columns.
-            Tensor::from_slice(&row_major(x_values, weight_values, shape))
-                .view([tiles, rows, TILE_COLUMNS as i64])
+            // [stripes, rows, stripe] -> [rows, stripes * stripe], cut to the real columns.
+            Tensor::from_slice(&row_major(x_values, weight_values, shape, stripe))
+                .view([stripes, rows, stripe as i64])
                 .permute([1, 0, 2])
-                .reshape([rows, tiles * TILE_COLUMNS as i64])
+                .reshape([rows, stripes * stripe as i64])
                 .narrow(1, 0, columns)
                 .contiguous()
         }
@@ -139,26 +147,24 @@ fn each_task(outputs: Vec<&mut [f64]>, task: impl Fn(usize, &mut [f64]) + Sync) 
     });
 }
 
-/// A row-major weight's product, tile by tile of [`TILE_COLUMNS`] output columns: each tile's
-/// [rows, TILE_COLUMNS] block (columns past N zero), tiles one after another. A whole tile's
-/// columns are read where they lie; the last, narrower one from a copy padded with zeros.
-fn row_major(x: &[f64], weight: &[f32], Shape { rows, inner, columns }: Shape) -> Vec<f64> {
-    let x_groups = grouped(x, inner, TILE_ROWS);
-    let mut tiles = vec![0.0; columns.div_ceil(TILE_COLUMNS) * rows * TILE_COLUMNS];
-    each_task(tiles.chunks_mut(rows * TILE_COLUMNS).collect(), |tile, out| {
-        let first = tile * TILE_COLUMNS;
-        let width = TILE_COLUMNS.min(columns - first);
-        if width == TILE_COLUMNS {
-            widest(Tile { x_groups: &x_groups, weight: &weight[first..], stride: columns, inner, out });
-        } else {
-            let mut padded = vec![0.0_f32; inner * TILE_COLUMNS];
-            for (index, row) in padded.chunks_exact_mut(TILE_COLUMNS).enumerate() {
-                row[..width].copy_from_slice(&weight[index * columns + first..][..width]);
-            }
-            widest(Tile { x_groups: &x_groups, weight: &padded, stride: TILE_COLUMNS, inner, out });
-        }
+/// Columns of a row-major weight one task computes: two tasks per thread, so that a thread held
+/// up by another process leaves its second to the others, each reading long runs of every row.
+fn stripe_width(columns: usize) -> usize {
+    let tasks = 2 * tch::get_num_threads().max(1) as usize;
+    columns.div_ceil(tasks).next_multiple_of(VECTOR)
+}
+
+/// A row-major weight's product, stripe by stripe of `stripe` output columns: each stripe's
+/// [rows, stripe] block (columns past N zero), stripes one after another.
+fn row_major(x: &[f64], weight: &[f32], Shape { rows, inner, columns }: Shape, stripe: usize) -> Vec<f64> {
+    let x_groups = grouped(x, inner, GROUP_ROWS);
+    let mut stripes = vec![0.0; columns.div_ceil(stripe) * rows * stripe];
+    each_task(stripes.chunks_mut(rows * stripe).collect(), |index, out| {
+        let first = index * stripe;
+        let width = stripe.min(columns - first);
+        widest(Stripe { x_groups: &x_groups, rows, inner, weight: &weight[first..], stride: columns, width, out, out_width: stripe });
     });
-    tiles
+    stripes
 }
 
 /// A transposed weight's product (its columns lie as rows of memory), [`LANE_ROWS`] rows of `x`
@@ -179,15 +185,20 @@ fn transposed(x: &[f64], weight: &[f32], Shape { rows, inner, columns }: Shape) 
     out
 }
 
-/// One row-major tile's sums, every row group's.
-struct Tile<'a> {
+/// A stripe of a row-major weight's columns, every row's sums.
+struct Stripe<'a> {
+    /// `x` by groups of [`GROUP_ROWS`] rows (see [`grouped`]).
     x_groups: &'a [f64],
-    /// The tile's first column, each row `stride` values after the one before.
+    rows: usize,
+    inner: usize,
+    /// From the stripe's first column, each row `stride` values after the one before.
     weight: &'a [f32],
     stride: usize,
-    inner: usize,
-    /// [rows][TILE_COLUMNS]
+    /// The stripe's real columns.
+    width: usize,
+    /// [rows][out_width], zero to start with.
     out: &'a mut [f64],
+    out_width: usize,
 }
 
 /// A task's columns of a transposed weight, `out.len() / LANE_ROWS` of them from `weight`'s start.
@@ -199,30 +210,53 @@ struct Columns<'a> {
     out: &'a mut [f64],
 }
 
-impl Kernel for Tile<'_> {
+impl Kernel for Stripe<'_> {
     type Output = ();
 
     #[inline(always)]
     fn run(self) {
-        let Tile { x_groups, weight, stride, inner, out } = self;
-        for (group, x_group) in x_groups.chunks_exact(inner * TILE_ROWS).enumerate() {
-            let mut sums = [[0.0_f64; TILE_COLUMNS]; TILE_ROWS];
-            for (index, x_values) in x_group.chunks_exact(TILE_ROWS).enumerate() {
-                let weight_row = &weight[index * stride..][..TILE_COLUMNS];
-                // A plain loop: array::from_fn is not inlined here, and the sums would leave the
-                // registers around its call.
-                let mut wide = [0.0_f64; TILE_COLUMNS];
-                for (wide, &value) in wide.iter_mut().zip(weight_row) {
-                    *wide = f64::from(value);
+        let Stripe { x_groups, rows, inner, weight, stride, width, out, out_width } = self;
+        let vectors_end = width / VECTOR * VECTOR;
+        for block in (0..inner).step_by(ROW_BLOCK) {
+            let block_rows = ROW_BLOCK.min(inner - block);
+            for column in (0..vectors_end).step_by(VECTOR) {
+                let mut wide = [[0.0_f64; VECTOR]; ROW_BLOCK];
+                for (wide, index) in wide.iter_mut().zip(block..block + block_rows) {
+                    for (wide, &value) in wide.iter_mut().zip(&weight[index * stride + column..][..VECTOR]) {
+                        *wide = f64::from(value);
+                    }
                 }
-                for (row_sums, &x_value) in sums.iter_mut().zip(x_values) {
-                    for (sum, &value) in row_sums.iter_mut().zip(&wide) {
-                        *sum += x_value * value;
+                // GROUP_ROWS rows at once: their sums are independent chains of additions, which
+                // the CPU runs side by side.
+                for (group, x_group) in x_groups.chunks_exact(inner * GROUP_ROWS).enumerate() {
+                    let first_row = group * GROUP_ROWS;
+                    let group_rows = GROUP_ROWS.min(rows - first_row);
+                    let mut carried = [[0.0_f64; VECTOR]; GROUP_ROWS];
+                    for (row, carried) in carried.iter_mut().enumerate().take(group_rows) {
+                        carried.copy_from_slice(&out[(first_row + row) * out_width + column..][..VECTOR]);
+                    }
+                    let x_block = &x_group[block * GROUP_ROWS..][..block_rows * GROUP_ROWS];
+                    for (x_values, wide) in x_block.chunks_exact(GROUP_ROWS).zip(&wide) {
+                        for (carried, &x_value) in carried.iter_mut().zip(x_values) {
+                            for (sum, &value) in carried.iter_mut().zip(wide) {
+                                *sum += x_value * value;
+                            }
+                        }
+                    }
+                    for (row, carried) in carried.iter().enumerate().take(group_rows) {
+                        out[(first_row + row) * out_width + column..][..VECTOR].copy_from_slice(carried);
                     }
                 }
             }
-            for (row_out, row_sums) in out.chunks_exact_mut(TILE_COLUMNS).skip(group * TILE_ROWS).zip(&sums) {
-                row_out.copy_from_slice(row_sums);
+            // Columns past the last whole vector, one at a time.
+            for column in vectors_end..width {
+                for row in 0..rows {
+                    let (group, lane) = (row / GROUP_ROWS, row % GROUP_ROWS);
+                    let sum = &mut out[row * out_width + column];
+                    for index in block..block + block_rows {
+                        *sum += x_groups[(group * inner + index) * GROUP_ROWS + lane] * f64::from(weight[index * stride + column]);
+                    }
+                }
             }
         }
     }
@@ -292,7 +326,7 @@ mod tests {
     #[test]
     fn equals_the_plain_loop_bit_for_bit_in_both_layouts_at_any_shape() {
         tch::manual_seed(7);
-        for (rows, inner, columns) in [(1, 1, 1), (3, 17, 33), (4, 64, 32), (9, 70, 95), (MAX_ROWS, 40, 65)] {
+        for (rows, inner, columns) in [(1, 1, 1), (3, 17, 33), (4, 64, 32), (9, 70, 95), (5, 200, 300), (MAX_ROWS, 40, 65)] {
             let x = Tensor::randn([rows, inner], (Kind::Double, tch::Device::Cpu));
             let row_major = Tensor::randn([inner, columns], (Kind::Float, tch::Device::Cpu));
             let transposed = Tensor::randn([columns, inner], (Kind::Float, tch::Device::Cpu));
