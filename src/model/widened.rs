@@ -140,7 +140,7 @@ fn grouped(x: &[f64], inner: usize, group: usize) -> Vec<f64> {
 fn each_task(outputs: Vec<&mut [f64]>, task: impl Fn(usize, &mut [f64]) + Sync) {
     let outputs: Vec<Mutex<&mut [f64]>> = outputs.into_iter().map(Mutex::new).collect();
     let next = AtomicUsize::new(0);
-    on_team(&|_, _| loop {
+    on_team(&|| loop {
         let index = next.fetch_add(1, Ordering::Relaxed);
         let Some(output) = outputs.get(index) else { break };
         task(index, &mut output.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
