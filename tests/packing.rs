@@ -156,3 +156,25 @@ fn a_small_model_packs_at_the_floor() {
     assert_eq!(packs[0], 0..166);
     assert_eq!(packs.len(), 1000usize.div_ceil(166));
 }
+
+/// compare's unprocessed model beside a processed copy lets each block's checkpoint pages go once
+/// a forward is done with them (Weights::released_after_use), and the next forward reads them
+/// back from the file: the same bits, forward after forward, as a model that keeps them. Only
+/// float32 weights that view the checkpoint can be read back so.
+#[test]
+fn weights_let_go_after_use_are_read_back_the_same() {
+    let fixture = load_fixture();
+    assert!(fixture.weights.views_checkpoint(), "the fixture's float32 tensors view its mapped file");
+    let released = fixture.weights.released_after_use();
+    let prompts = prompts(&fixture);
+    let packed: Vec<&[i64]> = prompts.iter().map(|tokens| &tokens[..]).collect();
+    let kept = forward_packed(&fixture.weights, &packed);
+    for run in 0..3 {
+        let again = forward_packed(&released, &packed);
+        assert_eq!(max_abs_diff(&again.logits, &kept.logits), 0.0, "logits, run {run}");
+        assert_eq!(max_abs_diff(&again.resid, &kept.resid), 0.0, "residual stream, run {run}");
+    }
+    let processed = process(fixture.weights.shallow_clone(), ProcessingOptions::default());
+    assert!(!processed.views_checkpoint(), "processed weights are new memory");
+    assert!(!fixture.weights.shallow_clone().map(|tensor| tensor.to_kind(tch::Kind::Double)).views_checkpoint(), "a float64 copy");
+}

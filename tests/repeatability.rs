@@ -2,8 +2,8 @@
 mod common;
 
 use common::{
-    compare_fixture, compare_fixture_json, compare_fixture_process, fixture_dir, fixture_reference, gpt2_parity, json_report, report_json,
-    without_timing,
+    compare_fixture, compare_fixture_json, compare_fixture_process, fixture_dir, fixture_reference, gpt2_parity, json_report, prompts_file,
+    report_json, without_timing,
 };
 
 /// On one thread (`--threads 1`), as on any machine; the default, every core, repeats on one.
@@ -46,6 +46,45 @@ fn spilling_or_not_gives_identical_reports() {
     assert!(prompts.len() > 1 && prompts.iter().all(|prompt| prompt["comparisons"].as_array().unwrap().len() == 5));
     assert!(spilled["attribution"].as_array().is_some_and(|rows| !rows.is_empty()));
     assert_eq!(spilled, report("never"));
+}
+
+/// Spilling a run of several packs, the first pack waits in the file while the weights are
+/// processed, and every later pack runs through both models in turn, the unprocessed one read
+/// back from the checkpoint block by block: the same report as holding both weight sets, with
+/// the tolerance gate and with the envelope (which keeps every prompt's logits in the file).
+#[test]
+fn spilling_a_run_of_several_packs_gives_the_held_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = prompts_file(dir.path(), 80);
+    let reference = dir.path().join("reference.safetensors");
+    gpt2_parity()
+        .arg("reference")
+        .arg("--prompts-file")
+        .arg(&prompts)
+        .arg("--model")
+        .arg(fixture_dir())
+        .arg("--output")
+        .arg(&reference)
+        .assert()
+        .success();
+    let report = |spill: &str, gate: &[&str]| {
+        let output = gpt2_parity()
+            .args(["compare", "--format", "json", "--threads", "1", "--spill", spill, "--model"])
+            .arg(fixture_dir())
+            .arg("--reference")
+            .arg(&reference)
+            .args(gate)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+        without_timing(json_report(&output.stdout))
+    };
+    for gate in [&["--criterion", "tolerance"][..], &[]] {
+        let spilled = report("always", gate);
+        let rows: u64 = spilled["prompts"].as_array().unwrap().iter().map(|prompt| prompt["tokens"].as_array().unwrap().len() as u64).sum();
+        assert!(rows > 2 * 166, "{rows} rows make three packs of the fixture's 166 at least");
+        assert_eq!(spilled, report("never", gate), "{gate:?}");
+    }
 }
 
 #[test]

@@ -237,6 +237,7 @@ fn forward_untimed(weights: &Weights, computed: &[&[i64]], given: Option<Given>,
         x = &x + attention(block, &norm(&x, block.ln_1.as_ref()), &all_spans, config.n_head, deviation, computation);
         x = &x + mlp(block, &norm(&x, block.ln_2.as_ref()), deviation, computation);
         resid.push(x.shallow_clone());
+        weights.done_with(&block.tensors());
     }
     let outside = computation.deviates(None);
     let x = input(weights.blocks.len(), &x);
@@ -256,6 +257,7 @@ fn forward_untimed(weights: &Weights, computed: &[&[i64]], given: Option<Given>,
         }
         Unembed::Untied { weight, bias } => unembed(&normalized, weight, Some(bias), computation),
     };
+    weights.done_with(&[weights.token_embedding.stored()]);
     PackedActivations { logits, resid: Tensor::stack(&resid, 0), spans: kept }
 }
 

@@ -43,19 +43,44 @@ pub struct MappedFiles {
 }
 
 impl MappedFiles {
-    /// Drops the mapped pages from this process's memory, when no other weights share them.
-    /// Only the resident set shrinks: the file stays in the page cache, and a page read again
-    /// is read back from there, the same bytes, since the maps are read-only. Processing calls
-    /// it part by part, so that the checkpoint's pages leave memory as their processed copies
-    /// arrive; explain, which keeps the unprocessed model beside each row, is left alone.
+    /// Drops the mapped pages from this process's memory. Only the resident set shrinks: the
+    /// file stays in the page cache, and a page read again is read back from there, the same
+    /// bytes, since the maps are read-only. Processing calls it part by part, so that the
+    /// checkpoint's pages leave memory as their processed copies arrive; weights that still view
+    /// them read them back (explain's unprocessed parts, compare's unprocessed model).
     pub fn release(mapped: &Option<Arc<Self>>) {
-        let Some(mapped) = mapped.as_ref().filter(|mapped| Arc::strong_count(mapped) == 1) else { return };
-        for map in &mapped.maps {
-            // SAFETY: the whole of a read-only private file mapping this struct owns; MADV_DONTNEED
-            // on such a mapping only drops resident pages, which later reads fault back in.
-            unsafe { libc::madvise(map.as_ptr() as *mut libc::c_void, map.len(), libc::MADV_DONTNEED) };
+        for map in mapped.iter().flat_map(|mapped| &mapped.maps) {
+            release_pages(map.as_ptr(), map.len());
         }
     }
+
+    /// Drops the pages under those of `tensors` that view a map, as [`Self::release`] does for
+    /// the whole files: a forward that is done with a block lets its weights leave memory.
+    pub fn release_tensors(&self, tensors: &[&Tensor]) {
+        for tensor in tensors.iter().filter(|tensor| self.holds(tensor)) {
+            release_pages(tensor.data_ptr() as *const u8, tensor.numel() * tensor.kind().elt_size_in_bytes());
+        }
+    }
+
+    /// Whether `tensor`'s data lies in one of the maps.
+    pub fn holds(&self, tensor: &Tensor) -> bool {
+        let start = tensor.data_ptr() as usize;
+        let end = start + tensor.numel() * tensor.kind().elt_size_in_bytes();
+        let span = |map: &Mmap| map.as_ptr() as usize..map.as_ptr() as usize + map.len();
+        self.maps.iter().map(span).any(|span| span.start <= start && end <= span.end)
+    }
+}
+
+/// madvise(MADV_DONTNEED) on the pages holding `len` bytes from `start`, a range of one of
+/// [`MappedFiles`]' maps.
+fn release_pages(start: *const u8, len: usize) {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+    let first_page = start as usize & !(page - 1);
+    // SAFETY: the pages lie in a read-only private file mapping that MappedFiles owns (a map
+    // starts on a page and covers its last page whole); MADV_DONTNEED on such a mapping only
+    // drops resident pages, which later reads fault back in from the file.
+    unsafe { libc::madvise(first_page as *mut libc::c_void, start as usize + len - first_page, libc::MADV_DONTNEED) };
 }
 
 impl Checkpoint {
@@ -152,6 +177,7 @@ impl Checkpoint {
             blocks,
             ln_f,
             unembed: Unembed::Tied,
+            release_after_use: false,
             mapped,
         })
     }

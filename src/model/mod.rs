@@ -75,6 +75,9 @@ pub struct Weights {
     pub blocks: Vec<Block>,
     pub ln_f: Option<Affine>,
     pub unembed: Unembed,
+    /// Whether forwards drop each block's checkpoint pages from memory once done with it, and
+    /// the tied unembedding's (see [`Weights::released_after_use`]).
+    pub release_after_use: bool,
     /// The checkpoint files that loaded tensors view in place (see model::load); last, so that
     /// it is dropped after every tensor.
     pub mapped: Option<Arc<MappedFiles>>,
@@ -174,6 +177,23 @@ impl Block {
         }
     }
 
+    /// Every parameter.
+    fn tensors(&self) -> Vec<&Tensor> {
+        let norms = [&self.ln_1, &self.ln_2].into_iter().flatten();
+        let mut tensors: Vec<&Tensor> = norms.flat_map(|Affine { weight, bias }| [weight, bias]).collect();
+        tensors.extend([
+            &self.qkv_weight,
+            &self.qkv_bias,
+            &self.attn_out_weight,
+            &self.attn_out_bias,
+            &self.mlp_in_weight,
+            &self.mlp_in_bias,
+            &self.mlp_out_weight,
+            &self.mlp_out_bias,
+        ]);
+        tensors
+    }
+
     fn shallow_clone(&self) -> Self {
         Self {
             ln_1: self.ln_1.as_ref().map(Affine::shallow_clone),
@@ -252,6 +272,7 @@ impl Weights {
                 Unembed::Tied => Unembed::Tied,
                 Unembed::Untied { weight, bias } => Unembed::Untied { weight: f(weight), bias: f(bias) },
             },
+            release_after_use: self.release_after_use,
             mapped: self.mapped,
         }
     }
@@ -285,7 +306,37 @@ impl Weights {
             blocks: self.blocks.iter().map(Block::shallow_clone).collect(),
             ln_f: self.ln_f.as_ref().map(Affine::shallow_clone),
             unembed: self.unembed.shallow_clone(),
+            release_after_use: self.release_after_use,
             mapped: self.mapped.clone(),
+        }
+    }
+
+    /// A second handle on the same storage whose forwards drop each block's pages from memory
+    /// once done with it, and the tied unembedding's after the logits, where they view the
+    /// checkpoint: a later forward reads them back from the page cache (minor faults, about
+    /// 0.05 s for GPT-2 small's 522 MB). Beside a processed copy, the unprocessed model then
+    /// holds one block at a time in memory rather than a second model.
+    pub fn released_after_use(&self) -> Self {
+        Self { release_after_use: true, ..self.shallow_clone() }
+    }
+
+    /// Whether every parameter views the checkpoint's mapped files (float32 weights on the CPU),
+    /// so that their pages can leave memory and be read back.
+    pub fn views_checkpoint(&self) -> bool {
+        let Some(mapped) = &self.mapped else { return false };
+        let mut tensors = vec![self.token_embedding.stored(), &self.position_embedding];
+        tensors.extend(self.blocks.iter().flat_map(Block::tensors));
+        tensors.extend(self.ln_f.iter().flat_map(|Affine { weight, bias }| [weight, bias]));
+        if let Unembed::Untied { weight, bias } = &self.unembed {
+            tensors.extend([weight, bias]);
+        }
+        tensors.iter().all(|tensor| mapped.holds(tensor))
+    }
+
+    /// Drops `tensors`' checkpoint pages from memory, when these weights release after use.
+    pub(crate) fn done_with(&self, tensors: &[&Tensor]) {
+        if let Some(mapped) = self.mapped.as_ref().filter(|_| self.release_after_use) {
+            mapped.release_tensors(tensors);
         }
     }
 }

@@ -336,6 +336,7 @@ mod tests {
             blocks: (0..config.n_layer).map(|_| block()).collect(),
             ln_f: Some(Affine { weight: randn(&[d], 0.5) + 1.5, bias: randn(&[d], 0.5) }),
             unembed: Unembed::Tied,
+            release_after_use: false,
             mapped: None,
             config,
         }

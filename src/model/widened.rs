@@ -175,7 +175,8 @@ fn transposed(x: &[f64], weight: &[f32], Shape { rows, inner, columns }: Shape) 
     let task_columns = BLOCK_COLUMNS * TASK_BLOCKS;
     let mut out = vec![0.0; groups * columns * LANE_ROWS];
     // Tasks by group, then by columns within it.
-    let places: Vec<&mut [f64]> = out.chunks_mut(columns * LANE_ROWS).flat_map(|group| group.chunks_mut(task_columns * LANE_ROWS)).collect();
+    let places: Vec<&mut [f64]> =
+        out.chunks_mut(columns * LANE_ROWS).flat_map(|group| group.chunks_mut(task_columns * LANE_ROWS)).collect();
     let tasks_per_group = columns.div_ceil(task_columns);
     each_task(places, |task, out| {
         let (group, first) = (task / tasks_per_group, task % tasks_per_group * task_columns);
