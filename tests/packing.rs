@@ -67,19 +67,31 @@ fn largest_packing_differences(weights: &Weights, prompts: &[Vec<i64>]) -> (f64,
 /// (measured on two threads: 7e-7); a wrong mask or a neighbour's row would move them by the
 /// order of the values themselves.
 ///
+/// A pack of 4 to 32 rows on several threads splits each product's columns among them, each part
+/// one thread's product (model::gpt2's split_columns): the same bits as one thread's forward.
+///
 /// One test, as libtorch's thread count is the whole process's.
 #[test]
 fn packing_changes_no_bit_on_one_thread_and_rounding_at_most_on_several() {
     let fixture = load_fixture();
     let prompts = prompts(&fixture);
+    let weight_sets = weight_sets();
     tch::set_num_threads(1);
-    for (name, weights) in weight_sets() {
-        assert_eq!(largest_packing_differences(&weights, &prompts), (0.0, 0.0), "{name}, one thread");
+    for (name, weights) in &weight_sets {
+        assert_eq!(largest_packing_differences(weights, &prompts), (0.0, 0.0), "{name}, one thread");
     }
+    let one_thread: Vec<Vec<Activations>> =
+        weight_sets.iter().map(|(_, weights)| prompts.iter().map(|tokens| forward(weights, tokens)).collect()).collect();
     tch::set_num_threads(2);
-    for (name, weights) in weight_sets() {
-        let (logits, resid) = largest_packing_differences(&weights, &prompts);
+    for ((name, weights), one_thread) in weight_sets.iter().zip(&one_thread) {
+        let (logits, resid) = largest_packing_differences(weights, &prompts);
         assert!(logits <= 1e-5 && resid <= 1e-5, "{name}, two threads: relative differences logits {logits:e}, resid {resid:e}");
+        // Every prompt alone: at most the fixture's 32 positions, filled up to 4 rows.
+        for (tokens, alone) in prompts.iter().zip(one_thread) {
+            let split = forward(weights, tokens);
+            let differences = (max_abs_diff(&split.logits, &alone.logits), max_abs_diff(&split.resid, &alone.resid));
+            assert_eq!(differences, (0.0, 0.0), "{name}, {} tokens on two threads against one", tokens.len());
+        }
     }
 }
 

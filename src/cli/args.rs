@@ -160,9 +160,10 @@ pub struct CompareArgs {
     /// from it, and whether a breach is rounding noise or real (docs/metrics.md)
     #[arg(long)]
     pub noise_floor: bool,
-    /// Where the unprocessed pass's logits wait for the processed pass: a temporary file in TMPDIR
-    /// (one weight set in memory; memory flat in the prompt count), or memory, one prompt at a
-    /// time (both weight sets held)
+    /// How the unprocessed and processed models share memory: one weight set resident (the first
+    /// pack's unprocessed logits wait in a temporary file in TMPDIR, later packs read the
+    /// unprocessed weights back from the checkpoint; memory flat in the prompt count), or both
+    /// weight sets held, each pack through both
     #[arg(long, value_enum, value_name = "WHEN", default_value = "auto")]
     pub spill: SpillPolicy,
     /// Run every forward N times and fail unless all runs give bit-identical logits

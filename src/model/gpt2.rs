@@ -11,12 +11,16 @@
 //! row count (see [`MIN_PACK_ROWS`]); one prompt alone is a pack of one.
 use std::ops::Range;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
 use tch::{Kind, Tensor};
 
 use super::deviation::{Bias, Deviation, DeviationKind};
 use super::widened;
 use super::{Affine, Block, Unembed, Weights};
 use crate::sys::timings::{timed, Phase};
+use crate::sys::workers::on_team;
 use crate::tokenize::END_OF_TEXT;
 
 /// What one prompt produces.
@@ -339,9 +343,64 @@ fn product(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, computation: &Com
     match (widened, bias) {
         (Some(product), Some(bias)) => product + computation.read(bias),
         (Some(product), None) => product,
+        (None, bias) if splits(x, weight, computation) => split_columns(x, weight, bias),
         (None, Some(bias)) => computation.read(bias).addmm(x, &computation.read(weight)),
         (None, None) => x.matmul(&computation.read(weight)),
     }
+}
+
+/// A float32 product of at most this many rows splits the weight's columns among libtorch's
+/// threads (see [`split_columns`]). MKL runs such a product on one thread, which reads the weight
+/// at one core's rate; from about 55 rows it threads the product itself. GPT-2-small shape, 2
+/// threads, the forward phase (`--timings`), split against whole: "Hello World" (4 rows, with
+/// the envelope) 0.17-0.21 s against 0.24-0.29 s; prompts of 8, 16 and 32 tokens 0.13-0.15,
+/// 0.16-0.21 and 0.20-0.23 s against 0.18-0.22, 0.20-0.21 and 0.28-0.31 s; 55 tokens no change;
+/// explain "Hello World" 0.49-0.57 s against 0.77-0.79 s.
+const SPLIT_MAX_ROWS: i64 = 32;
+
+/// Whether `x @ weight` runs as [`split_columns`]: float32 on the CPU, as the weights hold it, on
+/// several threads, from [`MIN_PACK_ROWS`] (fewer rows take another path in MKL, whose slices of
+/// columns round differently) to [`SPLIT_MAX_ROWS`] rows.
+fn splits(x: &Tensor, weight: &Tensor, computation: &Computation) -> bool {
+    let rows = x.size()[0];
+    !computation.casts(weight)
+        && (x.kind(), weight.kind()) == (Kind::Float, Kind::Float)
+        && x.device() == tch::Device::Cpu
+        && tch::get_num_threads() > 1
+        && (MIN_PACK_ROWS as i64..=SPLIT_MAX_ROWS).contains(&rows)
+}
+
+/// `x @ weight (+ bias)` as one product per thread, each on a slice of the weight's columns, on
+/// libtorch's own threads (sys::workers::on_team; inside them libtorch and MKL run single-
+/// threaded). From 4 rows, MKL's product on a slice of columns gives each column the same bits
+/// as the whole product does (GPT-2's shapes at 4 to 500 rows, halves and thirds, torch 2.13), so
+/// a split forward is the one-thread forward bit for bit (tests/packing.rs).
+fn split_columns(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+    let parts = i64::from(tch::get_num_threads().max(1));
+    let columns = weight.size()[1];
+    // Each part's inputs, handed over whole to the thread that takes it (tensors are Send, not Sync).
+    let jobs: Vec<Mutex<Option<(Tensor, Tensor, Option<Tensor>)>>> = (0..parts)
+        .map(|part| {
+            let (start, end) = (columns * part / parts, columns * (part + 1) / parts);
+            let job = (x.shallow_clone(), weight.narrow(1, start, end - start), bias.map(|bias| bias.narrow(0, start, end - start)));
+            Mutex::new(Some(job))
+        })
+        .collect();
+    let products: Vec<Mutex<Option<Tensor>>> = (0..parts).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    on_team(&|| loop {
+        let part = next.fetch_add(1, Ordering::Relaxed);
+        let Some(job) = jobs.get(part) else { break };
+        let Some((x, weight, bias)) = job.lock().unwrap_or_else(PoisonError::into_inner).take() else { continue };
+        let product = match bias {
+            Some(bias) => bias.addmm(&x, &weight),
+            None => x.matmul(&weight),
+        };
+        *products[part].lock().unwrap_or_else(PoisonError::into_inner) = Some(product);
+    });
+    let products: Vec<Tensor> =
+        products.into_iter().map(|product| product.into_inner().unwrap_or_else(PoisonError::into_inner).expect("every part ran")).collect();
+    Tensor::cat(&products, 1)
 }
 
 /// Multi-head self-attention of each prompt (`spans`: its rows) on itself, causal.

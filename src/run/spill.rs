@@ -1,8 +1,8 @@
 //! Keeps the unprocessed pass's logits until the processed pass compares against them. When one
-//! weight set is held at a time (the processed weights are made from the unprocessed ones in
-//! place), every prompt's logits wait in a temporary file, removed on exit and on Ctrl-C, so
-//! that memory does not grow with the number of prompts. When both weight sets are held, each
-//! prompt runs through both models in turn and its logits wait in memory, one prompt at a time.
+//! weight set is held at a time, the logits of the prompts run before the weights are processed
+//! (the first pack, or every prompt: run::passes) wait in a temporary file, removed on exit and
+//! on Ctrl-C, so that memory does not grow with the number of prompts. When each pack runs
+//! through both models in turn, its logits wait in memory, one pack at a time.
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -30,14 +30,15 @@ pub fn return_free_heap() {
     }
 }
 
-/// `compare --spill`: where the unprocessed pass's logits wait.
+/// `compare --spill`: whether one weight set is resident at a time, the unprocessed pass's
+/// logits waiting in a temporary file while the weights are processed (run::passes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SpillPolicy {
-    /// A temporary file for models of 64 MiB of weights or more, else memory
+    /// One weight set for models of 64 MiB of weights or more, else both
     Auto,
-    /// A temporary file in TMPDIR; one weight set in memory at a time
+    /// One weight set in memory at a time, a temporary file in TMPDIR
     Always,
-    /// Memory, one prompt at a time; the unprocessed and processed weights held together
+    /// The unprocessed and processed weights held together, nothing written
     Never,
 }
 
