@@ -10,7 +10,6 @@
 //! another prompt's, so packing changes no result beyond the rounding of a matrix product's
 //! row count (see [`MIN_PACK_ROWS`]); one prompt alone is a pack of one.
 use std::ops::Range;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -256,6 +255,7 @@ fn forward_untimed(weights: &Weights, computed: &[&[i64]], given: Option<Given>,
                 Some(DeviationKind::UnembeddingReshaped) => {
                     normalized.matmul(&computation.read(&table).reshape([config.n_embd, config.vocab_size]))
                 }
+                _ if weights.release_after_use => unembed_letting_go(&normalized, &table, weights, computation),
                 _ => unembed(&normalized, &table.tr(), None, computation),
             }
         }
@@ -265,8 +265,9 @@ fn forward_untimed(weights: &Weights, computed: &[&[i64]], given: Option<Given>,
     PackedActivations { logits, resid: Tensor::stack(&resid, 0), spans: kept }
 }
 
-/// Vocabulary entries the unembedding reads at a time when it casts the weights: a whole float64
-/// copy of GPT-2's [D, V] is 309 MB, made and freed by every float64 forward.
+/// Vocabulary entries the unembedding reads at a time when it casts the weights (a whole float64
+/// copy of GPT-2's [D, V] is 309 MB, made and freed by every float64 forward), and when it lets
+/// them go as it goes ([`unembed_letting_go`]).
 const VOCAB_SLAB: i64 = 4096;
 
 /// `x @ weight (+ bias)` for the unembedding's `weight` [D, V]. A few rows widen it inside the
@@ -296,6 +297,23 @@ fn unembed(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, computation: &Com
             .collect()
     };
     Tensor::cat(&slabs, 1)
+}
+
+/// The tied unembedding `x @ wte^T` a slab of the vocabulary at a time, each slab's rows of wte
+/// let go once its logits are made ([`Weights::released_after_use`]): made beside a processed
+/// copy, the unprocessed logits then hold one slab of wte in memory rather than all of it (147
+/// MiB for GPT-2 small, the largest part of compare's peak). From 4 rows, MKL gives each slab's
+/// logits the same bits as the whole product's (tests/packing.rs).
+fn unembed_letting_go(x: &Tensor, table: &Tensor, weights: &Weights, computation: &Computation) -> Tensor {
+    let vocab = table.size()[0];
+    let logits = Tensor::empty([x.size()[0], vocab], (x.kind(), x.device()));
+    for start in (0..vocab).step_by(VOCAB_SLAB as usize) {
+        let len = VOCAB_SLAB.min(vocab - start);
+        let slab = table.narrow(0, start, len);
+        logits.narrow(1, start, len).copy_(&unembed(x, &slab.tr(), None, computation));
+        weights.done_with(&[&slab]);
+    }
+    logits
 }
 
 /// Each segment's rows in the pack.

@@ -41,8 +41,8 @@ use crate::sys::timings::{timed, Phase};
 /// (converted to another dtype, or with --noise-floor's float64 copy) cannot be read back, and
 /// the rounding envelope would read them back once per prompt: then every prompt runs through
 /// the unprocessed model first, its logits (and the envelope's truth) to the file, and the
-/// weights are processed in place. Not spilling, both weight sets are held and each pack runs through both.
-/// Either way each comparison sees the same logits.
+/// weights are processed in place. Not spilling, both weight sets are held and each pack runs
+/// through both. Either way each comparison sees the same logits.
 pub(super) fn compare_models(
     options: &CompareOptions,
     (inputs, checkpoint, device): (&ModelInputs, Checkpoint, tch::Device),
