@@ -18,7 +18,8 @@ use super::convert::converted;
 use super::hub::WeightFiles;
 use super::tensor_names::{self, Whole, LM_HEAD, SAVE_PRETRAINED_PREFIX};
 use super::{Affine, Block, Gpt2Config, TokenEmbedding, Unembed, Weights};
-use crate::sys::cache::file_digest;
+use crate::sys::cache::{file_digest, FileBytes};
+use crate::sys::memory::release_map_range;
 use crate::sys::timings::{timed, Phase};
 
 /// A checkpoint's files, mapped, with the digest references record for them.
@@ -43,44 +44,40 @@ pub struct MappedFiles {
 }
 
 impl MappedFiles {
-    /// Drops the mapped pages from this process's memory. Only the resident set shrinks: the
-    /// file stays in the page cache, and a page read again is read back from there, the same
-    /// bytes, since the maps are read-only. Processing calls it part by part, so that the
-    /// checkpoint's pages leave memory as their processed copies arrive; weights that still view
-    /// them read them back (explain's unprocessed parts, compare's unprocessed model).
+    /// Drops the mapped pages from this process's memory ([`release_map_range`]). Processing
+    /// calls it part by part, so that the checkpoint's pages leave memory as their processed
+    /// copies arrive; weights that still view them read them back from the page cache (explain's
+    /// unprocessed parts, compare's unprocessed model).
     pub fn release(mapped: &Option<Arc<Self>>) {
         for map in mapped.iter().flat_map(|mapped| &mapped.maps) {
-            release_pages(map.as_ptr(), map.len());
+            release_map_range(map, 0..map.len());
         }
     }
 
     /// Drops the pages under those of `tensors` that view a map, as [`Self::release`] does for
     /// the whole files: a forward that is done with a block lets its weights leave memory.
     pub fn release_tensors(&self, tensors: &[&Tensor]) {
-        for tensor in tensors.iter().filter(|tensor| self.holds(tensor)) {
-            release_pages(tensor.data_ptr() as *const u8, tensor.numel() * tensor.kind().elt_size_in_bytes());
+        for tensor in tensors {
+            if let Some((map, range)) = self.place(tensor) {
+                release_map_range(map, range);
+            }
         }
     }
 
     /// Whether `tensor`'s data lies in one of the maps.
     pub fn holds(&self, tensor: &Tensor) -> bool {
-        let start = tensor.data_ptr() as usize;
-        let end = start + tensor.numel() * tensor.kind().elt_size_in_bytes();
-        let span = |map: &Mmap| map.as_ptr() as usize..map.as_ptr() as usize + map.len();
-        self.maps.iter().map(span).any(|span| span.start <= start && end <= span.end)
+        self.place(tensor).is_some()
     }
-}
 
-/// madvise(MADV_DONTNEED) on the pages holding `len` bytes from `start`, a range of one of
-/// [`MappedFiles`]' maps.
-fn release_pages(start: *const u8, len: usize) {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
-    let first_page = start as usize & !(page - 1);
-    // SAFETY: the pages lie in a read-only private file mapping that MappedFiles owns (a map
-    // starts on a page and covers its last page whole); MADV_DONTNEED on such a mapping only
-    // drops resident pages, which later reads fault back in from the file.
-    unsafe { libc::madvise(first_page as *mut libc::c_void, start as usize + len - first_page, libc::MADV_DONTNEED) };
+    /// The map holding `tensor`'s data, and the data's byte range in it.
+    fn place(&self, tensor: &Tensor) -> Option<(&Mmap, std::ops::Range<usize>)> {
+        let start = tensor.data_ptr() as usize;
+        let len = tensor.numel() * tensor.kind().elt_size_in_bytes();
+        self.maps.iter().find_map(|map| {
+            let offset = start.checked_sub(map.as_ptr() as usize)?;
+            (offset + len <= map.len()).then_some((map, offset..offset + len))
+        })
+    }
 }
 
 impl Checkpoint {
@@ -97,7 +94,7 @@ impl Checkpoint {
         let (paths, digest) = match files {
             WeightFiles::Safetensors(path) => {
                 let map = timed(Phase::ModelLoad, || map_file(path))?;
-                let digest = timed(Phase::Digest, || file_digest(path, &map[..]));
+                let digest = timed(Phase::Digest, || file_digest(path, FileBytes::Mapped(&map)));
                 return Self::from_shards(vec![Shard { path: path.clone(), map }], origin, digest);
             }
             WeightFiles::Pickle(pickle) => {
@@ -318,7 +315,7 @@ fn map_file(path: &Path) -> Result<Mmap> {
 /// The remembered digest of a file that is not otherwise mapped (a pickle before conversion).
 fn digest_of_file(path: &Path) -> Result<String> {
     let map = map_file(path)?;
-    Ok(file_digest(path, &map[..]))
+    Ok(file_digest(path, FileBytes::Mapped(&map)))
 }
 
 /// A sharded checkpoint's digest: `sha256-shards:` and the sha256 of one line per shard, in
@@ -328,7 +325,7 @@ fn sharded_digest(shards: &[Shard]) -> String {
     let mut lines = Sha256::new();
     for shard in shards {
         let name = shard.path.file_name().map(|name| name.to_string_lossy()).unwrap_or_default();
-        lines.update(format!("{name} {}\n", file_digest(&shard.path, &shard.map[..])).as_bytes());
+        lines.update(format!("{name} {}\n", file_digest(&shard.path, FileBytes::Mapped(&shard.map))).as_bytes());
     }
     format!("sha256-shards:{:x}", lines.finalize())
 }

@@ -14,6 +14,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::model::switches::RecordedSwitches;
 use crate::model::Gpt2Config;
+use crate::sys::cache::{file_digest, FileBytes};
 use crate::sys::timings::{timed, Phase};
 
 pub const FORMAT: &str = "gpt2-parity-reference/1";
@@ -132,7 +133,11 @@ impl ReferenceFile {
     /// `sha256:<hex>` of the whole file, remembered per file identity as weight digests are:
     /// what tells two references apart whose metadata agree.
     pub fn content_digest(&self) -> String {
-        timed(Phase::Digest, || crate::sys::cache::file_digest(&self.path, &self.bytes))
+        let bytes = match &self.bytes {
+            Bytes::Mapped(map, _) => FileBytes::Mapped(map),
+            Bytes::Owned(bytes) => FileBytes::InMemory(bytes),
+        };
+        timed(Phase::Digest, || file_digest(&self.path, bytes))
     }
 
     fn tensors(&self) -> Tensors<'_> {

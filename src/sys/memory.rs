@@ -2,7 +2,10 @@
 //! the one moment it pays (after processing). Together with the spill (run::spill) and the
 //! checkpoint's page release (model::load::MappedFiles), this is what keeps the resident set
 //! at one weight set.
+use std::ops::Range;
+
 use clap::ValueEnum;
+use memmap2::Mmap;
 
 /// Processing allocates and frees model-sized float64 buffers part after part. glibc hands
 /// every large block back to the kernel on free, and the next one is fresh memory that the
@@ -28,6 +31,24 @@ pub fn return_free_heap() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Drops the pages holding bytes `range` of `map` from this process's memory. Only the resident
+/// set shrinks: the file stays in the page cache, and a page read again is read back from
+/// there, the same bytes, since the map is read-only.
+pub fn release_map_range(map: &Mmap, range: Range<usize>) {
+    let range = range.start.min(map.len())..range.end.min(map.len());
+    if range.is_empty() {
+        return;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+    let start = map.as_ptr() as usize + range.start;
+    let first_page = start & !(page - 1);
+    // SAFETY: the pages lie in `map`, a read-only private file mapping (it starts on a page and
+    // covers its last page whole); MADV_DONTNEED on such a mapping only drops resident pages,
+    // which later reads fault back in from the file.
+    unsafe { libc::madvise(first_page as *mut libc::c_void, start + range.len() - first_page, libc::MADV_DONTNEED) };
 }
 
 /// `compare --spill`: whether one weight set is resident at a time, the unprocessed pass's
