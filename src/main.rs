@@ -7,7 +7,6 @@ use gpt2_parity::run;
 
 fn main() -> ! {
     gpt2_parity::sys::timings::record_process_start();
-    gpt2_parity::sys::memory::reuse_freed_memory();
     let cli = Cli::parse();
     gpt2_parity::sys::interrupt::install_handler();
     let (outcome, timings) = match &cli.command {

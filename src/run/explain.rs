@@ -77,7 +77,7 @@ pub fn attribute(
             let prompts: Vec<&[i64]> = tokens[pack.clone()].iter().map(Vec::as_slice).collect();
             let activations = forward_packed(weights, &prompts);
             for index in 0..prompts.len() {
-                each(pack.start + index, to_vec(&activations.prompt(index).logits)?)?;
+                each(pack.start + index, to_vec(&activations.prompt(index).logits))?;
                 progress.inc(1);
             }
         }

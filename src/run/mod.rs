@@ -11,7 +11,7 @@ pub mod reference;
 pub mod rounding;
 pub mod spill;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tch::Tensor;
 
 use crate::model::dtype::Dtype;
@@ -37,7 +37,21 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
 
 /// A tensor's values, row-major, on the CPU, as float32 (the statistics' input whatever the
 /// model's dtype; a float64 run's values are rounded once here).
-fn to_vec(tensor: &Tensor) -> Result<Vec<f32>> {
-    let flat = tensor.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous().view([-1]);
-    Vec::<f32>::try_from(&flat).context("cannot read values back from libtorch")
+fn to_vec(tensor: &Tensor) -> Vec<f32> {
+    values(tensor)
+}
+
+/// A tensor's values, row-major, on the CPU, as `T`, copied into memory that is not cleared
+/// first: tch's conversion fills a zeroed vector, and jemalloc gets a large zeroed block by
+/// handing its pages back to the kernel, so every prompt's logits faulted in fresh pages (100
+/// prompts of 64 tokens, GPT-2 small's shape: 1.2 million page faults against 0.47 million).
+fn values<T: tch::kind::Element + Copy>(tensor: &Tensor) -> Vec<T> {
+    let flat = tensor.to_device(tch::Device::Cpu).to_kind(T::KIND).contiguous();
+    let len = flat.numel();
+    if len == 0 {
+        return Vec::new();
+    }
+    // SAFETY: a contiguous CPU tensor of T's kind holds `len` values of T from its data pointer;
+    // `flat` lives until the copy is made.
+    unsafe { std::slice::from_raw_parts(flat.data_ptr() as *const T, len) }.to_vec()
 }

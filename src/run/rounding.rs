@@ -136,7 +136,7 @@ impl<'a> EnvelopeJudge<'a> {
         let ours = match ours {
             Some(ours) => ours,
             None => {
-                computed = candidate_of(&forward_with(self.weights, tokens, &Computation { kind: Some(ENVELOPE_KIND), deviation: None }))?;
+                computed = candidate_of(&forward_with(self.weights, tokens, &Computation { kind: Some(ENVELOPE_KIND), deviation: None }));
                 &computed
             }
         };
@@ -147,15 +147,15 @@ impl<'a> EnvelopeJudge<'a> {
             .map(|resid| self.resid_tensor(resid, tokens))
             .collect();
         let (truth, mut each_block) = forward_with_each_block(self.weights, tokens, &sides, &Computation::FLOAT64);
-        let (logits, resid) = exact_outputs(&truth)?;
+        let (logits, resid) = exact_outputs(&truth);
         let exact_finite = |exact: &Exact| finite(&exact.base) && finite(&exact.correction);
         if !(exact_finite(&logits) && exact_finite(&resid)) {
             return Ok(None);
         }
         let mut each_block = each_block.drain(..).map(|activations| exact_outputs(&activations));
-        let (ours_logits, ours_resid) = each_block.next().context("our own side is passed first")??;
+        let (ours_logits, ours_resid) = each_block.next().context("our own side is passed first")?;
         let others_each_block =
-            others.iter().map(|side| side.resid.and_then(|_| each_block.next()).transpose()).collect::<Result<Vec<_>>>()?;
+            others.iter().map(|side| side.resid.and_then(|_| each_block.next())).collect();
         let ours = Outputs::of(ours);
         let dimensions = self.dimensions;
         let envelope = |form| {
@@ -179,7 +179,7 @@ impl<'a> EnvelopeJudge<'a> {
     /// Each of our float64 blocks (and the head), with `deviation`, on the side's own residual
     /// stream: (logits, resid) to set the side's outputs against.
     fn each_block(&self, side: Outputs, tokens: &[i64], deviation: Option<Deviation>) -> Result<EachBlock> {
-        exact_outputs(&self.each_block_in(Kind::Double, side, tokens, deviation)?)
+        Ok(exact_outputs(&self.each_block_in(Kind::Double, side, tokens, deviation)?))
     }
 
     /// [`Self::each_block`] computed in `kind`.
@@ -301,7 +301,7 @@ impl<'a> EnvelopeJudge<'a> {
                 let (logits, resid) = self.each_block(side, tokens, Some(*deviation))?;
                 let measured = dimensions.measure(side, (&resid, &logits), Forms::RAW);
                 if deviation.rounds_to_half() {
-                    let computed = candidate_of(&self.each_block_in(ENVELOPE_KIND, side, tokens, Some(*deviation))?)?;
+                    let computed = candidate_of(&self.each_block_in(ENVELOPE_KIND, side, tokens, Some(*deviation))?);
                     own_each_block = Some(Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid, &logits), Forms::RAW)));
                 }
                 let widths = truth.raw.each_block.as_ref().context("the raw envelope is measured block by block")?;
@@ -318,11 +318,11 @@ impl<'a> EnvelopeJudge<'a> {
             None => None,
         };
         let variant = |kind| forward_with(self.weights, tokens, &Computation { kind: Some(kind), deviation: Some(*deviation) });
-        let (logits_truth, resid_truth) = exact_outputs(&variant(Kind::Double))?;
+        let (logits_truth, resid_truth) = exact_outputs(&variant(Kind::Double));
         // A float16 deviation is matched within its own rounding: our forward with it in
         // float32 against the same in float64 (never less than the float32 envelope).
         let own_envelope = if deviation.rounds_to_half() {
-            let computed = candidate_of(&variant(ENVELOPE_KIND))?;
+            let computed = candidate_of(&variant(ENVELOPE_KIND));
             let whole = Widths::of(&dimensions.measure(Outputs::of(&computed), (&resid_truth, &logits_truth), Forms::RAW));
             Some(truth.raw.widened_by(&Envelope { whole, each_block: own_each_block }))
         } else {
@@ -391,15 +391,12 @@ fn applicable(deviation: &Deviation, tokens: &[i64], n_positions: usize) -> bool
 }
 
 /// A forward's logits and residual stream as float32 values, like any side's.
-fn candidate_of(activations: &Activations) -> Result<Candidate> {
-    Ok(Candidate { logits: super::to_vec(&activations.logits)?, resid: Some(super::to_vec(&activations.resid)?) })
+fn candidate_of(activations: &Activations) -> Candidate {
+    Candidate { logits: super::to_vec(&activations.logits), resid: Some(super::to_vec(&activations.resid)) }
 }
 
 /// A float64 forward's logits and residual stream, kept at float64 precision.
-fn exact_outputs(activations: &Activations) -> Result<(Exact, Exact)> {
-    let values = |tensor: &Tensor| -> Result<Vec<f64>> {
-        let flat = tensor.to_device(tch::Device::Cpu).to_kind(Kind::Double).contiguous().view([-1]);
-        Vec::<f64>::try_from(&flat).context("cannot read values back from libtorch")
-    };
-    Ok((Exact::from_f64(&values(&activations.logits)?), Exact::from_f64(&values(&activations.resid)?)))
+fn exact_outputs(activations: &Activations) -> (Exact, Exact) {
+    let values = |tensor: &Tensor| Exact::from_f64(&super::values::<f64>(tensor));
+    (values(&activations.logits), values(&activations.resid))
 }
