@@ -14,6 +14,7 @@ use std::sync::Mutex;
 
 use tch::{Device, Kind, Tensor};
 
+use crate::sys::memory::written_zeros;
 use crate::sys::vector::{widest, Kernel};
 use crate::sys::workers::on_team;
 
@@ -158,7 +159,7 @@ fn stripe_width(columns: usize) -> usize {
 /// [rows, stripe] block (columns past N zero), stripes one after another.
 fn row_major(x: &[f64], weight: &[f32], Shape { rows, inner, columns }: Shape, stripe: usize) -> Vec<f64> {
     let x_groups = grouped(x, inner, GROUP_ROWS);
-    let mut stripes = vec![0.0; columns.div_ceil(stripe) * rows * stripe];
+    let mut stripes = written_zeros(columns.div_ceil(stripe) * rows * stripe);
     each_task(stripes.chunks_mut(rows * stripe).collect(), |index, out| {
         let first = index * stripe;
         let width = stripe.min(columns - first);
@@ -173,7 +174,7 @@ fn transposed(x: &[f64], weight: &[f32], Shape { rows, inner, columns }: Shape) 
     let x_groups = grouped(x, inner, LANE_ROWS);
     let groups = rows.div_ceil(LANE_ROWS);
     let task_columns = BLOCK_COLUMNS * TASK_BLOCKS;
-    let mut out = vec![0.0; groups * columns * LANE_ROWS];
+    let mut out = written_zeros(groups * columns * LANE_ROWS);
     // Tasks by group, then by columns within it.
     let places: Vec<&mut [f64]> =
         out.chunks_mut(columns * LANE_ROWS).flat_map(|group| group.chunks_mut(task_columns * LANE_ROWS)).collect();
