@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use zerocopy::IntoBytes;
 
 use crate::sys::interrupt::TempFile;
+use crate::sys::memory::written_zeros;
 
 /// Logits pushed in the first pass and taken back, in the same order, in the second.
 pub enum LogitsSpill {
@@ -63,7 +64,7 @@ impl LogitsSpill {
     pub fn next(&mut self, len: usize) -> Result<Vec<f32>> {
         match self {
             Self::File { file, dir } => {
-                let mut logits = vec![0.0f32; len];
+                let mut logits = written_zeros::<f32>(len);
                 file.read_exact(logits.as_mut_bytes())
                     .with_context(|| format!("cannot read back the unprocessed logits from {}", dir.display()))?;
                 Ok(logits)

@@ -45,14 +45,15 @@ pub fn return_free_heap() {
 }
 
 /// `len` zeros, written into a block asked of the allocator as it is. Asked for a zeroed block,
-/// jemalloc clears a reused one by handing its pages back to the kernel; a kernel that adds into
-/// the block then reads each page before writing it and faults twice per page, the second time a
-/// copy of the kernel's zero page that flushes the other cores' address caches (on "Hello World",
-/// GPT-2 small's shape, 2 cores: 6% of the process's CPU time in the float64 pass's products).
-/// Writing the zeros here reuses the block's pages as they are.
-pub fn written_zeros(len: usize) -> Vec<f64> {
+/// jemalloc clears a reused one by handing its pages back to the kernel, and every page faults in
+/// again when it is next touched; a kernel that adds into the block reads each page before
+/// writing it and faults twice per page, the second time a copy of the kernel's zero page that
+/// flushes the other cores' address caches (on "Hello World", GPT-2 small's shape, 2 cores: 6% of
+/// the process's CPU time in the float64 pass's products). Writing the zeros here reuses the
+/// block's pages as they are.
+pub fn written_zeros<T: Copy + Default>(len: usize) -> Vec<T> {
     let mut values = Vec::with_capacity(len);
-    values.resize(len, 0.0);
+    values.resize(len, T::default());
     values
 }
 
