@@ -280,7 +280,7 @@ impl Weights {
     /// `part`'s tensors replaced by second handles on `from`'s.
     pub fn take_part(&mut self, part: process::Part, from: &Weights) {
         match part {
-            process::Part::Attention | process::Part::Mlp => {
+            process::Part::Attention | process::Part::MlpIn | process::Part::MlpOut => {
                 let blocks = std::mem::take(&mut self.blocks);
                 self.blocks =
                     blocks.into_iter().zip(&from.blocks).map(|(mine, theirs)| mine.with_parts_of(part.block_parts(), theirs)).collect();

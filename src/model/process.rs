@@ -25,15 +25,20 @@ pub fn process(weights: Weights, options: ProcessingOptions) -> Weights {
     Part::ALL.into_iter().fold(weights, |weights, part| process_part(weights, options, part))
 }
 
-/// The four parts of the weights that processing works on one at a time. Each is shaped by its
+/// The five parts of the weights that processing works on one at a time. Each is shaped by its
 /// own steps only ([`ProcessingOptions::restricted_to`]), so that explain's rows can share them.
+/// The MLP's reading and writing halves are parts of their own, as no step couples them; the
+/// attention's stay one, as fold_value_biases moves the value bias (ln_1's shift folded in) from
+/// one half into the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
     /// Every block's ln_1, c_attn and attention c_proj, by fold_ln, center_writing_weights,
     /// fold_value_biases and refactor_factored_attn_matrices.
     Attention,
-    /// Every block's ln_2, c_fc and MLP c_proj, by fold_ln and center_writing_weights.
-    Mlp,
+    /// Every block's ln_2 and c_fc, by fold_ln.
+    MlpIn,
+    /// Every block's MLP c_proj, by center_writing_weights.
+    MlpOut,
     /// wte and wpe, by center_writing_weights.
     Embeddings,
     /// ln_f, W_U and b_U, by fold_ln and center_unembed.
@@ -41,13 +46,14 @@ pub enum Part {
 }
 
 impl Part {
-    pub const ALL: [Part; 4] = [Part::Attention, Part::Mlp, Part::Embeddings, Part::Unembedding];
+    pub const ALL: [Part; 5] = [Part::Attention, Part::MlpIn, Part::MlpOut, Part::Embeddings, Part::Unembedding];
 
     /// The block parts this part is made of; none for the embeddings and the unembedding.
     pub fn block_parts(self) -> BlockParts {
         match self {
             Part::Attention => BlockParts { attention_in: true, attention_out: true, ..BlockParts::default() },
-            Part::Mlp => BlockParts { mlp_in: true, mlp_out: true, ..BlockParts::default() },
+            Part::MlpIn => BlockParts { mlp_in: true, ..BlockParts::default() },
+            Part::MlpOut => BlockParts { mlp_out: true, ..BlockParts::default() },
             Part::Embeddings | Part::Unembedding => BlockParts::default(),
         }
     }
@@ -56,7 +62,8 @@ impl Part {
     fn shaped_by(self, step: Step) -> bool {
         match self {
             Part::Attention => step != Step::CenterUnembed,
-            Part::Mlp => matches!(step, Step::FoldLn | Step::CenterWritingWeights),
+            Part::MlpIn => step == Step::FoldLn,
+            Part::MlpOut => step == Step::CenterWritingWeights,
             Part::Embeddings => step == Step::CenterWritingWeights,
             Part::Unembedding => matches!(step, Step::FoldLn | Step::CenterUnembed),
         }
@@ -72,7 +79,7 @@ pub fn process_part(weights: Weights, options: ProcessingOptions, part: Part) ->
     MappedFiles::release(&weights.mapped);
     let release = || MappedFiles::release(&weights.mapped);
     match part {
-        Part::Attention | Part::Mlp => {
+        Part::Attention | Part::MlpIn | Part::MlpOut => {
             weights.blocks =
                 process_blocks(std::mem::take(&mut weights.blocks), options, part.block_parts(), (&weights.config, kind), &release);
         }

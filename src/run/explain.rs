@@ -96,7 +96,7 @@ pub fn attribute(
             .collect();
     // Rows are made most steps first: the first is all steps, whose logits every row's share of
     // the difference needs, and a part that a row shares with another (the accumulations share
-    // their attention, MLP, embeddings or unembedding with the next shorter one and with the
+    // their attention, MLP halves, embeddings or unembedding with the next shorter one and with the
     // steps alone) is used again soon after it is made, so that few are kept at a time.
     let mut order: Vec<usize> = (0..variants.len()).collect();
     order.sort_by_key(|&index| (std::cmp::Reverse(variants[index].2.len()), variants[index].1 != RowKind::Accumulated, index));
