@@ -154,8 +154,7 @@ impl<'a> EnvelopeJudge<'a> {
         }
         let mut each_block = each_block.drain(..).map(|activations| exact_outputs(&activations));
         let (ours_logits, ours_resid) = each_block.next().context("our own side is passed first")?;
-        let others_each_block =
-            others.iter().map(|side| side.resid.and_then(|_| each_block.next())).collect();
+        let others_each_block = others.iter().map(|side| side.resid.and_then(|_| each_block.next())).collect();
         let ours = Outputs::of(ours);
         let dimensions = self.dimensions;
         let envelope = |form| {

@@ -39,7 +39,13 @@ pub fn return_free_heap() {
         // SAFETY: the name is a NUL-terminated mallctl name that takes no value and returns
         // none; purging only returns free pages to the kernel, under jemalloc's own locks.
         unsafe {
-            tikv_jemalloc_sys::mallctl(PURGE_EVERY_ARENA.as_ptr().cast(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), 0);
+            tikv_jemalloc_sys::mallctl(
+                PURGE_EVERY_ARENA.as_ptr().cast(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+            );
         }
     }
 }
