@@ -112,10 +112,16 @@ fn comparisons(report: &Value) -> impl Iterator<Item = (&Value, &Value)> {
 
 /// The largest multiple of the envelope a side reaches anywhere, either view.
 fn worst(side: &Value) -> f64 {
+    worst_before_the_head(side).max(side["head"].as_f64().unwrap_or(0.0))
+}
+
+/// The same, leaving out the head on its own (ln_f and the unembedding on the side's last
+/// residual snapshot, against our float32 head on it).
+fn worst_before_the_head(side: &Value) -> f64 {
     ["snapshots", "each_block"]
         .iter()
         .flat_map(|key| side[key].as_array().into_iter().flatten())
-        .chain([&side["logits"], &side["head"]])
+        .chain([&side["logits"]])
         .filter_map(Value::as_f64)
         .fold(0.0, f64::max)
 }
@@ -142,8 +148,13 @@ fn checked_with_rerun(command: impl Fn() -> (Option<i32>, Value), check: impl Fn
 }
 
 /// `compare` on `reference` with `extra` passes: every comparison, both sides within the
-/// envelope with room to spare (the factor is 8; faithful implementations sit at 1.5x or below
-/// on this model).
+/// envelope (the factor is 8), and with room to spare before the head (faithful implementations
+/// sit at 1.5x or below there on this model). The head on its own is held to the factor only:
+/// its width is our float32 head's own error, and a faithful float32 head whose BLAS sums the
+/// 768 products differently lands several times further from float64. Measured apart on a
+/// 2-core Intel Xeon (AVX-512), [2, 768] @ [768, 50257] in float32 against float64: numpy's
+/// OpenBLAS 4.2x libtorch's MKL, a plain float32 loop adding in order 5.9x; this test's numpy
+/// port's head reached 3.86x on the 2-token prompt there (1.08x at 27 tokens).
 fn assert_faithful(what: &str, reference: &Path, extra: &[&str]) {
     let check = |(code, report): &(Option<i32>, Value)| {
         for (prompt, comparison) in comparisons(report) {
@@ -158,7 +169,8 @@ fn assert_faithful(what: &str, reference: &Path, extra: &[&str]) {
                     worst(judged)
                 );
                 assert!(judged["first_outside"].is_null(), "{what}: {comparison:#}");
-                assert!(worst(judged) <= 3.0, "{what}: {} at {:.2}x: {comparison:#}", judged["side"], worst(judged));
+                let margin = worst_before_the_head(judged);
+                assert!(margin <= 3.0, "{what}: {} at {margin:.2}x: {comparison:#}", judged["side"]);
             }
             assert_eq!(comparison["passed"], true, "{what}: {comparison:#}");
             for snapshot in comparison["resid"].as_array().into_iter().flatten() {
