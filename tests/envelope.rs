@@ -151,7 +151,7 @@ fn checked_with_rerun(command: impl Fn() -> (Option<i32>, Value), check: impl Fn
 /// envelope (the factor is 8), and with room to spare before the head (faithful implementations
 /// sit at 1.5x or below there on this model). The head on its own is held to the factor only:
 /// its width is our float32 head's own error, and a faithful float32 head whose BLAS sums the
-/// 768 products differently lands several times further from float64. Measured apart on a
+/// products differently lands several times further from float64. Measured apart on a
 /// 2-core Intel Xeon (AVX-512), [2, 768] @ [768, 50257] in float32 against float64: numpy's
 /// OpenBLAS 4.2x libtorch's MKL, a plain float32 loop adding in order 5.9x; this test's numpy
 /// port's head reached 3.86x on the 2-token prompt there (1.08x at 27 tokens).
