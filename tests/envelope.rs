@@ -147,15 +147,23 @@ fn checked_with_rerun(command: impl Fn() -> (Option<i32>, Value), check: impl Fn
     std::panic::resume_unwind(failure);
 }
 
+/// How the candidate computes its head (ln_f and the unembedding). The envelope's width there is
+/// our float32 head's own error through libtorch's MKL; numpy's OpenBLAS adds a product's terms
+/// differently and lands several times further from float64, so a numpy port's head is held to
+/// the factor only (by `first_outside` and `passed`), every view before it still to 3x. Measured
+/// apart on a 2-core Intel Xeon (AVX-512), [2, 768] @ [768, 50257] in float32 against float64:
+/// OpenBLAS's largest error 4.2x MKL's, a plain float32 loop adding in order 5.9x; the numpy
+/// port's head reached 3.86x on the 2-token prompt there (1.08x in any view at 27 tokens).
+#[derive(Clone, Copy)]
+enum CandidateHead {
+    Libtorch,
+    Openblas,
+}
+
 /// `compare` on `reference` with `extra` passes: every comparison, both sides within the
-/// envelope (the factor is 8), and with room to spare before the head (faithful implementations
-/// sit at 1.5x or below there on this model). The head on its own is held to the factor only:
-/// its width is our float32 head's own error, and a faithful float32 head whose BLAS sums the
-/// products differently lands several times further from float64. Measured apart on a
-/// 2-core Intel Xeon (AVX-512), [2, 768] @ [768, 50257] in float32 against float64: numpy's
-/// OpenBLAS 4.2x libtorch's MKL, a plain float32 loop adding in order 5.9x; this test's numpy
-/// port's head reached 3.86x on the 2-token prompt there (1.08x at 27 tokens).
-fn assert_faithful(what: &str, reference: &Path, extra: &[&str]) {
+/// envelope (the factor is 8) with room to spare (faithful implementations sit at 1.5x or below
+/// on this model), except a numpy port's head on its own (`CandidateHead::Openblas`).
+fn assert_faithful(what: &str, reference: &Path, extra: &[&str], candidate_head: CandidateHead) {
     let check = |(code, report): &(Option<i32>, Value)| {
         for (prompt, comparison) in comparisons(report) {
             let rounding = &comparison["rounding"];
@@ -169,7 +177,10 @@ fn assert_faithful(what: &str, reference: &Path, extra: &[&str]) {
                     worst(judged)
                 );
                 assert!(judged["first_outside"].is_null(), "{what}: {comparison:#}");
-                let margin = worst_before_the_head(judged);
+                let margin = match (side, candidate_head) {
+                    ("candidate", CandidateHead::Openblas) => worst_before_the_head(judged),
+                    _ => worst(judged),
+                };
                 assert!(margin <= 3.0, "{what}: {} at {margin:.2}x: {comparison:#}", judged["side"]);
             }
             assert_eq!(comparison["passed"], true, "{what}: {comparison:#}");
@@ -188,16 +199,17 @@ fn faithful_implementations_pass_at_real_magnitudes_with_and_without_bos() {
     let model = model();
     for (name, reference) in [("float32", &model.reference), ("<|endoftext|> prepended", &model.reference_bos)] {
         // Ours, unprocessed and processed, against Hugging Face in float32.
-        assert_faithful(&format!("ours vs Hugging Face, {name}"), reference, &[]);
+        assert_faithful(&format!("ours vs Hugging Face, {name}"), reference, &[], CandidateHead::Libtorch);
         for backend in ["numpy", "torch"] {
             for dtype in ["float32", "float64"] {
                 let candidate = port(dir.path(), reference, &["--backend", backend, "--dtype", dtype]);
                 let what = format!("{backend} {dtype} port, {name}");
-                assert_faithful(&what, reference, &["--candidate", candidate.to_str().unwrap()]);
+                let head = if backend == "numpy" { CandidateHead::Openblas } else { CandidateHead::Libtorch };
+                assert_faithful(&what, reference, &["--candidate", candidate.to_str().unwrap()], head);
             }
         }
     }
-    assert_faithful("ours vs Hugging Face in float64", &model.reference_float64, &[]);
+    assert_faithful("ours vs Hugging Face in float64", &model.reference_float64, &[], CandidateHead::Libtorch);
 }
 
 /// A port with one deviation, on the calibration prompt: it fails, its side first leaves the
@@ -304,7 +316,7 @@ fn a_candidate_without_its_residual_stream_gets_a_logits_only_verdict() {
     let dir = TempDir::new().unwrap();
     let reference = &model().reference;
     let faithful = port(dir.path(), reference, &["--no-resid"]);
-    assert_faithful("numpy float32 port, logits only", reference, &["--candidate", faithful.to_str().unwrap()]);
+    assert_faithful("numpy float32 port, logits only", reference, &["--candidate", faithful.to_str().unwrap()], CandidateHead::Openblas);
     let gelu = port(dir.path(), reference, &["--no-resid", "--deviation", "exact_gelu"]);
     let (code, report) = compare(reference, &["--candidate", gelu.to_str().unwrap(), &prompts()[0]]);
     assert_eq!(code, Some(1), "{report:#}");
